@@ -1,0 +1,127 @@
+package ratchet
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// App is a WebSocket server with routes, the Go form of Ratchet\App:
+//
+//	app := ratchet.NewApp("localhost", 8080)
+//	app.Route("/chat", &Chat{}, []string{"*"})
+//	log.Fatal(app.Run())
+//
+// It is also an http.Handler, so it can be mounted on an existing server
+// instead of calling Run.
+type App struct {
+	httpHost         string
+	port             int
+	address          string
+	tlsConfig        *tls.Config
+	handshakeTimeout time.Duration
+	defaults         []WsOption
+
+	mux http.ServeMux
+
+	mu       sync.Mutex
+	servers  []*WsServer
+	https    []*http.Server
+	shutdown bool
+}
+
+// NewApp returns an App whose routes answer requests for httpHost ("" or "*":
+// any host) and whose Run listens on port. Run listens on 127.0.0.1 unless
+// WithAddress says otherwise, as Ratchet does.
+func NewApp(httpHost string, port int, opts ...Option) *App {
+	a := &App{
+		httpHost:         httpHost,
+		port:             port,
+		address:          DefaultAddress,
+		handshakeTimeout: DefaultHandshakeTimeout,
+	}
+	for _, o := range opts {
+		o.applyApp(a)
+	}
+	return a
+}
+
+// ServeHTTP dispatches to the routes and handlers. Unknown paths and hosts
+// get 404.
+func (a *App) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+
+// Run listens on the App's address and port and serves until Shutdown, when
+// it returns ErrServerClosed.
+func (a *App) Run() error {
+	l, err := net.Listen("tcp", net.JoinHostPort(a.address, strconv.Itoa(a.port)))
+	if err != nil {
+		return err
+	}
+	return a.Serve(l)
+}
+
+// RunTLS is Run over TLS (wss://) with the certificate and key in the given
+// PEM files.
+func (a *App) RunTLS(certFile, keyFile string) error {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	cfg := &tls.Config{}
+	if a.tlsConfig != nil {
+		cfg = a.tlsConfig.Clone()
+	}
+	cfg.Certificates = append(cfg.Certificates, cert)
+	a.tlsConfig = cfg
+	a.mu.Unlock()
+	return a.Run()
+}
+
+// Serve serves on l until Shutdown, when it returns ErrServerClosed. With
+// WithTLSConfig the connections speak TLS.
+func (a *App) Serve(l net.Listener) error {
+	a.mu.Lock()
+	if a.shutdown {
+		a.mu.Unlock()
+		_ = l.Close()
+		return ErrServerClosed
+	}
+	if a.tlsConfig != nil {
+		cfg := a.tlsConfig.Clone()
+		cfg.NextProtos = []string{"http/1.1"} // WebSocket needs HTTP/1.1 (no RFC 8441 here)
+		l = tls.NewListener(l, cfg)
+	}
+	hs := &http.Server{Handler: a, ReadHeaderTimeout: a.handshakeTimeout}
+	a.https = append(a.https, hs)
+	a.mu.Unlock()
+	return hs.Serve(l)
+}
+
+// Shutdown stops accepting connections, closes every WebSocket with
+// StatusGoingAway (1001), and waits until each has been through OnClose or
+// ctx is done. Run and Serve then return ErrServerClosed.
+func (a *App) Shutdown(ctx context.Context) error {
+	a.mu.Lock()
+	a.shutdown = true
+	https, servers := a.https, a.servers
+	a.mu.Unlock()
+
+	var wg sync.WaitGroup
+	errs := make([]error, len(https)+len(servers))
+	for i, hs := range https {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = hs.Shutdown(ctx) }()
+	}
+	for i, s := range servers {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[len(https)+i] = s.Shutdown(ctx) }()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}

@@ -1,0 +1,126 @@
+package ratchet
+
+import (
+	"context"
+	"errors"
+	"sync"
+)
+
+// Broker carries published messages between the Hubs of several processes,
+// so that a message published on any node reaches subscribers on every node.
+// Implementations for Redis and NATS live in the subpackages broker/redis and
+// broker/nats; MemoryBroker connects Hubs inside one process.
+//
+// A Hub subscribes to a topic on its Broker only while it has local
+// subscribers to that topic, and delivers what the Broker hands it to them.
+type Broker interface {
+	// Publish sends msg to every subscription of topic on every node,
+	// including the publishing one. It returns an error, never blocking past
+	// ctx, when the message could not be handed to the broker.
+	Publish(ctx context.Context, topic string, msg Message) error
+	// Subscribe calls deliver for every message published on topic, one at
+	// a time and in the order one publisher sent them, until the
+	// subscription is closed. deliver must not block for long.
+	Subscribe(ctx context.Context, topic string, deliver func(Message)) (Subscription, error)
+	// Close ends every subscription and releases the broker's connections.
+	Close() error
+}
+
+// Subscription is one topic subscription on a Broker.
+type Subscription interface {
+	// Unsubscribe stops deliveries; after it returns, deliver is not called
+	// again.
+	Unsubscribe(ctx context.Context) error
+}
+
+// ErrBrokerClosed is returned by a Broker used after Close.
+var ErrBrokerClosed = errors.New("ratchet: broker closed")
+
+// MemoryBroker is a Broker inside one process: Publish calls every
+// subscription's deliver function before it returns. It needs nothing
+// installed, and lets several Hubs (say, several Apps in a test) share topics.
+// The zero value is ready to use.
+type MemoryBroker struct {
+	mu     sync.RWMutex
+	topics map[string]map[*memorySub]struct{}
+	closed bool
+}
+
+// NewMemoryBroker returns an empty MemoryBroker.
+func NewMemoryBroker() *MemoryBroker { return &MemoryBroker{} }
+
+type memorySub struct {
+	b       *MemoryBroker
+	topic   string
+	mu      sync.Mutex // serialises deliveries, and Unsubscribe with them
+	deliver func(Message)
+}
+
+// Publish implements Broker.
+func (b *MemoryBroker) Publish(ctx context.Context, topic string, msg Message) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	b.mu.RLock()
+	if b.closed {
+		b.mu.RUnlock()
+		return ErrBrokerClosed
+	}
+	subs := make([]*memorySub, 0, len(b.topics[topic]))
+	for s := range b.topics[topic] {
+		subs = append(subs, s)
+	}
+	b.mu.RUnlock()
+	for _, s := range subs {
+		s.mu.Lock()
+		if s.deliver != nil {
+			s.deliver(msg)
+		}
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+// Subscribe implements Broker.
+func (b *MemoryBroker) Subscribe(ctx context.Context, topic string, deliver func(Message)) (Subscription, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, ErrBrokerClosed
+	}
+	if b.topics == nil {
+		b.topics = make(map[string]map[*memorySub]struct{})
+	}
+	if b.topics[topic] == nil {
+		b.topics[topic] = make(map[*memorySub]struct{})
+	}
+	s := &memorySub{b: b, topic: topic, deliver: deliver}
+	b.topics[topic][s] = struct{}{}
+	return s, nil
+}
+
+// Unsubscribe implements Subscription.
+func (s *memorySub) Unsubscribe(context.Context) error {
+	s.b.mu.Lock()
+	delete(s.b.topics[s.topic], s)
+	if len(s.b.topics[s.topic]) == 0 {
+		delete(s.b.topics, s.topic)
+	}
+	s.b.mu.Unlock()
+	s.mu.Lock()
+	s.deliver = nil
+	s.mu.Unlock()
+	return nil
+}
+
+// Close implements Broker.
+func (b *MemoryBroker) Close() error {
+	b.mu.Lock()
+	b.closed = true
+	b.topics = nil
+	b.mu.Unlock()
+	return nil
+}

@@ -1,0 +1,438 @@
+package ratchet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/coder/websocket"
+
+	"github.com/ratchetgo/ratchet/internal/wire"
+)
+
+// Conn is one WebSocket connection, as the component sees it (Ratchet's
+// ConnectionInterface). All methods are safe for concurrent use.
+type Conn interface {
+	// ID is unique among the connections of this process (Ratchet's
+	// resourceId).
+	ID() uint64
+	// Send queues msg for the peer and returns at once; it never blocks on
+	// the network. It returns ErrClosed once the connection is closing, and
+	// ErrSlowConsumer when the send queue is full (the connection is then
+	// closed with 1008). Send does not copy msg.Data.
+	Send(msg Message) error
+	// Close sends what is already queued, then closes with code and reason
+	// (at most 123 bytes). OnClose follows once the peer has answered or a
+	// timeout passed. Close never blocks on the network.
+	Close(code StatusCode, reason string) error
+	// Request is the HTTP upgrade request: headers, cookies, query, and
+	// PathValue for wildcards of the route pattern. Its Context is done; use
+	// Conn.Context instead.
+	Request() *http.Request
+	// RemoteAddr is the peer's network address, as in http.Request.
+	RemoteAddr() string
+	// Subprotocol is the negotiated subprotocol, "" if none.
+	Subprotocol() string
+	// User is the identity set by the Authenticator or Hub.SetUser, "" if none.
+	User() string
+	// Context is done when the connection has ended, just before OnClose.
+	Context() context.Context
+	// Set stores a value on the connection for the component's use.
+	Set(key string, value any)
+	// Get returns a value stored with Set.
+	Get(key string) (any, bool)
+}
+
+var lastConnID atomic.Uint64
+
+// conn is the connection behind Conn. Its run goroutine owns the life cycle:
+// it reads, calls every callback, and ends the connection. A writer goroutine
+// exists only while there is something to write, and a ping goroutine only
+// while a ping awaits its pong.
+type conn struct {
+	id     uint64
+	srv    *WsServer
+	ws     *websocket.Conn
+	wire   *wire.Conn
+	req    *http.Request
+	user   atomic.Pointer[string]
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// helpers counts the writer and ping goroutines; Add only under mu while
+	// !ended, so the Wait in finish cannot race with it.
+	helpers sync.WaitGroup
+	ping    *time.Timer
+
+	mu          sync.Mutex
+	queue       []Message
+	spare       []Message // the writer's drained slice, reused
+	writing     bool      // a writer goroutine owns the write side
+	closing     bool      // Close was called or the server failed the conn
+	ended       bool      // the run goroutine is finishing: no new helpers
+	closeCode   StatusCode
+	closeReason string
+	cause       error // an explicit failure (slow consumer, panic, ...)
+	writeErr    error // the first write error
+	readErr     error // why reading stopped, nil for a clean close
+	peerClosed  bool  // the peer sent a normal close frame
+	values      map[string]any
+}
+
+func newConn(s *WsServer, ws *websocket.Conn, wc *wire.Conn, r *http.Request, user string) *conn {
+	c := &conn{id: lastConnID.Add(1), srv: s, ws: ws, wire: wc, req: r}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	if user != "" {
+		c.user.Store(&user)
+	}
+	ws.SetReadLimit(s.cfg.readLimit)
+	return c
+}
+
+func (c *conn) ID() uint64               { return c.id }
+func (c *conn) Request() *http.Request   { return c.req }
+func (c *conn) RemoteAddr() string       { return c.req.RemoteAddr }
+func (c *conn) Subprotocol() string      { return c.ws.Subprotocol() }
+func (c *conn) Context() context.Context { return c.ctx }
+
+func (c *conn) User() string {
+	if u := c.user.Load(); u != nil {
+		return *u
+	}
+	return ""
+}
+
+func (c *conn) setUser(u string) { c.user.Store(&u) }
+
+func (c *conn) Set(key string, value any) {
+	c.mu.Lock()
+	if c.values == nil {
+		c.values = make(map[string]any)
+	}
+	c.values[key] = value
+	c.mu.Unlock()
+}
+
+func (c *conn) Get(key string) (any, bool) {
+	c.mu.Lock()
+	v, ok := c.values[key]
+	c.mu.Unlock()
+	return v, ok
+}
+
+func (c *conn) String() string { return fmt.Sprintf("conn#%d(%s)", c.id, c.req.RemoteAddr) }
+
+// Send implements Conn.
+func (c *conn) Send(msg Message) error {
+	c.mu.Lock()
+	if c.closing || c.ended {
+		c.mu.Unlock()
+		return ErrClosed
+	}
+	if len(c.queue) >= c.srv.cfg.sendQueue {
+		c.failLocked(ErrSlowConsumer, StatusPolicyViolation, "slow consumer")
+		c.queue = nil // cannot be delivered in time; OnError tells
+		c.mu.Unlock()
+		return ErrSlowConsumer
+	}
+	c.queue = append(c.queue, msg)
+	c.startWriterLocked()
+	c.mu.Unlock()
+	return nil
+}
+
+// Close implements Conn.
+func (c *conn) Close(code StatusCode, reason string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing || c.ended {
+		return ErrClosed
+	}
+	c.closeLocked(code, reason)
+	return nil
+}
+
+func (c *conn) closeLocked(code StatusCode, reason string) {
+	if len(reason) > 123 {
+		reason = reason[:123]
+	}
+	c.closing, c.closeCode, c.closeReason = true, code, reason
+	c.startWriterLocked()
+}
+
+// fail closes the connection because of err, which OnError will receive.
+func (c *conn) fail(err error, code StatusCode, reason string) {
+	c.mu.Lock()
+	c.failLocked(err, code, reason)
+	c.mu.Unlock()
+}
+
+func (c *conn) failLocked(err error, code StatusCode, reason string) {
+	if c.cause == nil {
+		c.cause = err
+	}
+	if !c.closing && !c.ended {
+		c.closeLocked(code, reason)
+	}
+}
+
+func (c *conn) startWriterLocked() {
+	if c.writing || c.ended {
+		return
+	}
+	c.writing = true
+	c.helpers.Add(1)
+	go c.writeLoop()
+}
+
+// writeLoop drains the queue, a whole batch per socket write, then closes
+// the connection if that was asked for. It exits as soon as nothing is left,
+// so an idle connection has no writer goroutine.
+func (c *conn) writeLoop() {
+	defer c.helpers.Done()
+	for {
+		c.mu.Lock()
+		if len(c.queue) == 0 {
+			if c.closing && !c.ended {
+				code, reason := c.closeCode, c.closeReason
+				c.mu.Unlock()
+				// The handshake waits for the peer's close frame (coder
+				// bounds it at 5 s); writing stays true so no writer restarts.
+				_ = c.ws.Close(websocket.StatusCode(code), reason)
+				return
+			}
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
+		batch := c.queue
+		c.queue = c.spare[:0]
+		c.mu.Unlock()
+
+		err := c.writeBatch(batch)
+		clear(batch)
+		c.mu.Lock()
+		c.spare = batch[:0]
+		if err != nil {
+			c.writing = false
+			if c.writeErr == nil {
+				c.writeErr = fmt.Errorf("ratchet: write: %w", err)
+			}
+		}
+		c.mu.Unlock()
+		if err != nil {
+			c.abort(nil) // the socket is unusable; the reader ends
+			return
+		}
+	}
+}
+
+func (c *conn) writeBatch(batch []Message) error {
+	c.wire.Hold()
+	for _, m := range batch {
+		if err := c.ws.Write(context.Background(), websocket.MessageType(m.Type), m.Data); err != nil {
+			_ = c.wire.Flush()
+			return err
+		}
+	}
+	return c.wire.Flush()
+}
+
+// abort ends the connection at once, without a close handshake: for peers
+// that are gone or stuck. err, if not nil, goes to OnError.
+func (c *conn) abort(err error) {
+	c.mu.Lock()
+	if err != nil && c.cause == nil {
+		c.cause = err
+	}
+	c.closing = true
+	c.mu.Unlock()
+	_ = c.wire.Close()
+}
+
+func (c *conn) armKeepalive() {
+	if c.srv.cfg.keepaliveInterval <= 0 {
+		return
+	}
+	c.mu.Lock()
+	c.ping = time.AfterFunc(c.srv.cfg.keepaliveInterval, c.keepalive)
+	c.mu.Unlock()
+}
+
+// keepalive runs on the ping timer's own goroutine: one ping, then re-arm.
+func (c *conn) keepalive() {
+	c.mu.Lock()
+	if c.ended || c.closing {
+		c.mu.Unlock()
+		return
+	}
+	c.helpers.Add(1)
+	c.mu.Unlock()
+	defer c.helpers.Done()
+
+	ctx, cancel := context.WithTimeout(c.ctx, c.srv.cfg.keepaliveTimeout)
+	err := c.ws.Ping(ctx)
+	cancel()
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			c.abort(ErrKeepaliveTimeout)
+		}
+		return
+	}
+	c.mu.Lock()
+	if !c.ended {
+		c.ping.Reset(c.srv.cfg.keepaliveInterval)
+	}
+	c.mu.Unlock()
+}
+
+// run is the connection's life: OnOpen, the read loop, then the end.
+func (c *conn) run() {
+	defer c.srv.remove(c)
+	c.armKeepalive()
+	if c.call(func() { c.srv.component.OnOpen(c) }) {
+		c.readLoop()
+	}
+	c.finish()
+}
+
+func (c *conn) readLoop() {
+	ctx := context.Background() // no cancel: coder arms no timer per read
+	for {
+		typ, r, err := c.ws.Reader(ctx)
+		if err != nil {
+			c.readFailed(err)
+			return
+		}
+		data, err := readMessage(r)
+		if err != nil {
+			c.readFailed(err)
+			return
+		}
+		if typ == websocket.MessageText && !utf8.Valid(data) {
+			c.fail(ErrInvalidUTF8, StatusInvalidPayload, "invalid UTF-8")
+			return
+		}
+		msg := Message{Type: MessageType(typ), Data: data}
+		if !c.call(func() { c.srv.component.OnMessage(c, msg) }) {
+			return
+		}
+	}
+}
+
+var readPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+// readMessage reads one message into a pooled buffer and returns an exact
+// copy, the one allocation per message, owned by the component.
+func readMessage(r io.Reader) ([]byte, error) {
+	bp := readPool.Get().(*[]byte)
+	b := (*bp)[:0]
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	data := make([]byte, len(b))
+	copy(data, b)
+	if cap(b) <= 1<<20 {
+		*bp = b[:0]
+		readPool.Put(bp)
+	}
+	return data, nil
+}
+
+// readFailed records why reading stopped; finish decides whether it is the
+// cause to report or a consequence of another one.
+func (c *conn) readFailed(err error) {
+	var readErr error
+	switch code := StatusCode(websocket.CloseStatus(err)); {
+	case code == StatusNormalClosure || code == StatusGoingAway || code == StatusNoStatusRcvd:
+		readErr = nil
+	case errors.Is(err, websocket.ErrMessageTooBig):
+		readErr = &CloseError{Code: StatusMessageTooBig, Reason: "message over the read limit"}
+	case code != -1:
+		var ce websocket.CloseError
+		errors.As(err, &ce)
+		readErr = &CloseError{Code: code, Reason: ce.Reason}
+	default:
+		readErr = fmt.Errorf("ratchet: connection lost: %w", err)
+	}
+	c.mu.Lock()
+	c.readErr, c.peerClosed = readErr, readErr == nil
+	c.mu.Unlock()
+}
+
+// call runs a callback, turning a panic into a 1011 close and OnError.
+func (c *conn) call(f func()) (ok bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			c.fail(&PanicError{Value: v, Stack: debug.Stack()}, StatusInternalError, "internal error")
+			ok = false
+		}
+	}()
+	f()
+	return true
+}
+
+// finish ends the connection: let a close handshake under way complete, free
+// the socket, wait for the helper goroutines, then OnError and OnClose.
+func (c *conn) finish() {
+	c.mu.Lock()
+	c.ended = true
+	closing := c.closing
+	ping := c.ping
+	c.mu.Unlock()
+	if ping != nil {
+		ping.Stop()
+	}
+	if !closing {
+		_ = c.wire.Close() // the peer ended it: nothing more can be delivered
+	}
+	c.helpers.Wait() // a closing writer finishes its handshake, bounded by timeouts
+	_ = c.ws.CloseNow()
+	c.cancel()
+
+	c.mu.Lock()
+	cause := c.endCauseLocked()
+	c.queue = nil
+	c.mu.Unlock()
+	comp := c.srv.component
+	if cause != nil && !c.call(func() { comp.OnError(c, cause) }) {
+		c.srv.cfg.log().Error("ratchet: panic in OnError", "conn", c.id)
+	}
+	if !c.call(func() { comp.OnClose(c) }) {
+		c.srv.cfg.log().Error("ratchet: panic in OnClose", "conn", c.id)
+	}
+}
+
+// endCauseLocked picks what OnError hears: an explicit failure first, then a
+// write error (unless the peer had closed cleanly), then a read error unless
+// the server itself was closing.
+func (c *conn) endCauseLocked() error {
+	switch {
+	case c.cause != nil:
+		return c.cause
+	case c.peerClosed:
+		return nil
+	case c.writeErr != nil:
+		return c.writeErr
+	case c.closing:
+		return nil
+	}
+	return c.readErr
+}

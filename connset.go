@@ -1,0 +1,105 @@
+package ratchet
+
+import "sync"
+
+// ConnSet is a set of connections safe for concurrent use: the Go form of
+// the SplObjectStorage in Ratchet's chat tutorial. Its zero value is empty
+// and ready.
+//
+// Broadcast walks a snapshot slice that is rebuilt only after the set has
+// changed, so broadcasting holds no lock while it sends and joins or leaves
+// never wait for a broadcast.
+type ConnSet struct {
+	mu       sync.Mutex
+	conns    map[Conn]struct{}
+	snapshot []Conn // nil when stale
+}
+
+// Add puts c in the set and reports whether it was new.
+func (s *ConnSet) Add(c Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conns == nil {
+		s.conns = make(map[Conn]struct{})
+	}
+	if _, ok := s.conns[c]; ok {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.snapshot = nil
+	return true
+}
+
+// Remove takes c out of the set and reports whether it was there.
+func (s *ConnSet) Remove(c Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.conns[c]; !ok {
+		return false
+	}
+	delete(s.conns, c)
+	s.snapshot = nil
+	return true
+}
+
+// Contains reports whether c is in the set.
+func (s *ConnSet) Contains(c Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.conns[c]
+	return ok
+}
+
+// Len returns the number of connections in the set.
+func (s *ConnSet) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+// Conns returns the connections in the set. The slice is shared: do not
+// modify it.
+func (s *ConnSet) Conns() []Conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.snapshot == nil {
+		s.snapshot = make([]Conn, 0, len(s.conns))
+		for c := range s.conns {
+			s.snapshot = append(s.snapshot, c)
+		}
+	}
+	return s.snapshot
+}
+
+// Each calls f for every connection, without holding the set's lock.
+func (s *ConnSet) Each(f func(Conn)) {
+	for _, c := range s.Conns() {
+		f(c)
+	}
+}
+
+// Broadcast sends msg to every connection in the set but those in except,
+// and returns how many it was queued for. The payload is shared, not copied.
+// A connection whose queue is full is closed as a slow consumer (its OnError
+// is told) and is not counted; the others are not delayed.
+func (s *ConnSet) Broadcast(msg Message, except ...Conn) int {
+	n := 0
+	for _, c := range s.Conns() {
+		if isExcepted(c, except) {
+			continue
+		}
+		if c.Send(msg) == nil {
+			n++
+		}
+	}
+	return n
+}
+
+func isExcepted(c Conn, except []Conn) bool {
+	for _, e := range except {
+		if c == e {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,56 @@
+// Command chat is the seed article's Ratchet chat server, in Go: a
+// MessageComponent routed at /websocket, and at / the article's browser
+// client. Open http://localhost:8080/ in two tabs and type.
+package main
+
+import (
+	_ "embed"
+	"flag"
+	"fmt"
+	"log"
+	"net/http"
+
+	"github.com/ratchetgo/ratchet"
+)
+
+//go:embed index.html
+var page []byte
+
+// Chat relays every message to every other client, like the article's
+// MyWebSocketServer.
+type Chat struct {
+	clients ratchet.ConnSet
+}
+
+func (c *Chat) OnOpen(conn ratchet.Conn) {
+	c.clients.Add(conn)
+	log.Printf("new connection #%d", conn.ID())
+}
+
+func (c *Chat) OnMessage(from ratchet.Conn, msg ratchet.Message) {
+	n := c.clients.Broadcast(msg, from)
+	log.Printf("#%d sent %q to %d other connection(s)", from.ID(), msg, n)
+}
+
+func (c *Chat) OnClose(conn ratchet.Conn) {
+	c.clients.Remove(conn)
+	log.Printf("connection #%d has disconnected", conn.ID())
+}
+
+func (c *Chat) OnError(conn ratchet.Conn, err error) {
+	log.Printf("connection #%d: %v", conn.ID(), err)
+}
+
+func main() {
+	port := flag.Int("port", 8080, "port to listen on")
+	flag.Parse()
+
+	app := ratchet.NewApp("localhost", *port)
+	app.Route("/websocket", &Chat{}, []string{"*"})
+	app.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Write(page)
+	})
+	fmt.Printf("chat: open http://localhost:%d/ in two browser tabs\n", *port)
+	log.Fatal(app.Run())
+}

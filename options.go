@@ -1,0 +1,168 @@
+package ratchet
+
+import (
+	"crypto/tls"
+	"log/slog"
+	"net/http"
+	"time"
+)
+
+// Defaults of the connection settings. Each has an option to change it.
+const (
+	DefaultReadLimit         = 64 << 10         // bytes per message; larger ones close with 1009
+	DefaultSendQueue         = 256              // messages waiting per connection before ErrSlowConsumer
+	DefaultWriteTimeout      = 10 * time.Second // a write stuck longer ends the connection
+	DefaultKeepaliveInterval = 30 * time.Second // Ratchet's ping interval
+	DefaultKeepaliveTimeout  = 20 * time.Second // how long a pong may take
+	DefaultHandshakeTimeout  = 10 * time.Second // to read the HTTP upgrade request (App.Run/Serve)
+	DefaultAddress           = "127.0.0.1"      // where App.Run listens, as Ratchet does
+)
+
+// Buffer sizes of a connection; small, because an idle connection keeps them.
+const (
+	readBufferSize  = 2 << 10
+	writeBufferSize = 1 << 10
+)
+
+// Authenticator sees the upgrade request before the handshake. It returns
+// the user identity of the connection (Conn.User; "" for anonymous), or an
+// error to refuse the handshake: a *RejectError chooses the HTTP status,
+// any other error gives 401 Unauthorized.
+type Authenticator func(r *http.Request) (user string, err error)
+
+// wsConfig holds the settings of one WsServer.
+type wsConfig struct {
+	readLimit         int64
+	sendQueue         int
+	writeTimeout      time.Duration
+	keepaliveInterval time.Duration
+	keepaliveTimeout  time.Duration
+	compression       bool
+	authenticate      Authenticator
+	logger            *slog.Logger
+	origins           []string // nil: coder's same-host rule; "*" any
+}
+
+func defaultWsConfig() wsConfig {
+	return wsConfig{
+		readLimit:         DefaultReadLimit,
+		sendQueue:         DefaultSendQueue,
+		writeTimeout:      DefaultWriteTimeout,
+		keepaliveInterval: DefaultKeepaliveInterval,
+		keepaliveTimeout:  DefaultKeepaliveTimeout,
+	}
+}
+
+func (c *wsConfig) log() *slog.Logger {
+	if c.logger != nil {
+		return c.logger
+	}
+	return slog.Default()
+}
+
+// WsOption configures connections. It is accepted by NewWsServer, by
+// App.Route for one route, and by NewApp as the default of every route.
+type WsOption func(*wsConfig)
+
+func (o WsOption) applyApp(a *App)       { a.defaults = append(a.defaults, o) }
+func (o WsOption) applyRoute(r *routeCfg) { r.ws = append(r.ws, o) }
+
+// WithReadLimit sets the largest message, in bytes, a peer may send. A larger
+// one closes the connection with StatusMessageTooBig (1009). Default
+// DefaultReadLimit (64 KiB); -1 removes the limit.
+func WithReadLimit(n int64) WsOption { return func(c *wsConfig) { c.readLimit = n } }
+
+// WithSendQueue sets how many messages may wait to be written to one
+// connection. When a Send finds the queue full, it returns ErrSlowConsumer
+// and the connection is closed with StatusPolicyViolation (1008). Default
+// DefaultSendQueue.
+func WithSendQueue(n int) WsOption {
+	return func(c *wsConfig) {
+		if n > 0 {
+			c.sendQueue = n
+		}
+	}
+}
+
+// WithWriteTimeout bounds every write to the socket; a peer that does not
+// take the bytes in time loses its connection. Default DefaultWriteTimeout;
+// 0 disables it.
+func WithWriteTimeout(d time.Duration) WsOption { return func(c *wsConfig) { c.writeTimeout = d } }
+
+// WithKeepalive pings every connection each interval and closes those that do
+// not answer within timeout (OnError gets ErrKeepaliveTimeout). Defaults
+// DefaultKeepaliveInterval and DefaultKeepaliveTimeout; an interval of 0
+// turns pings off.
+func WithKeepalive(interval, timeout time.Duration) WsOption {
+	return func(c *wsConfig) { c.keepaliveInterval, c.keepaliveTimeout = interval, timeout }
+}
+
+// WithCompression turns permessage-deflate (RFC 7692) on or off. It is off by
+// default: it costs CPU and memory per connection and mostly pays off for
+// large, repetitive text.
+func WithCompression(on bool) WsOption { return func(c *wsConfig) { c.compression = on } }
+
+// WithAuthenticate sets a hook that sees each upgrade request first and may
+// refuse it before any upgrade; see Authenticator.
+func WithAuthenticate(f Authenticator) WsOption { return func(c *wsConfig) { c.authenticate = f } }
+
+// WithLogger sets where connection-level problems that have no other
+// receiver are logged (a panic inside OnError, say). Default slog.Default().
+func WithLogger(l *slog.Logger) WsOption { return func(c *wsConfig) { c.logger = l } }
+
+// WithOrigins sets which browser origins may connect, for a WsServer used on
+// its own. "*" allows any origin; other entries are host patterns matched
+// case-insensitively with path.Match against the origin's host name (or
+// host:port when the pattern has a port, or scheme://host when it has a
+// scheme). Without it, only pages from the request's own host may connect.
+// Requests with no Origin header (non-browser clients) are always allowed.
+// App.Route sets this from its allowedOrigins argument.
+func WithOrigins(patterns ...string) WsOption {
+	return func(c *wsConfig) { c.origins = append([]string(nil), patterns...) }
+}
+
+// Option configures an App. Every WsOption is also an Option, applying to
+// all routes.
+type Option interface{ applyApp(*App) }
+
+type appOption func(*App)
+
+func (o appOption) applyApp(a *App) { o(a) }
+
+// WithAddress sets the address App.Run listens on; DefaultAddress
+// (127.0.0.1, loopback only) unless set. Use "0.0.0.0" or "" for every
+// interface.
+func WithAddress(addr string) Option { return appOption(func(a *App) { a.address = addr }) }
+
+// WithTLSConfig makes App.Run and App.Serve speak TLS (wss://) with cfg. See
+// also App.RunTLS.
+func WithTLSConfig(cfg *tls.Config) Option { return appOption(func(a *App) { a.tlsConfig = cfg }) }
+
+// WithHandshakeTimeout bounds how long a client may take to send its HTTP
+// request headers on a server started by App.Run or App.Serve, so that
+// half-sent requests cannot hold connections (slowloris). Default
+// DefaultHandshakeTimeout.
+func WithHandshakeTimeout(d time.Duration) Option {
+	return appOption(func(a *App) { a.handshakeTimeout = d })
+}
+
+// RouteOption configures one route of an App. Every WsOption is also a
+// RouteOption.
+type RouteOption interface{ applyRoute(*routeCfg) }
+
+type routeCfg struct {
+	host    string
+	hostSet bool
+	ws      []WsOption
+}
+
+type routeOption func(*routeCfg)
+
+func (o routeOption) applyRoute(r *routeCfg) { o(r) }
+
+// WithHost makes a route answer requests for host instead of the App's
+// httpHost ("" or "*": any host), like the $httpHost argument of Ratchet's
+// App::route.
+func WithHost(host string) RouteOption {
+	return routeOption(func(r *routeCfg) { r.host, r.hostSet = host, true })
+}

@@ -1,0 +1,72 @@
+package ratchet
+
+import (
+	"net/http"
+	"strings"
+)
+
+// Route serves component c over WebSocket at path, Ratchet's
+// App::route($path, $component, $allowedOrigins).
+//
+// path is a net/http ServeMux pattern without method or host, so wildcards
+// work: with "/rooms/{room}", conn.Request().PathValue("room") reads it. The
+// route answers GET requests for the App's httpHost (or WithHost's host);
+// other methods get 405, other hosts and paths 404.
+//
+// allowedOrigins is the origin policy for browsers: []string{"*"} allows any
+// page; an empty list allows only pages served from httpHost (Ratchet's
+// default; any same-host page when httpHost is "" or "*"); otherwise host
+// patterns, see WithOrigins.
+//
+// Like ServeMux, Route panics if the pattern conflicts with one already
+// registered.
+func (a *App) Route(path string, c MessageComponent, allowedOrigins []string, opts ...RouteOption) *WsServer {
+	rc := routeCfg{host: a.httpHost}
+	for _, o := range opts {
+		o.applyRoute(&rc)
+	}
+	origins := allowedOrigins
+	if len(origins) == 0 && !anyHost(rc.host) {
+		origins = []string{rc.host}
+	}
+	ws := make([]WsOption, 0, len(a.defaults)+len(rc.ws)+1)
+	ws = append(append(append(ws, a.defaults...), WithOrigins(origins...)), rc.ws...)
+	s := NewWsServer(c, ws...)
+
+	a.mu.Lock()
+	a.servers = append(a.servers, s)
+	a.mu.Unlock()
+	a.mux.Handle("GET "+hostPattern(rc.host)+path, s)
+	return s
+}
+
+// Handle registers an ordinary HTTP handler beside the WebSocket routes,
+// for pages and APIs. pattern is a ServeMux pattern; without a host it is
+// limited to the App's httpHost, like the routes.
+func (a *App) Handle(pattern string, h http.Handler) {
+	method, rest, hasMethod := strings.Cut(pattern, " ")
+	if !hasMethod {
+		method, rest = "", pattern
+	}
+	if strings.HasPrefix(strings.TrimSpace(rest), "/") {
+		rest = hostPattern(a.httpHost) + strings.TrimSpace(rest)
+	}
+	if method != "" {
+		rest = method + " " + rest
+	}
+	a.mux.Handle(rest, h)
+}
+
+// HandleFunc is Handle for a function.
+func (a *App) HandleFunc(pattern string, f func(http.ResponseWriter, *http.Request)) {
+	a.Handle(pattern, http.HandlerFunc(f))
+}
+
+func anyHost(h string) bool { return h == "" || h == "*" }
+
+func hostPattern(h string) string {
+	if anyHost(h) {
+		return ""
+	}
+	return strings.ToLower(h)
+}

@@ -1,0 +1,199 @@
+package ratchet
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/url"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/ratchetgo/ratchet/internal/wire"
+)
+
+// WsServer serves one MessageComponent over WebSocket; it is an http.Handler
+// that can be mounted on any mux (Ratchet's new WsServer($component)). App
+// builds one per route.
+//
+// Each upgraded connection is read by a goroutine of its own, and the
+// handler goroutine of net/http returns right after the handshake, so its
+// buffers are freed while the connection lives on.
+type WsServer struct {
+	component MessageComponent
+	cfg       wsConfig
+	accept    websocket.AcceptOptions
+
+	conns ConnSet // every open connection
+
+	mu       sync.Mutex
+	active   sync.WaitGroup // connections not yet through OnClose
+	shutdown bool
+}
+
+// NewWsServer returns a handler serving c, configured by opts.
+func NewWsServer(c MessageComponent, opts ...WsOption) *WsServer {
+	s := &WsServer{component: c, cfg: defaultWsConfig()}
+	for _, o := range opts {
+		o(&s.cfg)
+	}
+	s.accept.InsecureSkipVerify = true // checkOrigin does it, with Ratchet's rules
+	if sp, ok := c.(SubProtocoler); ok {
+		s.accept.Subprotocols = sp.SubProtocols()
+	}
+	if s.cfg.compression {
+		s.accept.CompressionMode = websocket.CompressionNoContextTakeover
+	}
+	return s
+}
+
+// ServeHTTP checks the origin and the Authenticator, upgrades the request and
+// starts the connection. Refusals are plain HTTP answers sent before any
+// upgrade: 403 for a foreign origin, 401 (or the RejectError's status) from
+// the Authenticator, 4xx for a malformed handshake, 503 after Shutdown.
+func (s *WsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.isShutdown() {
+		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	if err := checkOrigin(r, s.cfg.origins); err != nil {
+		http.Error(w, err.Error(), http.StatusForbidden)
+		return
+	}
+	var user string
+	if s.cfg.authenticate != nil {
+		u, err := s.cfg.authenticate(r)
+		if err != nil {
+			status := http.StatusUnauthorized
+			var re *RejectError
+			if errors.As(err, &re) && re.Status >= 400 && re.Status < 600 {
+				status = re.Status
+			}
+			http.Error(w, err.Error(), status)
+			return
+		}
+		user = u
+	}
+	hw := &hijackWriter{ResponseWriter: w, writeTimeout: s.cfg.writeTimeout}
+	ws, err := websocket.Accept(hw, r, &s.accept)
+	if err != nil {
+		s.cfg.log().Debug("ratchet: handshake refused", "remote", r.RemoteAddr, "err", err)
+		return // Accept has answered the request
+	}
+	c := newConn(s, ws, hw.wc, r, user)
+	if !s.add(c) {
+		_ = ws.Close(websocket.StatusGoingAway, "server shutting down")
+		return
+	}
+	go c.run()
+}
+
+// Broadcast sends msg to every open connection of this server except those
+// listed, and returns how many it was queued for. It never blocks on a slow
+// peer (see Conn.Send).
+func (s *WsServer) Broadcast(msg Message, except ...Conn) int {
+	return s.conns.Broadcast(msg, except...)
+}
+
+// Len returns the number of open connections.
+func (s *WsServer) Len() int { return s.conns.Len() }
+
+// Shutdown refuses new connections, closes every open one with
+// StatusGoingAway (1001) and waits until each has been through OnClose, or
+// until ctx is done: then the remaining sockets are dropped and ctx's error
+// is returned.
+func (s *WsServer) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.shutdown = true
+	s.mu.Unlock()
+	s.conns.Each(func(c Conn) { _ = c.Close(StatusGoingAway, "server shutting down") })
+
+	done := make(chan struct{})
+	go func() { s.active.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.conns.Each(func(c Conn) { c.(*conn).abort(nil) })
+		return ctx.Err()
+	}
+}
+
+func (s *WsServer) isShutdown() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.shutdown
+}
+
+func (s *WsServer) add(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutdown {
+		return false
+	}
+	s.active.Add(1)
+	s.conns.Add(c)
+	return true
+}
+
+func (s *WsServer) remove(c *conn) {
+	s.conns.Remove(c)
+	s.active.Done()
+}
+
+// hijackWriter hands coder/websocket our wrapped connection instead of the
+// raw hijacked one (see package internal/wire).
+type hijackWriter struct {
+	http.ResponseWriter
+	writeTimeout time.Duration
+	wc           *wire.Conn
+}
+
+func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	wc, rw := wire.Hijacked(nc, brw, readBufferSize, writeBufferSize, h.writeTimeout)
+	h.wc = wc
+	return wc, rw, nil
+}
+
+// checkOrigin applies the origin policy; see WithOrigins.
+func checkOrigin(r *http.Request, patterns []string) error {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return nil
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return errors.New("ratchet: malformed Origin header")
+	}
+	if len(patterns) == 0 {
+		if strings.EqualFold(u.Host, r.Host) {
+			return nil
+		}
+		return errors.New("ratchet: origin not allowed")
+	}
+	for _, p := range patterns {
+		if p == "*" {
+			return nil
+		}
+		target := u.Hostname()
+		switch {
+		case strings.Contains(p, "://"):
+			target = u.Scheme + "://" + u.Host
+		case strings.Contains(p, ":"):
+			target = u.Host
+		}
+		if ok, _ := path.Match(strings.ToLower(p), strings.ToLower(target)); ok {
+			return nil
+		}
+	}
+	return errors.New("ratchet: origin not allowed")
+}
