@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -51,9 +52,16 @@ func NewApp(httpHost string, port int, opts ...Option) *App {
 	return a
 }
 
-// ServeHTTP dispatches to the routes and handlers. Unknown paths and hosts
-// get 404.
-func (a *App) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+// ServeHTTP dispatches to the routes and handlers. Host names match without
+// regard to case or port; unknown paths and hosts get 404.
+func (a *App) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if lower := strings.ToLower(r.Host); lower != r.Host {
+		r2 := *r
+		r2.Host = lower
+		r = &r2
+	}
+	a.mux.ServeHTTP(w, r)
+}
 
 // Run listens on the App's address and port and serves until Shutdown, when
 // it returns ErrServerClosed.

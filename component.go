@@ -119,4 +119,3 @@ func (m Message) String() string { return string(m.Data) }
 
 // validText reports whether m may go on the wire: text must be UTF-8.
 func (m Message) validText() bool { return m.Type != MessageText || utf8.Valid(m.Data) }
-

@@ -52,6 +52,11 @@ type Conn interface {
 
 var lastConnID atomic.Uint64
 
+// failingCloseWait is how long a peer whose connection is failed (slow
+// consumer, invalid data, panic) has to answer the close frame; a clean close
+// waits up to coder/websocket's 5 s.
+const failingCloseWait = time.Second
+
 // conn is the connection behind Conn. Its run goroutine owns the life cycle:
 // it reads, calls every callback, and ends the connection. A writer goroutine
 // exists only while there is something to write, and a ping goroutine only
@@ -200,9 +205,14 @@ func (c *conn) writeLoop() {
 	for {
 		c.mu.Lock()
 		if len(c.queue) == 0 {
-			if c.closing && !c.ended {
+			if c.closing {
 				code, reason := c.closeCode, c.closeReason
+				failing := c.cause != nil
 				c.mu.Unlock()
+				if failing {
+					// A misbehaving peer gets less time to answer our close.
+					_ = c.wire.SetReadDeadline(time.Now().Add(failingCloseWait))
+				}
 				// The handshake waits for the peer's close frame (coder
 				// bounds it at 5 s); writing stays true so no writer restarts.
 				_ = c.ws.Close(websocket.StatusCode(code), reason)

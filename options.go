@@ -64,7 +64,7 @@ func (c *wsConfig) log() *slog.Logger {
 // App.Route for one route, and by NewApp as the default of every route.
 type WsOption func(*wsConfig)
 
-func (o WsOption) applyApp(a *App)       { a.defaults = append(a.defaults, o) }
+func (o WsOption) applyApp(a *App)        { a.defaults = append(a.defaults, o) }
 func (o WsOption) applyRoute(r *routeCfg) { r.ws = append(r.ws, o) }
 
 // WithReadLimit sets the largest message, in bytes, a peer may send. A larger

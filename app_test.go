@@ -1,0 +1,376 @@
+package ratchet_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ratchetgo/ratchet"
+)
+
+// startApp serves app on a loopback port and shuts it down at the end.
+func startApp(t *testing.T, app *ratchet.App) (addr string) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- app.Serve(l) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		assert.NoError(t, app.Shutdown(ctx))
+		assert.ErrorIs(t, <-done, ratchet.ErrServerClosed)
+	})
+	return l.Addr().String()
+}
+
+func port(addr string) string { _, p, _ := net.SplitHostPort(addr); return p }
+
+// The seed article's server, in Go, serves its route.
+func TestAppRouteLikeTheSeed(t *testing.T) {
+	app := ratchet.NewApp("localhost", 0)
+	app.Route("/websocket", echo, []string{"*"})
+	addr := startApp(t, app)
+	c := dial(t, "ws://localhost:"+port(addr)+"/websocket", &websocket.DialOptions{
+		HTTPHeader: http.Header{"Origin": {"http://elsewhere.example"}},
+	})
+	write(t, c, "Hello, WebSocket!")
+	_, m := read(t, c)
+	assert.Equal(t, "Hello, WebSocket!", m)
+	require.NoError(t, c.Close(websocket.StatusNormalClosure, ""))
+}
+
+func TestAppHostAndPathRouting(t *testing.T) {
+	app := ratchet.NewApp("localhost", 0)
+	app.Route("/websocket", echo, []string{"*"})
+	app.Route("/api", echo, []string{"*"}, ratchet.WithHost("api.test"))
+	app.Route("/any", echo, []string{"*"}, ratchet.WithHost("*"))
+	app.HandleFunc("/page", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "page") })
+	addr := startApp(t, app)
+	p := port(addr)
+
+	ws := func(host, path string) int {
+		return dialStatus(t, "ws://"+addr+path, &websocket.DialOptions{Host: host})
+	}
+	assert.Equal(t, 101, ws("localhost:"+p, "/websocket"))
+	assert.Equal(t, 101, ws("LOCALHOST", "/websocket"))
+	assert.Equal(t, 404, ws("127.0.0.1:"+p, "/websocket"), "other host")
+	assert.Equal(t, 404, ws("localhost", "/nope"), "unknown path")
+	assert.Equal(t, 101, ws("api.test", "/api"))
+	assert.Equal(t, 404, ws("localhost", "/api"))
+	assert.Equal(t, 101, ws("whatever.test", "/any"))
+
+	get := func(host, path string) (int, string) {
+		req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, body := get("localhost", "/page")
+	assert.Equal(t, 200, code)
+	assert.Equal(t, "page", body)
+	code, _ = get("127.0.0.1", "/page")
+	assert.Equal(t, 404, code)
+}
+
+func TestAppAnyHost(t *testing.T) {
+	app := ratchet.NewApp("", 0)
+	app.Route("/ws", echo, nil)
+	addr := startApp(t, app)
+	assert.Equal(t, 101, dialStatus(t, "ws://"+addr+"/ws", &websocket.DialOptions{Host: "anything.test"}))
+}
+
+func TestOriginPolicy(t *testing.T) {
+	app := ratchet.NewApp("localhost", 0)
+	app.Route("/any", echo, []string{"*"})
+	app.Route("/own", echo, nil)
+	app.Route("/list", echo, []string{"*.example.com", "trusted.test:8443", "https://secure.test"})
+	addr := startApp(t, app)
+	try := func(path, origin string) int {
+		h := http.Header{}
+		if origin != "" {
+			h.Set("Origin", origin)
+		}
+		return dialStatus(t, "ws://"+addr+path, &websocket.DialOptions{Host: "localhost", HTTPHeader: h})
+	}
+	assert.Equal(t, 101, try("/any", "http://evil.test"))
+	assert.Equal(t, 101, try("/own", "http://localhost:8080"), "the app's own host, any port")
+	assert.Equal(t, 403, try("/own", "http://evil.test"))
+	assert.Equal(t, 101, try("/own", ""), "no Origin: not a browser")
+	assert.Equal(t, 403, try("/own", "::not a url"))
+	assert.Equal(t, 101, try("/list", "https://chat.example.com"))
+	assert.Equal(t, 403, try("/list", "https://example.com.evil.test"))
+	assert.Equal(t, 101, try("/list", "http://trusted.test:8443"))
+	assert.Equal(t, 403, try("/list", "http://trusted.test:9999"))
+	assert.Equal(t, 101, try("/list", "https://secure.test"))
+	assert.Equal(t, 403, try("/list", "http://secure.test"))
+}
+
+func TestPathWildcards(t *testing.T) {
+	app := ratchet.NewApp("localhost", 0)
+	rooms := make(chan string, 1)
+	app.Route("/rooms/{room}", ratchet.ComponentFuncs{Open: func(c ratchet.Conn) {
+		rooms <- c.Request().PathValue("room")
+	}}, nil)
+	addr := startApp(t, app)
+	c := dial(t, "ws://localhost:"+port(addr)+"/rooms/lobby", nil)
+	assert.Equal(t, "lobby", <-rooms)
+	c.Close(websocket.StatusNormalClosure, "")
+}
+
+type protoComponent struct{ ratchet.ComponentFuncs }
+
+func (protoComponent) SubProtocols() []string { return []string{"v2.chat", "v1.chat"} }
+
+func TestSubprotocolPreference(t *testing.T) {
+	got := make(chan string, 3)
+	comp := protoComponent{ratchet.ComponentFuncs{Open: func(c ratchet.Conn) { got <- c.Subprotocol() }}}
+	_, url := serveComponent(t, comp)
+	for _, tc := range []struct {
+		offer []string
+		want  string
+	}{
+		{[]string{"v1.chat", "v2.chat"}, "v2.chat"}, // the component's order wins
+		{[]string{"v1.chat"}, "v1.chat"},
+		{[]string{"mqtt"}, ""}, // none match: accepted without a subprotocol
+	} {
+		c := dial(t, url, &websocket.DialOptions{Subprotocols: tc.offer})
+		assert.Equal(t, tc.want, c.Subprotocol())
+		assert.Equal(t, tc.want, <-got)
+		c.Close(websocket.StatusNormalClosure, "")
+	}
+}
+
+// Malformed handshakes get a 4xx answer and nothing breaks.
+func TestBadHandshakes(t *testing.T) {
+	_, url := serveComponent(t, echo)
+	base := "http" + strings.TrimPrefix(url, "ws")
+	good := func() http.Header {
+		return http.Header{
+			"Connection": {"Upgrade"}, "Upgrade": {"websocket"},
+			"Sec-Websocket-Version": {"13"}, "Sec-Websocket-Key": {"dGhlIHNhbXBsZSBub25jZQ=="},
+		}
+	}
+	for name, mutate := range map[string]func(h http.Header) string{
+		"plain GET":     func(h http.Header) string { h.Del("Upgrade"); h.Del("Connection"); return "GET" },
+		"no Upgrade":    func(h http.Header) string { h.Del("Upgrade"); return "GET" },
+		"wrong version": func(h http.Header) string { h.Set("Sec-Websocket-Version", "8"); return "GET" },
+		"missing key":   func(h http.Header) string { h.Del("Sec-Websocket-Key"); return "GET" },
+		"bad key":       func(h http.Header) string { h.Set("Sec-Websocket-Key", "short"); return "GET" },
+		"POST":          func(h http.Header) string { return "POST" },
+		"two keys":      func(h http.Header) string { h.Add("Sec-Websocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="); return "GET" },
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := good()
+			req, _ := http.NewRequest(mutate(h), base, nil)
+			req.Header = h
+			resp, err := http.DefaultClient.Do(req)
+			require.NoError(t, err)
+			resp.Body.Close()
+			assert.GreaterOrEqual(t, resp.StatusCode, 400)
+			assert.Less(t, resp.StatusCode, 500)
+		})
+	}
+	c := dial(t, url, nil) // still serving
+	c.Close(websocket.StatusNormalClosure, "")
+}
+
+// A client that sends half a request is cut off by the handshake timeout.
+func TestSlowlorisHandshakeTimeout(t *testing.T) {
+	app := ratchet.NewApp("localhost", 0, ratchet.WithHandshakeTimeout(200*time.Millisecond))
+	app.Route("/ws", echo, nil)
+	addr := startApp(t, app)
+	nc, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer nc.Close()
+	_, err = io.WriteString(nc, "GET /ws HTTP/1.1\r\nHost: localhost\r\n") // never finished
+	require.NoError(t, err)
+	require.NoError(t, nc.SetReadDeadline(time.Now().Add(5*time.Second)))
+	_, err = io.ReadAll(nc) // the server closes the connection
+	require.NoError(t, err, "the server should close the socket, not leave it to our deadline")
+}
+
+func TestAuthenticate(t *testing.T) {
+	users := make(chan string, 1)
+	comp := ratchet.ComponentFuncs{Open: func(c ratchet.Conn) { users <- c.User() }}
+	auth := func(r *http.Request) (string, error) {
+		switch r.URL.Query().Get("token") {
+		case "alice-token":
+			return "alice", nil
+		case "banned":
+			return "", &ratchet.RejectError{Status: http.StatusForbidden, Reason: "banned"}
+		}
+		return "", errors.New("no valid token")
+	}
+	_, url := serveComponent(t, comp, ratchet.WithAuthenticate(auth))
+	assert.Equal(t, 401, dialStatus(t, url, nil))
+	assert.Equal(t, 403, dialStatus(t, url+"?token=banned", nil))
+	c := dial(t, url+"?token=alice-token", nil)
+	assert.Equal(t, "alice", <-users)
+	c.Close(websocket.StatusNormalClosure, "")
+}
+
+func TestCompressionNegotiated(t *testing.T) {
+	_, url := serveComponent(t, echo, ratchet.WithCompression(true))
+	c := dial(t, url, &websocket.DialOptions{CompressionMode: websocket.CompressionNoContextTakeover})
+	big := strings.Repeat("compress me ", 1000)
+	write(t, c, big)
+	_, m := read(t, c)
+	assert.Equal(t, big, m)
+	c.Close(websocket.StatusNormalClosure, "")
+}
+
+// Shutdown sends 1001 to every client, waits for every OnClose, and makes
+// Serve return ErrServerClosed.
+func TestShutdown(t *testing.T) {
+	rec := newRecorder()
+	app := ratchet.NewApp("localhost", 0)
+	app.Route("/ws", rec, nil)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	served := make(chan error, 1)
+	go func() { served <- app.Serve(l) }()
+
+	url := "ws://localhost:" + port(l.Addr().String()) + "/ws"
+	clients := make([]*websocket.Conn, 3)
+	codes := make(chan websocket.StatusCode, len(clients))
+	for i := range clients {
+		clients[i] = dial(t, url, nil)
+		rec.expect(t, "open")
+		go func() {
+			_, _, err := clients[i].Read(context.Background())
+			codes <- websocket.CloseStatus(err)
+		}()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, app.Shutdown(ctx))
+	// Every OnClose has run by the time Shutdown returns.
+	for range clients {
+		rec.expect(t, "close")
+	}
+	for range clients {
+		assert.Equal(t, websocket.StatusGoingAway, <-codes)
+	}
+	assert.ErrorIs(t, <-served, ratchet.ErrServerClosed)
+	assert.ErrorIs(t, app.Serve(l), ratchet.ErrServerClosed)
+}
+
+func TestRunListensOnLoopbackByDefault(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	p := port(l.Addr().String())
+	l.Close()
+	var portNum int
+	fmt.Sscan(p, &portNum)
+	app := ratchet.NewApp("localhost", portNum)
+	app.Route("/ws", echo, nil)
+	done := make(chan error, 1)
+	go func() { done <- app.Run() }()
+	var c *websocket.Conn
+	require.Eventually(t, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		c, _, err = websocket.Dial(ctx, "ws://localhost:"+p+"/ws", nil)
+		return err == nil
+	}, 5*time.Second, 20*time.Millisecond)
+	c.CloseNow()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	require.NoError(t, app.Shutdown(ctx))
+	assert.ErrorIs(t, <-done, ratchet.ErrServerClosed)
+}
+
+// wss:// without a proxy, with a self-signed certificate.
+func TestTLS(t *testing.T) {
+	cert := httptest.NewUnstartedServer(nil) // borrow its self-signed certificate
+	cert.StartTLS()
+	tlsCert := cert.TLS.Certificates[0]
+	pool := x509.NewCertPool()
+	pool.AddCert(cert.Certificate())
+	cert.Close()
+
+	app := ratchet.NewApp("example.com", 0, ratchet.WithTLSConfig(&tls.Config{Certificates: []tls.Certificate{tlsCert}}))
+	app.Route("/ws", echo, nil)
+	addr := startApp(t, app)
+	client := &http.Client{Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "example.com"},
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		},
+	}}
+	c := dial(t, "wss://example.com:"+port(addr)+"/ws", &websocket.DialOptions{HTTPClient: client})
+	write(t, c, "secret")
+	_, m := read(t, c)
+	assert.Equal(t, "secret", m)
+	c.Close(websocket.StatusNormalClosure, "")
+}
+
+// WsServer and App both mount on an existing mux beside other handlers.
+func TestMountOnServeMux(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	ws := ratchet.NewWsServer(echo)
+	mux.Handle("/ws", ws)
+	app := ratchet.NewApp("", 0)
+	app.Route("/app/ws", echo, nil)
+	mux.Handle("/app/", app)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	defer ws.Shutdown(context.Background())
+	defer app.Shutdown(context.Background())
+
+	resp, err := http.Get(srv.URL + "/healthz")
+	require.NoError(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, "ok", string(b))
+	for _, path := range []string{"/ws", "/app/ws"} {
+		c := dial(t, "ws"+strings.TrimPrefix(srv.URL, "http")+path, nil)
+		write(t, c, path)
+		_, m := read(t, c)
+		assert.Equal(t, path, m)
+		c.Close(websocket.StatusNormalClosure, "")
+	}
+}
+
+// Bytes a client sends right behind its handshake, in the same packet, are
+// not lost in the hijack.
+func TestFrameRightAfterHandshake(t *testing.T) {
+	_, url := serveComponent(t, echo)
+	nc, err := net.Dial("tcp", strings.TrimPrefix(url, "ws://"))
+	require.NoError(t, err)
+	defer nc.Close()
+	// A masked text frame "hi" (mask 0) glued to the request.
+	frame := []byte{0x81, 0x82, 0, 0, 0, 0, 'h', 'i'}
+	req := "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+	_, err = nc.Write(append([]byte(req), frame...))
+	require.NoError(t, err)
+	require.NoError(t, nc.SetReadDeadline(time.Now().Add(5*time.Second)))
+	br := bufio.NewReader(nc)
+	resp, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	assert.Equal(t, 101, resp.StatusCode)
+	got := make([]byte, 4)
+	_, err = io.ReadFull(br, got)
+	require.NoError(t, err)
+	assert.Equal(t, []byte{0x81, 2, 'h', 'i'}, got)
+}

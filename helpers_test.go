@@ -1,0 +1,165 @@
+package ratchet_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ratchetgo/ratchet"
+)
+
+// event is one callback seen by a recorder.
+type event struct {
+	kind string // open, message, error, close
+	conn ratchet.Conn
+	msg  ratchet.Message
+	err  error
+}
+
+// recorder is a MessageComponent that records every callback in order and
+// can be told what to do on a message.
+type recorder struct {
+	events    chan event
+	onMessage func(ratchet.Conn, ratchet.Message)
+	onOpen    func(ratchet.Conn)
+}
+
+func newRecorder() *recorder { return &recorder{events: make(chan event, 10000)} }
+
+func (r *recorder) OnOpen(c ratchet.Conn) {
+	r.events <- event{kind: "open", conn: c}
+	if r.onOpen != nil {
+		r.onOpen(c)
+	}
+}
+
+func (r *recorder) OnMessage(c ratchet.Conn, m ratchet.Message) {
+	r.events <- event{kind: "message", conn: c, msg: m}
+	if r.onMessage != nil {
+		r.onMessage(c, m)
+	}
+}
+func (r *recorder) OnClose(c ratchet.Conn) { r.events <- event{kind: "close", conn: c} }
+func (r *recorder) OnError(c ratchet.Conn, err error) {
+	r.events <- event{kind: "error", conn: c, err: err}
+}
+
+// next waits for the next event.
+func (r *recorder) next(t *testing.T) event {
+	t.Helper()
+	select {
+	case e := <-r.events:
+		return e
+	case <-time.After(10 * time.Second):
+		t.Fatal("timed out waiting for a callback")
+		return event{}
+	}
+}
+
+// expect waits for the next event and checks its kind.
+func (r *recorder) expect(t *testing.T, kind string) event {
+	t.Helper()
+	e := r.next(t)
+	require.Equal(t, kind, e.kind, "event %+v", e)
+	return e
+}
+
+// serve starts an httptest server for h and returns its ws:// URL.
+func serve(t *testing.T, h http.Handler) string {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return "ws" + strings.TrimPrefix(srv.URL, "http")
+}
+
+// serveComponent serves c with a WsServer and shuts it down at the end.
+func serveComponent(t *testing.T, c ratchet.MessageComponent, opts ...ratchet.WsOption) (*ratchet.WsServer, string) {
+	t.Helper()
+	s := ratchet.NewWsServer(c, opts...)
+	url := serve(t, s)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		require.NoError(t, s.Shutdown(ctx))
+	})
+	return s, url
+}
+
+func dial(t *testing.T, url string, opts *websocket.DialOptions) *websocket.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, resp, err := websocket.Dial(ctx, url, opts)
+	require.NoError(t, err)
+	if resp != nil && resp.Body != nil {
+		resp.Body.Close()
+	}
+	t.Cleanup(func() { c.CloseNow() })
+	return c
+}
+
+// dialStatus tries a handshake and returns the HTTP status it got.
+func dialStatus(t *testing.T, url string, opts *websocket.DialOptions) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, resp, err := websocket.Dial(ctx, url, opts)
+	if err == nil {
+		c.CloseNow()
+		return http.StatusSwitchingProtocols
+	}
+	require.NotNil(t, resp, "no HTTP response: %v", err)
+	return resp.StatusCode
+}
+
+func read(t *testing.T, c *websocket.Conn) (websocket.MessageType, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	typ, b, err := c.Read(ctx)
+	require.NoError(t, err)
+	return typ, string(b)
+}
+
+func write(t *testing.T, c *websocket.Conn, s string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	require.NoError(t, c.Write(ctx, websocket.MessageText, []byte(s)))
+}
+
+// readClose reads until the connection ends and returns its close code.
+func readClose(t *testing.T, c *websocket.Conn) websocket.StatusCode {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	for {
+		_, _, err := c.Read(ctx)
+		if err != nil {
+			require.NoError(t, ctx.Err(), "no close within the timeout")
+			return websocket.CloseStatus(err)
+		}
+	}
+}
+
+// echo is a component that sends every message back.
+var echo = ratchet.ComponentFuncs{Message: func(c ratchet.Conn, m ratchet.Message) { _ = c.Send(m) }}
+
+type syncList struct {
+	mu sync.Mutex
+	s  []string
+}
+
+func (l *syncList) add(format string, args ...any) {
+	l.mu.Lock()
+	l.s = append(l.s, fmt.Sprintf(format, args...))
+	l.mu.Unlock()
+}
