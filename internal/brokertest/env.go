@@ -1,0 +1,158 @@
+// Package brokertest holds what the tests of the Broker implementations in
+// broker/redis and broker/nats share: a conformance suite that any
+// ratchet.Broker must pass (Run), helpers that find the real servers the
+// integration tests need or skip them (SkipOrFail), and helpers that start a
+// server process of their own for kill-and-restart tests (StartProcess).
+package brokertest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// CI reports whether the tests run under CI (CI=true), where missing servers
+// are a failure instead of a reason to skip.
+func CI() bool { return os.Getenv("CI") == "true" }
+
+// SkipOrFail skips the test with a message saying how to run it, or fails it
+// under CI=true, where every integration test must run.
+func SkipOrFail(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if CI() {
+		t.Fatalf("%s (CI=true: integration tests must run)", msg)
+	}
+	t.Skipf("%s", msg)
+}
+
+// Addr returns the value of the environment variable env, or def.
+func Addr(env, def string) string {
+	if v := os.Getenv(env); v != "" {
+		return v
+	}
+	return def
+}
+
+// Reachable reports whether a TCP connection to hostport opens within a
+// second.
+func Reachable(hostport string) bool {
+	c, err := net.DialTimeout("tcp", hostport, time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+var topicSeq atomic.Uint64
+
+// Topic returns a topic name unique to this test run, so that tests sharing
+// a server do not see each other's messages.
+func Topic(t testing.TB) string {
+	return fmt.Sprintf("test-%s-%d-%d-%d", sanitize(t.Name()), os.Getpid(), time.Now().UnixNano(), topicSeq.Add(1))
+}
+
+func sanitize(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}
+
+// Process is a server process started by a test.
+type Process struct {
+	t    testing.TB
+	bin  string
+	args []string
+	port int
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// StartProcess starts bin with args and waits until it accepts TCP
+// connections on 127.0.0.1:port. When bin is missing the test is skipped,
+// or failed under CI. The process is killed at the end of the test.
+func StartProcess(t testing.TB, bin string, port int, args ...string) *Process {
+	t.Helper()
+	if _, err := os.Stat(bin); err != nil {
+		SkipOrFail(t, "%s not installed (apt-get install redis-server nats-server): %v", bin, err)
+	}
+	p := &Process{t: t, bin: bin, args: args, port: port}
+	p.Start()
+	t.Cleanup(p.Kill)
+	return p
+}
+
+// Start starts the process (again) and waits until it listens.
+func (p *Process) Start() {
+	p.t.Helper()
+	p.cmd = exec.Command(p.bin, p.args...)
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if testing.Verbose() {
+		p.cmd.Stdout, p.cmd.Stderr = os.Stderr, os.Stderr
+	}
+	if err := p.cmd.Start(); err != nil {
+		p.t.Fatalf("start %s: %v", p.bin, err)
+	}
+	done := make(chan struct{})
+	p.done = done
+	go func(cmd *exec.Cmd) { _ = cmd.Wait(); close(done) }(p.cmd)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(p.port))
+	for {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return
+		}
+		select {
+		case <-done:
+			p.t.Fatalf("%s exited before listening on %s", p.bin, addr)
+		case <-ctx.Done():
+			p.Kill()
+			p.t.Fatalf("%s did not listen on %s within 10s", p.bin, addr)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Kill kills the process with SIGKILL, as a crash would, and waits for it
+// to exit. It does nothing when the process is not running.
+func (p *Process) Kill() {
+	if p.cmd == nil || p.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
+// Port returns the port the process listens on.
+func (p *Process) Port() int { return p.port }
