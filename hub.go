@@ -1,0 +1,383 @@
+package ratchet
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+)
+
+// Reserved topic names: a Hub keeps every connection it knows in topicAll,
+// and each user's connections in userTopicPrefix+user, so that broadcasts and
+// user sends cross nodes through the Broker like any topic. Client-chosen
+// topics may not start with ReservedTopicPrefix.
+const (
+	ReservedTopicPrefix = "@"
+	topicAll            = "@all"
+	userTopicPrefix     = "@user/"
+)
+
+// ErrReservedTopic is returned for topic names that start with
+// ReservedTopicPrefix or are empty.
+var ErrReservedTopic = errors.New("ratchet: topic name is empty or reserved")
+
+// Hub is a registry of connections by topic, safe for concurrent use: the
+// Go form of Ratchet's WAMP topics or Socket.IO rooms. Any goroutine may
+// publish to a topic without touching connections, and publishing never
+// blocks on a slow subscriber (see Conn.Send).
+//
+// A connection joins a Hub with Add or Subscribe and leaves all its topics
+// when it ends. Without a Broker the Hub delivers in-process; with one
+// (WithBroker), every publish goes through the Broker so that subscribers on
+// every node get it.
+type Hub struct {
+	broker Broker
+
+	mu     sync.Mutex
+	topics map[string]*hubTopic
+	conns  map[Conn]*hubMember
+	closed bool
+}
+
+type hubTopic struct {
+	name string
+	subs ConnSet
+
+	brokerMu  sync.Mutex // serialises this topic's broker (un)subscriptions
+	brokerSub Subscription
+}
+
+type hubMember struct {
+	topics map[string]*hubTopic
+	user   string
+	stop   func() bool // stops the end-of-connection hook
+}
+
+// HubOption configures a Hub.
+type HubOption func(*Hub)
+
+// WithBroker makes the Hub publish through b, for scale-out across processes.
+// The Hub does not close b.
+func WithBroker(b Broker) HubOption { return func(h *Hub) { h.broker = b } }
+
+// NewHub returns an empty Hub.
+func NewHub(opts ...HubOption) *Hub {
+	h := &Hub{topics: make(map[string]*hubTopic), conns: make(map[Conn]*hubMember)}
+	for _, o := range opts {
+		o(h)
+	}
+	return h
+}
+
+// ValidTopic reports whether name may be chosen by a client: not empty, not
+// reserved, valid UTF-8 and at most 256 bytes.
+func ValidTopic(name string) bool {
+	return name != "" && len(name) <= 256 && !strings.HasPrefix(name, ReservedTopicPrefix) && utf8.ValidString(name)
+}
+
+// Add makes c known to the Hub, for Broadcast and PublishToUser, until it
+// ends. Subscribe adds it too.
+func (h *Hub) Add(ctx context.Context, c Conn) error {
+	_, err := h.member(ctx, c)
+	return err
+}
+
+// Subscribe adds c to topic. It returns ErrReservedTopic for reserved names,
+// ErrClosed if c has ended, or the Broker's error.
+func (h *Hub) Subscribe(ctx context.Context, c Conn, topic string) error {
+	if !ValidTopic(topic) {
+		return ErrReservedTopic
+	}
+	if _, err := h.member(ctx, c); err != nil {
+		return err
+	}
+	return h.join(ctx, c, topic)
+}
+
+// Unsubscribe removes c from topic.
+func (h *Hub) Unsubscribe(ctx context.Context, c Conn, topic string) error {
+	return h.leave(ctx, c, topic)
+}
+
+// SetUser changes the identity of c (see Conn.User) and the user it is
+// reached by with PublishToUser. c must be a connection of this package.
+func (h *Hub) SetUser(ctx context.Context, c Conn, user string) error {
+	cc, ok := c.(*conn)
+	if !ok {
+		return errors.New("ratchet: SetUser needs a connection made by this package")
+	}
+	m, err := h.member(ctx, c)
+	if err != nil {
+		return err
+	}
+	h.mu.Lock()
+	old := m.user
+	m.user = user
+	h.mu.Unlock()
+	cc.setUser(user)
+	if old == user {
+		return nil
+	}
+	if old != "" {
+		if err := h.leave(ctx, c, userTopicPrefix+old); err != nil {
+			return err
+		}
+	}
+	if user != "" {
+		return h.join(ctx, c, userTopicPrefix+user)
+	}
+	return nil
+}
+
+// Publish sends msg to every subscriber of topic and returns how many
+// connections it was queued for. With a Broker the message travels through
+// it to every node, delivery is asynchronous, and the count is this node's
+// subscribers at the time of the call. Text must be valid UTF-8.
+func (h *Hub) Publish(ctx context.Context, topic string, msg Message) (int, error) {
+	if topic == "" {
+		return 0, ErrReservedTopic
+	}
+	return h.publish(ctx, topic, msg)
+}
+
+// Broadcast sends msg to every connection added to the Hub (on every node,
+// with a Broker).
+func (h *Hub) Broadcast(ctx context.Context, msg Message) (int, error) {
+	return h.publish(ctx, topicAll, msg)
+}
+
+// PublishToUser sends msg to every connection of user (on every node, with a
+// Broker).
+func (h *Hub) PublishToUser(ctx context.Context, user string, msg Message) (int, error) {
+	if user == "" {
+		return 0, errors.New("ratchet: empty user")
+	}
+	return h.publish(ctx, userTopicPrefix+user, msg)
+}
+
+func (h *Hub) publish(ctx context.Context, topic string, msg Message) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if !msg.validText() {
+		return 0, ErrInvalidUTF8
+	}
+	h.mu.Lock()
+	t, closed := h.topics[topic], h.closed
+	h.mu.Unlock()
+	if closed {
+		return 0, ErrClosed
+	}
+	if h.broker != nil {
+		n := 0
+		if t != nil {
+			n = t.subs.Len()
+		}
+		return n, h.broker.Publish(ctx, topic, msg)
+	}
+	if t == nil {
+		return 0, nil
+	}
+	return t.subs.Broadcast(msg), nil
+}
+
+// Subscribers returns how many local connections subscribe to topic.
+func (h *Hub) Subscribers(topic string) int {
+	h.mu.Lock()
+	t := h.topics[topic]
+	h.mu.Unlock()
+	if t == nil {
+		return 0
+	}
+	return t.subs.Len()
+}
+
+// Topics returns the topics with local subscribers, sorted, reserved ones
+// left out.
+func (h *Hub) Topics() []string {
+	h.mu.Lock()
+	names := make([]string, 0, len(h.topics))
+	for name := range h.topics {
+		if !strings.HasPrefix(name, ReservedTopicPrefix) {
+			names = append(names, name)
+		}
+	}
+	h.mu.Unlock()
+	sort.Strings(names)
+	return names
+}
+
+// TopicsOf returns the topics c subscribes to, sorted.
+func (h *Hub) TopicsOf(c Conn) []string {
+	h.mu.Lock()
+	var names []string
+	if m := h.conns[c]; m != nil {
+		for name := range m.topics {
+			if !strings.HasPrefix(name, ReservedTopicPrefix) {
+				names = append(names, name)
+			}
+		}
+	}
+	h.mu.Unlock()
+	sort.Strings(names)
+	return names
+}
+
+// Len returns the number of connections the Hub knows.
+func (h *Hub) Len() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.conns)
+}
+
+// Close drops every subscription, local and on the Broker. Publishing after
+// Close returns ErrClosed.
+func (h *Hub) Close(ctx context.Context) error {
+	h.mu.Lock()
+	h.closed = true
+	topics := h.topics
+	for c, m := range h.conns {
+		m.stop()
+		delete(h.conns, c)
+	}
+	h.topics = make(map[string]*hubTopic)
+	h.mu.Unlock()
+	var errs []error
+	for _, t := range topics {
+		for _, c := range t.subs.Conns() {
+			t.subs.Remove(c)
+		}
+		errs = append(errs, h.syncBroker(ctx, t))
+	}
+	return errors.Join(errs...)
+}
+
+// member returns c's membership, adding c (to topicAll and its user topic)
+// on first sight.
+func (h *Hub) member(ctx context.Context, c Conn) (*hubMember, error) {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if m := h.conns[c]; m != nil {
+		h.mu.Unlock()
+		return m, nil
+	}
+	if c.Context().Err() != nil {
+		h.mu.Unlock()
+		return nil, ErrClosed
+	}
+	m := &hubMember{topics: make(map[string]*hubTopic), user: c.User()}
+	h.conns[c] = m
+	// Leave everything when the connection ends; no goroutine waits for it.
+	m.stop = context.AfterFunc(c.Context(), func() { h.remove(c) })
+	h.mu.Unlock()
+
+	err := h.join(ctx, c, topicAll)
+	if err == nil && m.user != "" {
+		err = h.join(ctx, c, userTopicPrefix+m.user)
+	}
+	return m, err
+}
+
+func (h *Hub) join(ctx context.Context, c Conn, topic string) error {
+	h.mu.Lock()
+	m := h.conns[c]
+	if m == nil {
+		h.mu.Unlock()
+		return ErrClosed // ended meanwhile
+	}
+	t := h.topics[topic]
+	if t == nil {
+		t = &hubTopic{name: topic}
+		h.topics[topic] = t
+	}
+	m.topics[topic] = t
+	added := t.subs.Add(c)
+	h.mu.Unlock()
+	if !added {
+		return nil
+	}
+	if err := h.syncBroker(ctx, t); err != nil {
+		_ = h.leave(context.WithoutCancel(ctx), c, topic)
+		return err
+	}
+	return nil
+}
+
+func (h *Hub) leave(ctx context.Context, c Conn, topic string) error {
+	h.mu.Lock()
+	var t *hubTopic
+	if m := h.conns[c]; m != nil {
+		t = m.topics[topic]
+		delete(m.topics, topic)
+	}
+	emptied := t != nil && h.dropLocked(t, c)
+	h.mu.Unlock()
+	if !emptied {
+		return nil
+	}
+	return h.syncBroker(ctx, t)
+}
+
+// dropLocked removes c from t and forgets t once it is empty; it reports
+// whether t became empty.
+func (h *Hub) dropLocked(t *hubTopic, c Conn) bool {
+	if !t.subs.Remove(c) || t.subs.Len() > 0 {
+		return false
+	}
+	if h.topics[t.name] == t {
+		delete(h.topics, t.name)
+	}
+	return true
+}
+
+// remove runs when c ends: it leaves every topic.
+func (h *Hub) remove(c Conn) {
+	h.mu.Lock()
+	m := h.conns[c]
+	delete(h.conns, c)
+	var emptied []*hubTopic
+	if m != nil {
+		for _, t := range m.topics {
+			if h.dropLocked(t, c) {
+				emptied = append(emptied, t)
+			}
+		}
+	}
+	h.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, t := range emptied {
+		_ = h.syncBroker(ctx, t)
+	}
+}
+
+// syncBroker makes the topic's Broker subscription match whether it has
+// local subscribers. The deliver function is bound to t, not to the name,
+// so a topic emptied and re-created never receives a message twice.
+func (h *Hub) syncBroker(ctx context.Context, t *hubTopic) error {
+	if h.broker == nil {
+		return nil
+	}
+	t.brokerMu.Lock()
+	defer t.brokerMu.Unlock()
+	want := t.subs.Len() > 0
+	switch {
+	case want && t.brokerSub == nil:
+		sub, err := h.broker.Subscribe(ctx, t.name, func(m Message) { t.subs.Broadcast(m) })
+		if err != nil {
+			return err
+		}
+		t.brokerSub = sub
+	case !want && t.brokerSub != nil:
+		err := t.brokerSub.Unsubscribe(ctx)
+		t.brokerSub = nil
+		return err
+	}
+	return nil
+}
