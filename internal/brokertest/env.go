@@ -110,7 +110,7 @@ func (p *Process) Start() {
 	p.t.Helper()
 	p.cmd = exec.Command(p.bin, p.args...)
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if testing.Verbose() {
+	if os.Getenv("RATCHET_TEST_SERVER_LOG") != "" {
 		p.cmd.Stdout, p.cmd.Stderr = os.Stderr, os.Stderr
 	}
 	if err := p.cmd.Start(); err != nil {
@@ -153,6 +153,13 @@ func (p *Process) Kill() {
 	_ = p.cmd.Process.Kill()
 	<-p.done
 }
+
+// Stop freezes the process with SIGSTOP: its sockets stay open but it
+// answers nothing, like a hung server or a partitioned network.
+func (p *Process) Stop() { _ = p.cmd.Process.Signal(syscall.SIGSTOP) }
+
+// Continue resumes a process frozen by Stop.
+func (p *Process) Continue() { _ = p.cmd.Process.Signal(syscall.SIGCONT) }
 
 // Port returns the port the process listens on.
 func (p *Process) Port() int { return p.port }
