@@ -536,7 +536,9 @@ func (b *Broker) dispatch(channel, payload string) {
 	b.mu.Lock()
 	t := b.topics[channel]
 	var subs []*subscription
-	if t != nil {
+	// Until Redis confirmed this topic's SUBSCRIBE, what arrives on the
+	// channel was published for an earlier subscription, already gone.
+	if t != nil && t.done {
 		subs = t.subs
 	}
 	b.mu.Unlock()
