@@ -1,0 +1,180 @@
+// Package push delivers the topics of a ratchet.Hub to browsers and lets
+// other programs publish to them: Ratchet's most requested feature (push
+// from a web request, a cron job or another language into the socket
+// server) without ZeroMQ or a client library.
+//
+// It has three parts, all on the same Hub:
+//
+//   - Endpoint, a ratchet.MessageComponent: browsers connect with the plain
+//     WebSocket API and pick topics in the URL or with JSON control messages.
+//   - SSE, an http.Handler streaming the same topics as Server-Sent Events,
+//     for the browser's EventSource.
+//   - PublishHandler, an http.Handler taking authenticated POST requests
+//     from other processes (PHP, Python, curl, ...), with Sign to sign them.
+//
+// Any goroutine of the program can also publish directly with Hub.Publish,
+// Hub.PublishToUser and Hub.Broadcast. One Authorizer decides who may
+// subscribe to what, over WebSocket and SSE alike.
+//
+// # Topics
+//
+// A client may subscribe to any name ratchet.ValidTopic accepts: 1 to 256
+// bytes of UTF-8 not starting with "@" (reserved for the Hub's own topics).
+// Each connection or stream may hold at most WithMaxTopics topics.
+//
+// # WebSocket endpoint
+//
+// Connect to the Endpoint's route, optionally with topics in the query:
+//
+//	const ws = new WebSocket("wss://example.com/push?topic=news&topic=sport");
+//	ws.onmessage = e => console.log(e.data);
+//	ws.send(JSON.stringify({subscribe: "weather"}));
+//
+// Client to server, text frames holding one JSON object with exactly one
+// member (at most WithMaxControlSize bytes, default 1 KiB):
+//
+//	{"subscribe":"weather"}
+//	{"unsubscribe":"weather"}
+//
+// Server to client, replies to control messages (and to each URL topic, as
+// if it had been sent as {"subscribe":...}):
+//
+//	{"subscribed":"weather"}       the subscription is in effect
+//	{"unsubscribed":"weather"}     it is gone (also when there was none)
+//	{"error":"invalid_topic","topic":"@all"}
+//	{"error":"forbidden","topic":"admin"}        refused by the Authorizer
+//	{"error":"too_many_topics","topic":"t65"}
+//	{"error":"unavailable","topic":"weather"}    the Hub or Broker failed
+//	{"error":"malformed"}          not such a JSON object
+//	{"error":"too_large"}          over the control message size
+//
+// Success replies can be turned off with WithAcks(false); error replies
+// cannot. A message published to a topic while it is being subscribed may
+// arrive before the "subscribed" reply.
+//
+// Everything published to the connection's topics, to its user
+// (Hub.PublishToUser) or to everyone (Hub.Broadcast) arrives as is: a text
+// message as a text frame, a binary one as a binary frame, with no
+// envelope. A client that needs to tell topics apart subscribes to topics
+// whose payloads say what they are, or opens one connection per topic.
+//
+// Misbehaving clients: a binary frame closes the connection with 1003
+// (unsupported data); each malformed or oversized control message gets an
+// error reply, and the one after WithMaxMalformed (default 5) closes the
+// connection with 1008 (policy violation). More topic parameters in the URL
+// than WithMaxTopics close it with 1008 too. Set the route's
+// ratchet.WithReadLimit low (4 KiB, say), so that large frames are refused
+// (1009) before they are read.
+//
+// # Server-Sent Events
+//
+// GET the SSE handler with the topics in the query:
+//
+//	const es = new EventSource("/events?topic=news&topic=sport");
+//	es.onmessage = e => console.log(e.data);                    // text
+//	es.addEventListener("binary", e => console.log(atob(e.data)));
+//
+// The answer is 200 with Content-Type text/event-stream. The stream starts
+// with a reconnection hint (WithRetry, default 3 s; a ": ok" comment when it
+// is off), sent once the subscriptions are in effect, and then has one event
+// per message:
+//
+//	retry: 3000
+//
+//	id: 1
+//	data: a text message
+//
+//	id: 2
+//	data: a text message
+//	data: of two lines
+//
+//	id: 3
+//	event: binary
+//	data: AAECAw==
+//
+//	: heartbeat
+//
+// Ids count the events of the stream from 1. When the browser reconnects
+// it sends the last id it saw in the Last-Event-ID header, and the new
+// stream counts on from there so that ids keep increasing; messages
+// published while it was away are not replayed. A text message is split at
+// every line break (CRLF, LF or CR) into data: fields, which EventSource
+// joins with LF: the text arrives whole, with CR and CRLF turned into LF
+// (publish binary when every byte matters). A binary message is one data:
+// field of standard base64 in an event of type "binary". When nothing has
+// been sent for WithHeartbeat (default 15 s), a comment line keeps the
+// connection alive.
+//
+// Refusals come before the stream, as JSON errors (see below): 405 for
+// methods other than GET, 401 (or a *ratchet.RejectError's status) from
+// WithAuthenticate, 400 invalid_topic or too_many_topics, 403 forbidden from
+// the Authorizer, 503 unavailable after SSE.Shutdown. Each stream is a
+// ratchet.Conn with a bounded queue (WithSendQueue): when a publish finds it
+// full the stream ends (ratchet.ErrSlowConsumer), and EventSource
+// reconnects by itself.
+//
+// # HTTP publish API
+//
+// POST a JSON body to the PublishHandler with Content-Type
+// application/json (at most WithMaxBodySize, default 64 KiB):
+//
+//	{"topic":"news","data":"hello"}                 text "hello" to topic news
+//	{"topic":"news","data":{"title":"hi","n":1}}    text {"title":"hi","n":1}
+//	{"topic":"files","data":"AAECAw==","binary":true}   binary 00 01 02 03
+//	{"user":"alice","data":"you have mail"}         every connection of alice
+//	{"topic":"news","data":"tick","id":"8f2c41"}    "id": optional, any string
+//
+// Exactly one of "topic" (a valid topic name) and "user" (1 to 256 bytes)
+// is required, and "data": a JSON string is delivered as its text (or, with
+// "binary": true, as the bytes its standard base64 encodes), any other JSON
+// value except null as its compact JSON text. "id" is not delivered; it
+// only makes two otherwise identical requests differ (see replays below).
+// Unknown fields are refused.
+//
+// Authentication, one of:
+//
+//	X-Ratchet-Timestamp: 1767225600
+//	X-Ratchet-Signature: sha256=<hex of HMAC-SHA256(secret, timestamp + "." + body)>
+//
+//	Authorization: Bearer <token>
+//
+// A signed request (WithSecret) carries the current Unix time in seconds
+// and the lowercase hex HMAC-SHA256, keyed with the shared secret, of the
+// timestamp, a dot, and the exact body bytes; Sign computes both headers.
+// It is refused when its timestamp is more than WithMaxSkew (default 5
+// minutes) away from the server's clock, and when its signature has been
+// accepted before within that window (a replay): to send the same message
+// twice within a second, give each request a different "id". With a shell:
+//
+//	body='{"topic":"news","data":"hello"}'
+//	ts=$(date +%s)
+//	sig=$(printf '%s.%s' "$ts" "$body" | openssl dgst -sha256 -hmac "$SECRET" | sed 's/^.* //')
+//	curl -sS http://localhost:8080/publish -H 'Content-Type: application/json' \
+//	  -H "X-Ratchet-Timestamp: $ts" -H "X-Ratchet-Signature: sha256=$sig" -d "$body"
+//
+// A bearer token (WithBearerToken) is simpler but can be replayed by
+// whoever sees it: use it over TLS or loopback only.
+//
+// Answers are JSON. Success is 200 with the number of local connections the
+// message was queued for (with a Broker, other nodes' subscribers are not
+// counted):
+//
+//	{"topic":"news","delivered":3}
+//	{"user":"alice","delivered":2}
+//
+// Errors are {"error":code,"message":text} (plus "topic" when one is at
+// fault), with these statuses and codes:
+//
+//	400 malformed, invalid_topic     the body is not as above
+//	401 unauthorized                 no or unsupported credentials, bad timestamp or signature format
+//	401 bad_signature, bad_token     the credential does not match
+//	401 stale_timestamp, replayed    outside the window, or seen before
+//	403 forbidden                    refused by WithPublishAuthorize
+//	405 method_not_allowed           not POST
+//	413 too_large                    body over the limit
+//	415 unsupported_media_type       Content-Type is not application/json
+//	503 unavailable                  the Hub is closed or its Broker failed
+//
+// The checks run in this order: method (405), size (413), authentication
+// (401), content type (415), body (400), authorization (403).
+package push

@@ -1,0 +1,369 @@
+package push
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/ratchetgo/ratchet"
+)
+
+// Defaults of the publish handler. Each has an option to change it.
+const (
+	DefaultMaxBodySize     = 64 << 10        // bytes of a publish request body
+	DefaultMaxSkew         = 5 * time.Minute // how far a signed timestamp may be from the server's clock
+	DefaultReplayCacheSize = 1 << 16         // signatures remembered against replays
+)
+
+// MaxIDLen bounds the optional "id" of a publish request body.
+const MaxIDLen = 128
+
+// Publication is one parsed publish request: a message for the subscribers
+// of Topic, or for the connections of User. Exactly one of the two is set.
+type Publication struct {
+	Topic   string
+	User    string
+	ID      string // the optional client-chosen "id"; not delivered
+	Message ratchet.Message
+}
+
+// PublishHandler is an http.Handler that lets other processes, in any
+// language, publish to a Hub: POST a JSON body, authenticated with an
+// HMAC-SHA256 signature (see Sign) or a bearer token. See the package
+// documentation for the request and answer formats.
+type PublishHandler struct {
+	hub       *ratchet.Hub
+	secret    []byte
+	token     [sha256.Size]byte
+	hasToken  bool
+	maxBody   int64
+	skew      time.Duration
+	cacheSize int
+	now       func() time.Time
+	authorize func(r *http.Request, p *Publication) error
+	replay    *replayCache
+}
+
+// PublishOption configures a PublishHandler.
+type PublishOption func(*PublishHandler)
+
+// WithSecret enables signed requests, verified with this shared secret
+// (HMAC-SHA256, see Sign). Use at least 32 random bytes.
+func WithSecret(secret []byte) PublishOption {
+	return func(h *PublishHandler) { h.secret = append([]byte(nil), secret...) }
+}
+
+// WithBearerToken enables requests carrying "Authorization: Bearer <token>",
+// the simpler alternative to signatures. The token is sent as is, so use it
+// over TLS or loopback only; bearer requests have no replay protection.
+func WithBearerToken(token string) PublishOption {
+	return func(h *PublishHandler) {
+		h.token, h.hasToken = sha256.Sum256([]byte(token)), token != ""
+	}
+}
+
+// WithMaxBodySize bounds request bodies; larger ones get 413. Default
+// DefaultMaxBodySize; n <= 0 keeps the default.
+func WithMaxBodySize(n int64) PublishOption {
+	return func(h *PublishHandler) {
+		if n > 0 {
+			h.maxBody = n
+		}
+	}
+}
+
+// WithMaxSkew sets how far, in either direction, a signed request's
+// timestamp may be from the server's clock; older or newer ones get 401
+// stale_timestamp. It is also how long signatures are remembered against
+// replays. Default DefaultMaxSkew; values under a second keep the default.
+func WithMaxSkew(d time.Duration) PublishOption {
+	return func(h *PublishHandler) {
+		if d >= time.Second {
+			h.skew = d
+		}
+	}
+}
+
+// WithReplayCacheSize bounds how many signatures are remembered against
+// replays (about 100 bytes each). When more requests than that arrive
+// within the skew window, the oldest are forgotten and requests signed at
+// or before their timestamp are refused as stale, so that no replay gets
+// through. Default DefaultReplayCacheSize; n <= 0 keeps the default.
+func WithReplayCacheSize(n int) PublishOption {
+	return func(h *PublishHandler) {
+		if n > 0 {
+			h.cacheSize = n
+		}
+	}
+}
+
+// WithClock sets the clock the timestamps are checked against; for tests.
+func WithClock(now func() time.Time) PublishOption { return func(h *PublishHandler) { h.now = now } }
+
+// WithPublishAuthorize sets a hook that sees each authenticated, well-formed
+// request before it is published: an error refuses it with 403 Forbidden,
+// or the status of a *ratchet.RejectError. Use it to limit what a client
+// may publish where. It must be safe for concurrent use.
+func WithPublishAuthorize(f func(r *http.Request, p *Publication) error) PublishOption {
+	return func(h *PublishHandler) { h.authorize = f }
+}
+
+// NewPublishHandler returns a handler publishing to hub. It panics unless
+// WithSecret or WithBearerToken gives it a non-empty credential: a publish
+// API open to anyone is never what is meant.
+func NewPublishHandler(hub *ratchet.Hub, opts ...PublishOption) *PublishHandler {
+	h := &PublishHandler{
+		hub:       hub,
+		maxBody:   DefaultMaxBodySize,
+		skew:      DefaultMaxSkew,
+		cacheSize: DefaultReplayCacheSize,
+		now:       time.Now,
+	}
+	for _, o := range opts {
+		o(h)
+	}
+	if len(h.secret) == 0 && !h.hasToken {
+		panic("push: NewPublishHandler needs WithSecret or WithBearerToken with a non-empty credential")
+	}
+	h.replay = newReplayCache(h.cacheSize, h.skew)
+	return h
+}
+
+// publishResult is the JSON answer to a successful publish.
+type publishResult struct {
+	Topic     string `json:"topic,omitempty"`
+	User      string `json:"user,omitempty"`
+	Delivered int    `json:"delivered"`
+}
+
+// ServeHTTP handles one publish request. The checks run in this order:
+// method (405), body size (413), authentication (401), Content-Type (415),
+// body (400), WithPublishAuthorize (403); then the message is published and
+// the answer is 200 with the number of local connections it was queued for,
+// or 503 when the Hub is closed or its Broker fails.
+func (h *PublishHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use POST", nil)
+		return
+	}
+	body, status, err := h.readBody(w, r)
+	if err != nil {
+		code := CodeMalformed
+		if status == http.StatusRequestEntityTooLarge {
+			code = CodeTooLarge
+		}
+		writeError(w, status, code, err.Error(), nil)
+		return
+	}
+	if code, err := h.authenticate(r, body); err != nil {
+		if h.hasToken {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="ratchet push"`)
+		}
+		writeError(w, http.StatusUnauthorized, code, err.Error(), nil)
+		return
+	}
+	if !isJSON(r.Header.Get("Content-Type")) {
+		writeError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type must be application/json", nil)
+		return
+	}
+	p, err := parsePublication(body)
+	if err != nil {
+		var be *bodyError
+		errors.As(err, &be)
+		writeError(w, http.StatusBadRequest, be.code, be.msg, be.topic)
+		return
+	}
+	if h.authorize != nil {
+		if err := h.authorize(r, &p); err != nil {
+			writeReject(w, err, http.StatusForbidden)
+			return
+		}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), hubTimeout)
+	defer cancel()
+	var n int
+	if p.User != "" {
+		n, err = h.hub.PublishToUser(ctx, p.User, p.Message)
+	} else {
+		n, err = h.hub.Publish(ctx, p.Topic, p.Message)
+	}
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "cannot publish", nil)
+		return
+	}
+	writeJSON(w, http.StatusOK, publishResult{Topic: p.Topic, User: p.User, Delivered: n})
+}
+
+func (h *PublishHandler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int, error) {
+	tooLarge := errors.New("request body over the size limit")
+	if r.ContentLength > h.maxBody {
+		return nil, http.StatusRequestEntityTooLarge, tooLarge
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, http.StatusRequestEntityTooLarge, tooLarge
+		}
+		return nil, http.StatusBadRequest, errors.New("cannot read the request body")
+	}
+	return body, 0, nil
+}
+
+// authenticate checks the signature or the bearer token, and returns an
+// error code with the error.
+func (h *PublishHandler) authenticate(r *http.Request, body []byte) (string, error) {
+	ts, sig := r.Header.Get(HeaderTimestamp), r.Header.Get(HeaderSignature)
+	if ts != "" || sig != "" {
+		if len(h.secret) == 0 {
+			return "unauthorized", errNoSecret
+		}
+		return h.verifySigned(ts, sig, body)
+	}
+	if auth := r.Header.Get("Authorization"); auth != "" {
+		tok, ok := cutPrefixFold(auth, "Bearer ")
+		if !h.hasToken || !ok {
+			return "unauthorized", errors.New("unsupported Authorization scheme")
+		}
+		sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+		if !hmac.Equal(sum[:], h.token[:]) {
+			return "bad_token", errors.New("bearer token does not match")
+		}
+		return "", nil
+	}
+	return "unauthorized", errors.New("missing authentication: sign the request (X-Ratchet-Timestamp, X-Ratchet-Signature) or send a bearer token")
+}
+
+func (h *PublishHandler) verifySigned(tsHeader, sigHeader string, body []byte) (string, error) {
+	now := h.now()
+	ts, mac, err := verify(h.secret, tsHeader, sigHeader, body, now, h.skew)
+	if err == nil {
+		err = h.replay.check(mac, ts, now)
+	}
+	switch err {
+	case nil:
+		return "", nil
+	case errStale:
+		return "stale_timestamp", err
+	case errReplay:
+		return "replayed", err
+	case errBadSignature:
+		return "bad_signature", err
+	}
+	return "unauthorized", err
+}
+
+func isJSON(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && mt == "application/json"
+}
+
+// bodyError is a 400 answer to a malformed body.
+type bodyError struct {
+	code, msg string
+	topic     *string
+}
+
+func (e *bodyError) Error() string { return e.msg }
+
+func malformed(msg string) error { return &bodyError{code: CodeMalformed, msg: msg} }
+
+// parsePublication parses a publish request body (see the package
+// documentation).
+func parsePublication(body []byte) (Publication, error) {
+	var in struct {
+		Topic  *string         `json:"topic"`
+		User   *string         `json:"user"`
+		Data   json.RawMessage `json:"data"`
+		Binary bool            `json:"binary"`
+		ID     *string         `json:"id"`
+	}
+	if err := decodeStrict(body, &in); err != nil {
+		return Publication{}, malformed(describeJSONError(err))
+	}
+	var p Publication
+	switch {
+	case in.Topic != nil && in.User != nil:
+		return p, malformed(`give "topic" or "user", not both`)
+	case in.Topic != nil:
+		if !ratchet.ValidTopic(*in.Topic) {
+			t := echoTopic(*in.Topic)
+			return p, &bodyError{code: CodeInvalidTopic, msg: "invalid topic name", topic: &t}
+		}
+		p.Topic = *in.Topic
+	case in.User != nil:
+		if *in.User == "" || len(*in.User) > 256 {
+			return p, malformed(`"user" must be 1 to 256 bytes`)
+		}
+		p.User = *in.User
+	default:
+		return p, malformed(`"topic" or "user" is required`)
+	}
+	if in.ID != nil {
+		if len(*in.ID) > MaxIDLen {
+			return p, malformed(`"id" is too long`)
+		}
+		p.ID = *in.ID
+	}
+	data := bytes.TrimSpace(in.Data)
+	if len(data) == 0 || string(data) == "null" {
+		return p, malformed(`"data" is required`)
+	}
+	if data[0] == '"' {
+		var s string
+		if err := json.Unmarshal(data, &s); err != nil {
+			return p, malformed(`"data" is not a valid JSON string`)
+		}
+		if in.Binary {
+			b, err := base64.StdEncoding.DecodeString(s)
+			if err != nil {
+				return p, malformed(`"data" must be standard base64 when "binary" is true`)
+			}
+			p.Message = ratchet.Binary(b)
+		} else {
+			p.Message = ratchet.Text(s)
+		}
+		return p, nil
+	}
+	if in.Binary {
+		return p, malformed(`"data" must be a base64 string when "binary" is true`)
+	}
+	// Any other JSON value is delivered as its compact JSON text.
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, data); err != nil || !utf8.Valid(buf.Bytes()) {
+		return p, malformed(`"data" is not valid JSON`)
+	}
+	p.Message = ratchet.Message{Type: ratchet.MessageText, Data: buf.Bytes()}
+	return p, nil
+}
+
+// describeJSONError turns a decoding error into a short message for the
+// client.
+func describeJSONError(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return "body is not valid JSON"
+	case errors.As(err, &te):
+		return "wrong type for \"" + te.Field + "\""
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		name := strings.TrimPrefix(err.Error(), "json: unknown field ")
+		if len(name) > 64 {
+			name = name[:64] + "…"
+		}
+		return "unknown field " + strings.ToValidUTF8(name, "")
+	}
+	return "body must be one JSON object"
+}

@@ -1,0 +1,424 @@
+package push
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"math"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ratchetgo/ratchet"
+)
+
+// SSE is an http.Handler streaming Hub topics as Server-Sent Events, for the
+// browser's EventSource:
+//
+//	hub := ratchet.NewHub()
+//	events := push.NewSSE(hub)
+//	app.Handle("GET /events", events)
+//
+//	// in the browser
+//	const es = new EventSource("/events?topic=news&topic=weather");
+//	es.onmessage = e => console.log(e.data);
+//
+// Each stream is a ratchet.Conn added to the Hub, so Publish, Broadcast and
+// PublishToUser reach it like any WebSocket connection. See the package
+// documentation for the event format.
+//
+// net/http's Server.Shutdown waits for running handlers, and a stream runs
+// until its client leaves: call SSE.Shutdown first, or with App.Shutdown.
+type SSE struct {
+	hub *ratchet.Hub
+	cfg config
+
+	streams ratchet.ConnSet
+
+	mu       sync.Mutex
+	active   sync.WaitGroup
+	shutdown bool
+}
+
+// NewSSE returns an SSE handler for the topics of hub.
+func NewSSE(hub *ratchet.Hub, opts ...Option) *SSE {
+	return &SSE{hub: hub, cfg: newConfig(opts)}
+}
+
+// ServeHTTP serves one stream. Refusals are JSON errors sent before the
+// stream starts (see the package documentation): 405 for methods other than
+// GET, 401 from the authentication hook, 400 for an invalid topic or too
+// many, 403 from the Authorizer, 503 after Shutdown or when the Hub fails.
+//
+// The stream's first bytes (the retry: field, or a comment) are sent once
+// its subscriptions are in effect. It ends when the client goes away, when
+// its queue overflows (ratchet.ErrSlowConsumer), when a write takes longer
+// than the write timeout, on Conn.Close (after what is queued), or on
+// Shutdown.
+func (s *SSE) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use GET", nil)
+		return
+	}
+	var user string
+	if s.cfg.authenticate != nil {
+		u, err := s.cfg.authenticate(r)
+		if err != nil {
+			writeReject(w, err, http.StatusUnauthorized)
+			return
+		}
+		user = u
+	}
+	topics := r.URL.Query()["topic"]
+	if len(topics) > s.cfg.maxTopics {
+		writeError(w, http.StatusBadRequest, CodeTooManyTopics, "too many topic parameters", nil)
+		return
+	}
+	for _, t := range topics {
+		if !ratchet.ValidTopic(t) {
+			t = echoTopic(t)
+			writeError(w, http.StatusBadRequest, CodeInvalidTopic, "invalid topic name", &t)
+			return
+		}
+	}
+
+	c := newStream(r, user, s.cfg.sendQueue)
+	defer c.cancel()
+	if s.cfg.authorize != nil {
+		for _, t := range topics {
+			if err := s.cfg.authorize(c, t); err != nil {
+				writeReject(w, err, http.StatusForbidden, t)
+				return
+			}
+		}
+	}
+	if !s.add(c) {
+		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "server shutting down", nil)
+		return
+	}
+	defer s.remove(c)
+	if err := s.subscribe(c, topics); err != nil {
+		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "cannot subscribe", nil)
+		return
+	}
+	if id, err := strconv.ParseUint(r.Header.Get("Last-Event-ID"), 10, 64); err == nil && id < math.MaxUint64 {
+		c.lastID = id // ids go on from where the client's previous stream stopped
+	}
+	s.stream(w, c)
+}
+
+func (s *SSE) subscribe(c *stream, topics []string) error {
+	ctx, cancel := context.WithTimeout(c.ctx, hubTimeout)
+	defer cancel()
+	if err := s.hub.Add(ctx, c); err != nil {
+		return err
+	}
+	for _, t := range topics {
+		if err := s.hub.Subscribe(ctx, c, t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// stream writes the queued messages as events until the stream ends.
+func (s *SSE) stream(w http.ResponseWriter, c *stream) {
+	rc := http.NewResponseController(w)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
+	w.WriteHeader(http.StatusOK)
+
+	buf := make([]byte, 0, 512)
+	if s.cfg.retry > 0 {
+		buf = append(buf, "retry: "...)
+		buf = strconv.AppendInt(buf, s.cfg.retry.Milliseconds(), 10)
+		buf = append(buf, "\n\n"...)
+	} else {
+		buf = append(buf, ": ok\n\n"...)
+	}
+	if !s.write(rc, w, buf) {
+		return
+	}
+
+	var heartbeat <-chan time.Time
+	var timer *time.Timer
+	if s.cfg.heartbeat > 0 {
+		timer = time.NewTimer(s.cfg.heartbeat)
+		defer timer.Stop()
+		heartbeat = timer.C
+	}
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-heartbeat:
+			if !s.write(rc, w, []byte(": heartbeat\n\n")) {
+				return
+			}
+			timer.Reset(s.cfg.heartbeat)
+		case <-c.notify:
+			batch, closing := c.take()
+			s.setDeadline(rc)
+			for _, m := range batch {
+				c.lastID++
+				buf = appendEvent(buf[:0], c.lastID, m)
+				if _, err := w.Write(buf); err != nil {
+					return
+				}
+			}
+			c.done(batch)
+			if cap(buf) > 64<<10 {
+				buf = make([]byte, 0, 512)
+			}
+			if err := rc.Flush(); err != nil {
+				return
+			}
+			if closing {
+				return
+			}
+			if timer != nil {
+				timer.Reset(s.cfg.heartbeat)
+			}
+		}
+	}
+}
+
+// write writes b and flushes it, within the write timeout.
+func (s *SSE) write(rc *http.ResponseController, w http.ResponseWriter, b []byte) bool {
+	s.setDeadline(rc)
+	if _, err := w.Write(b); err != nil {
+		return false
+	}
+	return rc.Flush() == nil
+}
+
+func (s *SSE) setDeadline(rc *http.ResponseController) {
+	if s.cfg.writeTimeout > 0 {
+		_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.writeTimeout)) // unsupported: no deadline
+	}
+}
+
+// Len returns the number of open streams.
+func (s *SSE) Len() int { return s.streams.Len() }
+
+// Shutdown refuses new streams (503), ends every open one after what is
+// queued for it has been written, and waits until their handlers have
+// returned or ctx is done: then the remaining streams are cut off and ctx's
+// error is returned.
+func (s *SSE) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.shutdown = true
+	s.mu.Unlock()
+	s.streams.Each(func(c ratchet.Conn) { _ = c.Close(ratchet.StatusGoingAway, "server shutting down") })
+	done := make(chan struct{})
+	go func() { s.active.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.streams.Each(func(c ratchet.Conn) { c.(*stream).cancel() })
+		<-done // the handlers return at once now
+		return ctx.Err()
+	}
+}
+
+func (s *SSE) add(c *stream) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutdown {
+		return false
+	}
+	s.active.Add(1)
+	s.streams.Add(c)
+	return true
+}
+
+func (s *SSE) remove(c *stream) {
+	s.streams.Remove(c)
+	s.active.Done()
+}
+
+// appendEvent appends msg as one event with the given id. Text is split
+// into one data: field per line (a line ends at CRLF, LF or CR, as the SSE
+// parser reads it); binary is one data: field of standard base64 in an
+// event of type "binary".
+func appendEvent(b []byte, id uint64, msg ratchet.Message) []byte {
+	b = append(b, "id: "...)
+	b = strconv.AppendUint(b, id, 10)
+	if msg.Type == ratchet.MessageBinary {
+		b = append(b, "\nevent: binary\ndata: "...)
+		b = base64.StdEncoding.AppendEncode(b, msg.Data)
+		return append(b, "\n\n"...)
+	}
+	b = append(b, '\n')
+	data := msg.Data
+	for {
+		b = append(b, "data: "...)
+		i := bytes.IndexAny(data, "\r\n")
+		if i < 0 {
+			b = append(b, data...)
+			break
+		}
+		b = append(b, data[:i]...)
+		b = append(b, '\n')
+		if data[i] == '\r' && i+1 < len(data) && data[i+1] == '\n' {
+			i++
+		}
+		data = data[i+1:]
+	}
+	return append(b, "\n\n"...)
+}
+
+// streamIDs numbers SSE streams. The top bit keeps them apart from the IDs
+// of the WebSocket connections of package ratchet.
+var streamIDs atomic.Uint64
+
+const streamIDBit = 1 << 63
+
+// stream is one SSE client as a ratchet.Conn. Send queues without blocking;
+// the handler goroutine writes.
+type stream struct {
+	id     uint64
+	req    *http.Request
+	user   string
+	ctx    context.Context
+	cancel context.CancelFunc
+	limit  int
+	notify chan struct{} // one pending wake-up for the handler
+	lastID uint64        // the handler's: id of the last event written
+
+	mu      sync.Mutex
+	queue   []ratchet.Message
+	spare   []ratchet.Message
+	closing bool  // Close was called: write what is queued, then end
+	cause   error // why the stream was cut off (ErrSlowConsumer)
+	values  map[string]any
+}
+
+var _ ratchet.Conn = (*stream)(nil)
+
+func newStream(r *http.Request, user string, limit int) *stream {
+	c := &stream{
+		id:     streamIDBit | streamIDs.Add(1),
+		req:    r,
+		user:   user,
+		limit:  limit,
+		notify: make(chan struct{}, 1),
+	}
+	c.ctx, c.cancel = context.WithCancel(r.Context())
+	return c
+}
+
+// ID returns an ID unique among the connections of this process; it has the
+// top bit set, which IDs of ratchet's own connections do not.
+func (c *stream) ID() uint64 { return c.id }
+
+// Send queues msg for the stream. It returns ratchet.ErrClosed once the
+// stream is ending and ratchet.ErrSlowConsumer when the queue is full: the
+// stream then ends at once and what was queued is dropped.
+func (c *stream) Send(msg ratchet.Message) error {
+	c.mu.Lock()
+	if c.closing || c.cause != nil || c.ctx.Err() != nil {
+		c.mu.Unlock()
+		return ratchet.ErrClosed
+	}
+	if len(c.queue) >= c.limit {
+		c.cause = ratchet.ErrSlowConsumer
+		c.queue = nil
+		c.mu.Unlock()
+		c.cancel()
+		return ratchet.ErrSlowConsumer
+	}
+	c.queue = append(c.queue, msg)
+	c.mu.Unlock()
+	c.wake()
+	return nil
+}
+
+// Close ends the stream once what is queued has been written. SSE has no
+// close frame: code and reason are not sent.
+func (c *stream) Close(ratchet.StatusCode, string) error {
+	c.mu.Lock()
+	if c.closing || c.cause != nil || c.ctx.Err() != nil {
+		c.mu.Unlock()
+		return ratchet.ErrClosed
+	}
+	c.closing = true
+	c.mu.Unlock()
+	c.wake()
+	return nil
+}
+
+func (c *stream) wake() {
+	select {
+	case c.notify <- struct{}{}:
+	default:
+	}
+}
+
+// take hands the queued messages to the handler, and tells whether the
+// stream should end after them.
+func (c *stream) take() ([]ratchet.Message, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	batch := c.queue
+	c.queue = c.spare[:0]
+	c.spare = nil
+	return batch, c.closing
+}
+
+// done gives a written batch back for reuse.
+func (c *stream) done(batch []ratchet.Message) {
+	clear(batch)
+	c.mu.Lock()
+	if c.spare == nil && cap(batch) <= c.limit {
+		c.spare = batch[:0]
+	}
+	c.mu.Unlock()
+}
+
+// Request returns the GET request of the stream. Unlike a WebSocket
+// connection's, its Context lives as long as the stream.
+func (c *stream) Request() *http.Request { return c.req }
+
+// RemoteAddr returns the client's network address.
+func (c *stream) RemoteAddr() string { return c.req.RemoteAddr }
+
+// Subprotocol returns "": SSE has none.
+func (c *stream) Subprotocol() string { return "" }
+
+// User returns the identity set by the SSE handler's authentication hook.
+func (c *stream) User() string { return c.user }
+
+// Context is done when the stream has ended.
+func (c *stream) Context() context.Context { return c.ctx }
+
+// Set stores a value on the stream.
+func (c *stream) Set(key string, value any) {
+	c.mu.Lock()
+	if c.values == nil {
+		c.values = make(map[string]any)
+	}
+	c.values[key] = value
+	c.mu.Unlock()
+}
+
+// Get returns a value stored with Set.
+func (c *stream) Get(key string) (any, bool) {
+	c.mu.Lock()
+	v, ok := c.values[key]
+	c.mu.Unlock()
+	return v, ok
+}
+
+// Cause returns why the stream was cut off, nil if it was not.
+func (c *stream) Cause() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cause
+}
