@@ -241,7 +241,15 @@ func (b *Broker) Subscribe(ctx context.Context, topicName string, deliver func(r
 	if deliver == nil {
 		return nil, errors.New("ratchet/redis: nil deliver function")
 	}
-	channel := b.Channel(topicName)
+	s, err := b.subscribeChannel(ctx, b.Channel(topicName), deliver)
+	if err != nil {
+		return nil, err // not a nil *subscription in a non-nil interface
+	}
+	return s, nil
+}
+
+// subscribeChannel is Subscribe on a Redis channel named in full.
+func (b *Broker) subscribeChannel(ctx context.Context, channel string, deliver func(ratchet.Message)) (*subscription, error) {
 
 	b.ctl.Lock()
 	b.mu.Lock()
@@ -291,7 +299,7 @@ func (b *Broker) Subscribe(ctx context.Context, topicName string, deliver func(r
 	if errors.Is(err, ratchet.ErrBrokerClosed) {
 		return nil, err
 	}
-	return nil, fmt.Errorf("ratchet/redis: subscribe %q: %w", topicName, err)
+	return nil, fmt.Errorf("ratchet/redis: subscribe %q: %w", channel, err)
 }
 
 // Unsubscribe implements ratchet.Subscription. Deliveries stop whatever

@@ -1,0 +1,481 @@
+package redis
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/ratchetgo/ratchet"
+)
+
+// Presence defaults.
+const (
+	DefaultPresencePrefix = "ratchet-presence:"
+	DefaultPresenceTTL    = 30 * time.Second
+)
+
+// PresenceOption configures a Presence.
+type PresenceOption func(*presenceOptions)
+
+type presenceOptions struct {
+	prefix string
+	ttl    time.Duration
+	nodeID string
+}
+
+// WithPresencePrefix sets the prefix of the keys and channels the presence
+// uses (default "ratchet-presence:"). It must differ from the broker's topic
+// prefix, and be shared by every node of one application.
+func WithPresencePrefix(prefix string) PresenceOption {
+	return func(o *presenceOptions) { o.prefix = prefix }
+}
+
+// WithPresenceTTL sets how long the entries of a node that stopped
+// refreshing them (it died, or lost Redis) stay valid (default 30s). A node
+// refreshes its entries every TTL/3, and reaps expired ones of the topics it
+// uses, publishing their leave events, as often.
+func WithPresenceTTL(d time.Duration) PresenceOption {
+	return func(o *presenceOptions) { o.ttl = d }
+}
+
+// WithNodeID names this node in the presence entries (default: random). Two
+// live nodes must not share one.
+func WithNodeID(id string) PresenceOption { return func(o *presenceOptions) { o.nodeID = id } }
+
+// Presence is a ratchet.Presence on Redis, for one node. See the package
+// documentation for the keys and the events channel.
+type Presence struct {
+	b      *Broker
+	client *goredis.Client
+	o      presenceOptions
+
+	// hb is held for writing by a heartbeat while it refreshes, and for
+	// reading by Join and Leave, so a refresh never resurrects an entry that
+	// a Leave just removed.
+	hb      sync.RWMutex
+	stripes [64]sync.Mutex // serialise Join and Leave of one (topic, user)
+	seed    maphash.Seed
+
+	mu      sync.Mutex
+	local   map[member]int // joins by (topic, user) on this node
+	watched map[string]int // watches by topic
+	watches map[*watch]struct{}
+	closed  bool
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+type member struct{ topic, user string }
+
+type watch struct {
+	p     *Presence
+	topic string
+	sub   *subscription
+	once  sync.Once
+}
+
+// presenceEvent is the JSON published on a topic's events channel.
+type presenceEvent struct {
+	Kind string `json:"kind"` // "join" or "leave"
+	User string `json:"user"`
+}
+
+// The scripts take the server's clock, so nodes' clocks need not agree.
+const luaNow = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+`
+
+// KEYS: members, user. ARGV: node, ttl ms, user, channel, join event,
+// leave event.
+var joinScript = goredis.NewScript(luaNow + `
+local ttl = tonumber(ARGV[2])
+local exp = now + ttl
+local score = redis.call('ZSCORE', KEYS[1], ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+redis.call('ZADD', KEYS[2], exp, ARGV[1])
+redis.call('PEXPIRE', KEYS[2], 3 * ttl)
+if not score or tonumber(score) < exp then
+  redis.call('ZADD', KEYS[1], exp, ARGV[3])
+end
+redis.call('PEXPIRE', KEYS[1], 3 * ttl)
+if score and tonumber(score) > now then
+  return 0
+end
+if score then
+  redis.call('PUBLISH', ARGV[4], ARGV[6])
+end
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 1
+`)
+
+// KEYS: members, user. ARGV: node, user, channel, leave event.
+var leaveScript = goredis.NewScript(luaNow + `
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local top = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+if #top == 0 then
+  redis.call('DEL', KEYS[2])
+  if redis.call('ZREM', KEYS[1], ARGV[2]) == 1 then
+    redis.call('PUBLISH', ARGV[3], ARGV[4])
+    return 1
+  end
+  return 0
+end
+redis.call('ZADD', KEYS[1], top[2], ARGV[2])
+return 0
+`)
+
+// KEYS: members. ARGV: user key prefix, channel.
+var reapScript = goredis.NewScript(luaNow + `
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+for _, u in ipairs(gone) do
+  redis.call('ZREM', KEYS[1], u)
+  redis.call('DEL', ARGV[1] .. u)
+  redis.call('PUBLISH', ARGV[2], cjson.encode({kind = 'leave', user = u}))
+end
+return #gone
+`)
+
+// KEYS: members.
+var membersScript = goredis.NewScript(luaNow + `
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
+`)
+
+// NewPresence returns the presence of this node, on b's client and b's
+// pub/sub connection (for Watch), and starts its heartbeat. Close it before
+// closing b.
+func NewPresence(b *Broker, opts ...PresenceOption) *Presence {
+	o := presenceOptions{prefix: DefaultPresencePrefix, ttl: DefaultPresenceTTL}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.ttl < 30*time.Millisecond {
+		o.ttl = DefaultPresenceTTL
+	}
+	if o.nodeID == "" {
+		var id [12]byte
+		_, _ = rand.Read(id[:])
+		o.nodeID = hex.EncodeToString(id[:])
+	}
+	p := &Presence{
+		b:       b,
+		client:  b.client,
+		o:       o,
+		seed:    maphash.MakeSeed(),
+		local:   make(map[member]int),
+		watched: make(map[string]int),
+		watches: make(map[*watch]struct{}),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	go p.heartbeat()
+	return p
+}
+
+var _ ratchet.Presence = (*Presence)(nil)
+
+// ErrPresenceClosed is returned by a Presence used after Close.
+var ErrPresenceClosed = errors.New("ratchet/redis: presence closed")
+
+// MembersKey returns the sorted set holding topic's members: each user,
+// scored with the time (Unix milliseconds, Redis clock) its entry expires.
+func (p *Presence) MembersKey(topic string) string { return p.o.prefix + "m:" + topic }
+
+// EventsChannel returns the channel on which topic's join and leave events
+// are published.
+func (p *Presence) EventsChannel(topic string) string { return p.o.prefix + "e:" + topic }
+
+// userKeyPrefix is unambiguous whatever the topic contains.
+func (p *Presence) userKeyPrefix(topic string) string {
+	return p.o.prefix + "u:" + strconv.Itoa(len(topic)) + ":" + topic + ":"
+}
+
+func event(kind, user string) string {
+	b, _ := json.Marshal(presenceEvent{Kind: kind, User: user})
+	return string(b)
+}
+
+func (p *Presence) stripe(m member) *sync.Mutex {
+	var h maphash.Hash
+	h.SetSeed(p.seed)
+	h.WriteString(m.topic)
+	h.WriteByte(0)
+	h.WriteString(m.user)
+	return &p.stripes[h.Sum64()%uint64(len(p.stripes))]
+}
+
+func (p *Presence) isClosed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
+}
+
+// Join implements ratchet.Presence.
+func (p *Presence) Join(ctx context.Context, topic, user string) error {
+	m := member{topic, user}
+	p.hb.RLock()
+	defer p.hb.RUnlock()
+	st := p.stripe(m)
+	st.Lock()
+	defer st.Unlock()
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return ErrPresenceClosed
+	}
+	p.local[m]++
+	first := p.local[m] == 1
+	p.mu.Unlock()
+	if !first {
+		return nil
+	}
+	if err := p.runJoin(ctx, p.client, m).Err(); err != nil {
+		p.mu.Lock()
+		if p.local[m]--; p.local[m] <= 0 {
+			delete(p.local, m)
+		}
+		p.mu.Unlock()
+		return fmt.Errorf("ratchet/redis: presence join: %w", err)
+	}
+	return nil
+}
+
+func (p *Presence) runJoin(ctx context.Context, c goredis.Scripter, m member) *goredis.Cmd {
+	return joinScript.Run(ctx, c,
+		[]string{p.MembersKey(m.topic), p.userKeyPrefix(m.topic) + m.user},
+		p.o.nodeID, p.o.ttl.Milliseconds(), m.user, p.EventsChannel(m.topic),
+		event("join", m.user), event("leave", m.user))
+}
+
+func (p *Presence) runLeave(ctx context.Context, c goredis.Scripter, m member) *goredis.Cmd {
+	return leaveScript.Run(ctx, c,
+		[]string{p.MembersKey(m.topic), p.userKeyPrefix(m.topic) + m.user},
+		p.o.nodeID, m.user, p.EventsChannel(m.topic), event("leave", m.user))
+}
+
+// Leave implements ratchet.Presence.
+func (p *Presence) Leave(ctx context.Context, topic, user string) error {
+	m := member{topic, user}
+	p.hb.RLock()
+	defer p.hb.RUnlock()
+	st := p.stripe(m)
+	st.Lock()
+	defer st.Unlock()
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return ErrPresenceClosed
+	}
+	n, ok := p.local[m]
+	if !ok {
+		p.mu.Unlock()
+		return nil
+	}
+	if n > 1 {
+		p.local[m] = n - 1
+		p.mu.Unlock()
+		return nil
+	}
+	delete(p.local, m)
+	p.mu.Unlock()
+	if err := p.runLeave(ctx, p.client, m).Err(); err != nil {
+		// The entry expires after the TTL, with a leave event, since the
+		// heartbeat no longer refreshes it.
+		return fmt.Errorf("ratchet/redis: presence leave: %w", err)
+	}
+	return nil
+}
+
+// Members implements ratchet.Presence.
+func (p *Presence) Members(ctx context.Context, topic string) ([]string, error) {
+	users, err := membersScript.Run(ctx, p.client, []string{p.MembersKey(topic)}).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("ratchet/redis: presence members: %w", err)
+	}
+	slices.Sort(users)
+	return users, nil
+}
+
+// Watch implements ratchet.Presence. fn runs on the broker's receiving
+// goroutine: it must return quickly. While the node watches a topic, its
+// heartbeat reaps the topic's expired entries, so watching nodes see the
+// leaves of users whose node died.
+func (p *Presence) Watch(ctx context.Context, topic string, fn func(ratchet.PresenceEvent)) (func(), error) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, ErrPresenceClosed
+	}
+	p.watched[topic]++
+	p.mu.Unlock()
+	w := &watch{p: p, topic: topic}
+	sub, err := p.b.subscribeChannel(ctx, p.EventsChannel(topic), func(m ratchet.Message) {
+		var e presenceEvent
+		if json.Unmarshal(m.Data, &e) != nil || e.User == "" {
+			return
+		}
+		ev := ratchet.PresenceEvent{Topic: topic, User: e.User}
+		switch e.Kind {
+		case "join":
+			ev.Kind = ratchet.PresenceJoin
+		case "leave":
+			ev.Kind = ratchet.PresenceLeave
+		default:
+			return
+		}
+		fn(ev)
+	})
+	if err != nil {
+		p.unwatch(topic)
+		return nil, fmt.Errorf("ratchet/redis: presence watch: %w", err)
+	}
+	w.sub = sub
+	p.mu.Lock()
+	p.watches[w] = struct{}{}
+	p.mu.Unlock()
+	return w.stop, nil
+}
+
+func (w *watch) stop() {
+	w.once.Do(func() {
+		_ = w.sub.Unsubscribe(context.Background())
+		w.p.mu.Lock()
+		delete(w.p.watches, w)
+		w.p.mu.Unlock()
+		w.p.unwatch(w.topic)
+	})
+}
+
+func (p *Presence) unwatch(topic string) {
+	p.mu.Lock()
+	if p.watched[topic]--; p.watched[topic] <= 0 {
+		delete(p.watched, topic)
+	}
+	p.mu.Unlock()
+}
+
+func (p *Presence) heartbeat() {
+	defer close(p.done)
+	t := time.NewTicker(p.o.ttl / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		}
+		if err := p.beat(); err != nil {
+			p.b.o.logger.Warn("ratchet/redis: presence heartbeat failed", "error", err)
+			p.b.report(fmt.Errorf("ratchet/redis: presence heartbeat: %w", err))
+		}
+	}
+}
+
+// beat refreshes this node's entries and reaps the expired ones of the
+// topics this node uses, in one pipeline.
+func (p *Presence) beat() error {
+	ctx, cancel := context.WithTimeout(context.Background(), p.o.ttl/3)
+	defer cancel()
+	p.hb.Lock()
+	defer p.hb.Unlock()
+	p.mu.Lock()
+	members := make([]member, 0, len(p.local))
+	topics := make(map[string]bool, len(p.watched))
+	for m := range p.local {
+		members = append(members, m)
+		topics[m.topic] = true
+	}
+	for t := range p.watched {
+		topics[t] = true
+	}
+	p.mu.Unlock()
+	if len(topics) == 0 {
+		return nil
+	}
+	// EVALSHA in a pipeline does not fall back to EVAL: load first (Redis
+	// may have restarted and forgotten the scripts).
+	for _, s := range []*goredis.Script{joinScript, reapScript} {
+		if err := s.Load(ctx, p.client).Err(); err != nil {
+			return err
+		}
+	}
+	pipe := p.client.Pipeline()
+	for _, m := range members {
+		joinScript.EvalSha(ctx, pipe,
+			[]string{p.MembersKey(m.topic), p.userKeyPrefix(m.topic) + m.user},
+			p.o.nodeID, p.o.ttl.Milliseconds(), m.user, p.EventsChannel(m.topic),
+			event("join", m.user), event("leave", m.user))
+	}
+	for t := range topics {
+		reapScript.EvalSha(ctx, pipe, []string{p.MembersKey(t)}, p.userKeyPrefix(t), p.EventsChannel(t))
+	}
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
+// Close implements ratchet.Presence.
+func (p *Presence) Close(ctx context.Context) error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	watches := make([]*watch, 0, len(p.watches))
+	for w := range p.watches {
+		watches = append(watches, w)
+	}
+	p.mu.Unlock()
+	close(p.stop)
+	<-p.done
+	for _, w := range watches {
+		w.stop()
+	}
+	p.hb.Lock()
+	defer p.hb.Unlock()
+	p.mu.Lock()
+	members := make([]member, 0, len(p.local))
+	for m := range p.local {
+		members = append(members, m)
+	}
+	clear(p.local)
+	p.mu.Unlock()
+	if len(members) == 0 {
+		return nil
+	}
+	if err := leaveScript.Load(ctx, p.client).Err(); err != nil {
+		return fmt.Errorf("ratchet/redis: presence close: %w", err)
+	}
+	pipe := p.client.Pipeline()
+	for _, m := range members {
+		leaveScript.EvalSha(ctx, pipe,
+			[]string{p.MembersKey(m.topic), p.userKeyPrefix(m.topic) + m.user},
+			p.o.nodeID, m.user, p.EventsChannel(m.topic), event("leave", m.user))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("ratchet/redis: presence close: %w", err)
+	}
+	return nil
+}
+
+// crash stops the heartbeat without removing anything, as a dying node
+// would. For tests.
+func (p *Presence) crash() {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	close(p.stop)
+	<-p.done
+}
