@@ -378,7 +378,6 @@ func (s *testServer) postSigned(t *testing.T, body string) (int, map[string]any)
 	return s.post(t, []byte(body), signed(testSecret, []byte(body), time.Now()))
 }
 
-
 // waitConns waits until the Hub knows n connections: a WebSocket's OnOpen
 // runs after the client's Dial has returned.
 func (s *testServer) waitConns(t *testing.T, n int) {

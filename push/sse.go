@@ -141,7 +141,21 @@ func (s *SSE) stream(w http.ResponseWriter, c *stream) {
 	} else {
 		buf = append(buf, ": ok\n\n"...)
 	}
-	if !s.write(rc, w, buf) {
+	// A stream cut off (slow consumer, Shutdown's deadline) or left by its
+	// client must not stay blocked in a write: move the deadline to the past.
+	// Once started, it must finish before the handler returns: net/http may
+	// reuse the connection.
+	interrupted := make(chan struct{})
+	stop := context.AfterFunc(c.ctx, func() {
+		_ = rc.SetWriteDeadline(time.Unix(1, 0))
+		close(interrupted)
+	})
+	defer func() {
+		if !stop() {
+			<-interrupted
+		}
+	}()
+	if !s.write(c, rc, w, buf) {
 		return
 	}
 
@@ -157,13 +171,15 @@ func (s *SSE) stream(w http.ResponseWriter, c *stream) {
 		case <-c.ctx.Done():
 			return
 		case <-heartbeat:
-			if !s.write(rc, w, []byte(": heartbeat\n\n")) {
+			if !s.write(c, rc, w, []byte(": heartbeat\n\n")) {
 				return
 			}
 			timer.Reset(s.cfg.heartbeat)
 		case <-c.notify:
 			batch, closing := c.take()
-			s.setDeadline(rc)
+			if !s.setDeadline(c, rc) {
+				return
+			}
 			for _, m := range batch {
 				c.lastID++
 				buf = appendEvent(buf[:0], c.lastID, m)
@@ -189,18 +205,25 @@ func (s *SSE) stream(w http.ResponseWriter, c *stream) {
 }
 
 // write writes b and flushes it, within the write timeout.
-func (s *SSE) write(rc *http.ResponseController, w http.ResponseWriter, b []byte) bool {
-	s.setDeadline(rc)
+func (s *SSE) write(c *stream, rc *http.ResponseController, w http.ResponseWriter, b []byte) bool {
+	if !s.setDeadline(c, rc) {
+		return false
+	}
 	if _, err := w.Write(b); err != nil {
 		return false
 	}
 	return rc.Flush() == nil
 }
 
-func (s *SSE) setDeadline(rc *http.ResponseController) {
+// setDeadline arms the write timeout for the next writes, and reports
+// whether the stream is still on. Checking after arming means a concurrent
+// end of the stream is never overwritten by a new deadline: either this
+// sees it, or the AfterFunc in stream runs later.
+func (s *SSE) setDeadline(c *stream, rc *http.ResponseController) bool {
 	if s.cfg.writeTimeout > 0 {
 		_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.writeTimeout)) // unsupported: no deadline
 	}
+	return c.ctx.Err() == nil
 }
 
 // Len returns the number of open streams.
