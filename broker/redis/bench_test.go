@@ -1,0 +1,21 @@
+package redis_test
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/ratchetgo/ratchet/internal/brokertest"
+)
+
+// BenchmarkFanOut publishes on node A to N subscribers of one topic on node
+// B, from one publisher (latency at light load) and from eight (capacity).
+//
+//	go test -run '^$' -bench FanOut -benchtime 5000x ./broker/redis
+func BenchmarkFanOut(b *testing.B) {
+	addr := redisAddr(b)
+	for _, c := range []struct{ subs, pubs int }{{1, 1}, {1000, 1}, {1000, 8}} {
+		b.Run(fmt.Sprintf("subscribers=%d/publishers=%d", c.subs, c.pubs), func(b *testing.B) {
+			brokertest.BenchFanOut(b, newBroker(b, addr), newBroker(b, addr), c.subs, c.pubs)
+		})
+	}
+}
