@@ -291,7 +291,7 @@ func (b *Broker) Publish(ctx context.Context, topic string, msg ratchet.Message)
 		return fmt.Errorf("%w: %q", ErrInvalidTopic, subject)
 	}
 	if !b.nc.IsConnected() {
-		return fmt.Errorf("ratchet/nats: publish: %w (%s)", ErrUnavailable, b.nc.Status())
+		return fmt.Errorf("%w (%s)", ErrUnavailable, b.nc.Status())
 	}
 	m := &nats.Msg{Subject: subject, Data: msg.Data}
 	if msg.Type == ratchet.MessageBinary {

@@ -1,0 +1,43 @@
+package nats_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"time"
+
+	"github.com/ratchetgo/ratchet"
+	"github.com/ratchetgo/ratchet/broker/nats"
+)
+
+// Two nodes of one application, each with its own connection: a message
+// published on one reaches a subscriber on the other.
+func ExampleConnect() {
+	ctx := context.Background()
+	newNode := func() *nats.Broker {
+		b, err := nats.Connect("nats://127.0.0.1:4222",
+			nats.WithPrefix("chat."),
+			nats.WithOnError(func(err error) { log.Print(err) }))
+		if err != nil {
+			log.Fatal(err)
+		}
+		return b
+	}
+	nodeA, nodeB := newNode(), newNode()
+	defer nodeA.Close()
+	defer nodeB.Close()
+
+	got := make(chan ratchet.Message, 1)
+	sub, err := nodeB.Subscribe(ctx, "room-1", func(m ratchet.Message) { got <- m })
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer sub.Unsubscribe(ctx)
+
+	pctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if err := nodeA.Publish(pctx, "room-1", ratchet.Text("hello from A")); err != nil {
+		log.Fatal(err) // NATS unreachable: the message was not sent
+	}
+	fmt.Println(<-got)
+}
