@@ -303,7 +303,6 @@ func TestParsePublication(t *testing.T) {
 	require.Equal(t, "unknown field \"extra\"", be.msg)
 }
 
-
 // opensslVector is the output of
 // printf '%s' '1767225600.{"topic":"news","data":"hello"}' | openssl dgst -sha256 -hmac secret
 const opensslVector = "699ce848b761a8bf2b3142800add75a706ce6d2f4786f5608980c6451c55a81b"

@@ -1,0 +1,118 @@
+// Command push is the push server of the seed's use case: a PHP project (or
+// any program) pushes messages into it over HTTP, and it delivers them to
+// browsers in real time over WebSocket and Server-Sent Events.
+//
+//	go run ./examples/push -port 8080
+//	# open http://localhost:8080/ and, in another terminal:
+//	php examples/push/publish.php news "hello from PHP"
+//
+// Routes:
+//
+//	GET  /          a page showing pushed messages live, both ways
+//	WS   /push      push endpoint: ?topic=a&topic=b, {"subscribe":"a"}, {"unsubscribe":"a"}
+//	GET  /events    Server-Sent Events: ?topic=a&topic=b
+//	POST /publish   publish API, HMAC-signed with RATCHET_PUSH_SECRET
+//
+// The server itself publishes the time to topic "time" every 10 seconds,
+// to show publishing from anywhere in a Go program. Topics starting with
+// "admin" are refused to everyone, to show the authorization hook; and the
+// ?user= parameter names the connection's user, so that {"user":"alice",...}
+// reaches every tab opened with ?user=alice (a demo: real applications take
+// the user from a session cookie or a token).
+package main
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ratchetgo/ratchet"
+	"github.com/ratchetgo/ratchet/push"
+)
+
+//go:embed index.html
+var page []byte
+
+// devSecret is the development default of RATCHET_PUSH_SECRET; publish.php
+// has the same default.
+const devSecret = "dev-secret-change-me"
+
+func main() {
+	port := flag.Int("port", 8080, "port to listen on")
+	flag.Parse()
+
+	secret := os.Getenv("RATCHET_PUSH_SECRET")
+	if secret == "" {
+		secret = devSecret
+		fmt.Printf("RATCHET_PUSH_SECRET is not set: using the development secret %q\n", secret)
+	}
+
+	hub := ratchet.NewHub()
+	authorize := push.WithAuthorize(func(c ratchet.Conn, topic string) error {
+		if strings.HasPrefix(topic, "admin") {
+			return errors.New("admin topics are not for browsers")
+		}
+		return nil
+	})
+	userFromQuery := func(r *http.Request) (string, error) { return r.URL.Query().Get("user"), nil }
+
+	app := ratchet.NewApp("localhost", *port)
+	app.Route("/push", push.NewEndpoint(hub, authorize), nil,
+		ratchet.WithReadLimit(4<<10), ratchet.WithAuthenticate(userFromQuery))
+	events := push.NewSSE(hub, authorize, push.WithAuthenticate(userFromQuery))
+	app.Handle("GET /events", events)
+	app.Handle("/publish", push.NewPublishHandler(hub, push.WithSecret([]byte(secret))))
+	app.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Write(page)
+	})
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	// Publishing from any goroutine: no connection is touched here.
+	go func() {
+		t := time.NewTicker(10 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				_, _ = hub.Publish(ctx, "time", ratchet.Text(now.Format(time.RFC3339)))
+			}
+		}
+	}()
+
+	errc := make(chan error, 1)
+	go func() { errc <- app.Run() }()
+	fmt.Printf("push: open http://localhost:%d/ and publish with\n", *port)
+	fmt.Printf("  php examples/push/publish.php news \"hello from PHP\"\n")
+	select {
+	case err := <-errc:
+		log.Fatal(err)
+	case <-ctx.Done():
+	}
+
+	// SSE streams are plain HTTP requests that last: end them first, or the
+	// http.Server's Shutdown inside App.Shutdown would wait for them.
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = events.Shutdown(sctx)
+	if err := app.Shutdown(sctx); err != nil {
+		log.Print(err)
+	}
+	_ = hub.Close(sctx)
+	if err := <-errc; !errors.Is(err, ratchet.ErrServerClosed) {
+		log.Print(err)
+	}
+}

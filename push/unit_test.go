@@ -1,0 +1,95 @@
+package push
+
+import (
+	"bytes"
+	"context"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ratchetgo/ratchet"
+)
+
+func TestStreamSendQueueOverflow(t *testing.T) {
+	c := newStream(httptest.NewRequest("GET", "/events", nil), "alice", 2)
+	defer c.cancel()
+	require.NotZero(t, c.ID()&streamIDBit)
+	require.Equal(t, "alice", c.User())
+	require.Equal(t, "", c.Subprotocol())
+	c.Set("k", 1)
+	v, ok := c.Get("k")
+	require.True(t, ok)
+	require.Equal(t, 1, v)
+
+	require.NoError(t, c.Send(ratchet.Text("1")))
+	require.NoError(t, c.Send(ratchet.Text("2")))
+	require.ErrorIs(t, c.Send(ratchet.Text("3")), ratchet.ErrSlowConsumer)
+	require.ErrorIs(t, c.Context().Err(), context.Canceled)
+	require.ErrorIs(t, c.Cause(), ratchet.ErrSlowConsumer)
+	require.ErrorIs(t, c.Send(ratchet.Text("4")), ratchet.ErrClosed)
+	require.ErrorIs(t, c.Close(ratchet.StatusNormalClosure, ""), ratchet.ErrClosed)
+	batch, _ := c.take()
+	require.Empty(t, batch, "a cut-off stream drops its queue")
+}
+
+func TestStreamCloseDrainsFirst(t *testing.T) {
+	c := newStream(httptest.NewRequest("GET", "/events", nil), "", 8)
+	defer c.cancel()
+	require.NoError(t, c.Send(ratchet.Text("1")))
+	require.NoError(t, c.Close(ratchet.StatusGoingAway, "bye"))
+	require.ErrorIs(t, c.Send(ratchet.Text("2")), ratchet.ErrClosed)
+	require.ErrorIs(t, c.Close(ratchet.StatusGoingAway, "bye"), ratchet.ErrClosed)
+	require.NoError(t, c.Context().Err(), "the handler ends it after writing")
+	batch, closing := c.take()
+	require.True(t, closing)
+	require.Equal(t, []ratchet.Message{ratchet.Text("1")}, batch)
+}
+
+func TestAppendEvent(t *testing.T) {
+	for _, tc := range []struct {
+		msg  ratchet.Message
+		want string
+	}{
+		{ratchet.Text("hello"), "id: 7\ndata: hello\n\n"},
+		{ratchet.Text(""), "id: 7\ndata: \n\n"},
+		{ratchet.Text("a\nb"), "id: 7\ndata: a\ndata: b\n\n"},
+		{ratchet.Text("a\r\nb\rc\n"), "id: 7\ndata: a\ndata: b\ndata: c\ndata: \n\n"},
+		{ratchet.Text(" x"), "id: 7\ndata:  x\n\n"},
+		{ratchet.Binary([]byte{0xff, 0}), "id: 7\nevent: binary\ndata: /wA=\n\n"},
+	} {
+		require.Equal(t, tc.want, string(appendEvent(nil, 7, tc.msg)))
+	}
+}
+
+// TestParsersAllocateBoundedly: oversized control messages are refused
+// before decoding, and the publish body never exceeds the size limit.
+func TestParsersAllocateBoundedly(t *testing.T) {
+	huge := []byte(`{"subscribe":"` + strings.Repeat("a", 1<<20) + `"}`)
+	allocs := testing.AllocsPerRun(10, func() { _, _ = parseControl(huge, DefaultMaxControlSize) })
+	require.Zero(t, allocs)
+
+	// A body much larger than the limit: the handler reads at most the
+	// limit (+1 byte to detect it).
+	h := NewPublishHandler(ratchet.NewHub(), WithSecret([]byte("s")), WithMaxBodySize(1024))
+	r := &countingReader{r: bytes.NewReader(bytes.Repeat([]byte("x"), 1<<20))}
+	req := httptest.NewRequest("POST", "/publish", r)
+	req.ContentLength = -1
+	req.Header.Set("Content-Type", "application/json")
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	require.Equal(t, 413, w.Code)
+	require.LessOrEqual(t, r.n, 1025) // the limit, and one byte to notice
+}
+
+type countingReader struct {
+	r interface{ Read([]byte) (int, error) }
+	n int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
+}
