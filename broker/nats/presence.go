@@ -1,0 +1,491 @@
+package nats
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ratchetgo/ratchet"
+)
+
+// Presence defaults.
+const (
+	DefaultPresenceBucket = "ratchet-presence"
+	DefaultPresenceTTL    = 30 * time.Second
+)
+
+// ErrPresenceClosed is returned by a Presence used after Close.
+var ErrPresenceClosed = errors.New("ratchet/nats: presence closed")
+
+// PresenceOption configures a Presence.
+type PresenceOption func(*presenceOptions)
+
+type presenceOptions struct {
+	bucket string
+	ttl    time.Duration
+	nodeID string
+}
+
+// WithPresenceBucket sets the name of the key-value bucket (default
+// "ratchet-presence"), shared by every node of one application.
+func WithPresenceBucket(name string) PresenceOption {
+	return func(o *presenceOptions) { o.bucket = name }
+}
+
+// WithPresenceTTL sets how long the entries of a node that stopped
+// refreshing them (it died, or lost NATS) stay valid (default 30s). It is
+// the bucket's TTL: every node of one application must use the same. A node
+// refreshes its entries every TTL/3.
+func WithPresenceTTL(d time.Duration) PresenceOption {
+	return func(o *presenceOptions) { o.ttl = d }
+}
+
+// WithNodeID names this node in the presence keys (default: random hex). Two
+// live nodes must not share one. It must be made of letters, digits, '-' and
+// '_'.
+func WithNodeID(id string) PresenceOption { return func(o *presenceOptions) { o.nodeID = id } }
+
+// Presence is a ratchet.Presence on a JetStream key-value bucket, for one
+// node.
+//
+// Each (topic, user, node) is a key, topic.user.node with topic and user
+// base64url-encoded behind a "b", put on Join, deleted on Leave and put again
+// by the node's heartbeat every TTL/3; the bucket's TTL removes the keys of a
+// node that died. The value of a key is the user. A watch follows the keys
+// of its topic and derives joins and leaves from them: a user joins when its
+// first key appears, and leaves when its last one is deleted or expires.
+// Every watching node sees the same events; each watch prunes expired keys
+// itself, as the server removes them without notice. Heartbeats travel to
+// every watch of their topic: with many users, a longer TTL keeps that
+// traffic low.
+type Presence struct {
+	b  *Broker
+	kv jetstream.KeyValue
+	o  presenceOptions
+
+	hb      sync.RWMutex // see the Redis Presence
+	stripes [64]sync.Mutex
+	seed    maphash.Seed
+
+	mu      sync.Mutex
+	local   map[member]int
+	watches map[*watch]struct{}
+	closed  bool
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+type member struct{ topic, user string }
+
+var _ ratchet.Presence = (*Presence)(nil)
+
+// NewPresence creates the presence bucket if needed, with the TTL of the
+// options, on b's connection (JetStream must be enabled: nats-server -js),
+// and starts this node's heartbeat. Close it before closing b.
+func NewPresence(ctx context.Context, b *Broker, opts ...PresenceOption) (*Presence, error) {
+	o := presenceOptions{bucket: DefaultPresenceBucket, ttl: DefaultPresenceTTL}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.ttl < 100*time.Millisecond {
+		o.ttl = DefaultPresenceTTL
+	}
+	if o.nodeID == "" {
+		var id [12]byte
+		_, _ = rand.Read(id[:])
+		o.nodeID = hex.EncodeToString(id[:])
+	}
+	js, err := jetstream.New(b.nc)
+	if err != nil {
+		return nil, fmt.Errorf("ratchet/nats: presence: %w", err)
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      o.bucket,
+		Description: "ratchet presence: topic.user.node keys",
+		History:     1,
+		TTL:         o.ttl,
+		Storage:     jetstream.MemoryStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ratchet/nats: presence bucket %q: %w", o.bucket, err)
+	}
+	p := &Presence{
+		b:       b,
+		kv:      kv,
+		o:       o,
+		seed:    maphash.MakeSeed(),
+		local:   make(map[member]int),
+		watches: make(map[*watch]struct{}),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	go p.heartbeat()
+	return p, nil
+}
+
+func enc(s string) string { return "b" + base64.RawURLEncoding.EncodeToString([]byte(s)) }
+
+func dec(s string) (string, bool) {
+	if !strings.HasPrefix(s, "b") {
+		return "", false
+	}
+	b, err := base64.RawURLEncoding.DecodeString(s[1:])
+	return string(b), err == nil
+}
+
+func (p *Presence) key(m member) string { return enc(m.topic) + "." + enc(m.user) + "." + p.o.nodeID }
+
+// parseKey returns the user and node of a key of the bucket.
+func parseKey(key string) (user, node string, ok bool) {
+	parts := strings.Split(key, ".")
+	if len(parts) != 3 {
+		return "", "", false
+	}
+	user, ok = dec(parts[1])
+	return user, parts[2], ok
+}
+
+func (p *Presence) stripe(m member) *sync.Mutex {
+	var h maphash.Hash
+	h.SetSeed(p.seed)
+	h.WriteString(m.topic)
+	h.WriteByte(0)
+	h.WriteString(m.user)
+	return &p.stripes[h.Sum64()%uint64(len(p.stripes))]
+}
+
+// Join implements ratchet.Presence.
+func (p *Presence) Join(ctx context.Context, topic, user string) error {
+	m := member{topic, user}
+	p.hb.RLock()
+	defer p.hb.RUnlock()
+	st := p.stripe(m)
+	st.Lock()
+	defer st.Unlock()
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return ErrPresenceClosed
+	}
+	p.local[m]++
+	first := p.local[m] == 1
+	p.mu.Unlock()
+	if !first {
+		return nil
+	}
+	if _, err := p.kv.Put(ctx, p.key(m), []byte(user)); err != nil {
+		p.mu.Lock()
+		if p.local[m]--; p.local[m] <= 0 {
+			delete(p.local, m)
+		}
+		p.mu.Unlock()
+		return fmt.Errorf("ratchet/nats: presence join: %w", err)
+	}
+	return nil
+}
+
+// Leave implements ratchet.Presence.
+func (p *Presence) Leave(ctx context.Context, topic, user string) error {
+	m := member{topic, user}
+	p.hb.RLock()
+	defer p.hb.RUnlock()
+	st := p.stripe(m)
+	st.Lock()
+	defer st.Unlock()
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return ErrPresenceClosed
+	}
+	n, ok := p.local[m]
+	if !ok {
+		p.mu.Unlock()
+		return nil
+	}
+	if n > 1 {
+		p.local[m] = n - 1
+		p.mu.Unlock()
+		return nil
+	}
+	delete(p.local, m)
+	p.mu.Unlock()
+	if err := p.kv.Delete(ctx, p.key(m)); err != nil {
+		// The key expires after the TTL, since the heartbeat no longer
+		// refreshes it.
+		return fmt.Errorf("ratchet/nats: presence leave: %w", err)
+	}
+	return nil
+}
+
+// Members implements ratchet.Presence.
+func (p *Presence) Members(ctx context.Context, topic string) ([]string, error) {
+	w, err := p.kv.Watch(ctx, enc(topic)+".>", jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("ratchet/nats: presence members: %w", err)
+	}
+	defer w.Stop()
+	seen := make(map[string]bool)
+	users := []string{}
+	for {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, errors.New("ratchet/nats: presence members: watch ended")
+			}
+			if e == nil {
+				slices.Sort(users)
+				return users, nil
+			}
+			if user, _, ok := parseKey(e.Key()); ok && !seen[user] {
+				seen[user] = true
+				users = append(users, user)
+			}
+		case <-ctx.Done():
+			return nil, fmt.Errorf("ratchet/nats: presence members: %w", ctx.Err())
+		}
+	}
+}
+
+type watch struct {
+	p      *Presence
+	topic  string
+	fn     func(ratchet.PresenceEvent)
+	w      jetstream.KeyWatcher
+	state  map[string]map[string]time.Time // user -> node -> last put
+	cancel context.CancelFunc
+	done   chan struct{}
+	once   sync.Once
+}
+
+// Watch implements ratchet.Presence. fn runs on a goroutine of the watch; it
+// must not call stop.
+func (p *Presence) Watch(ctx context.Context, topic string, fn func(ratchet.PresenceEvent)) (func(), error) {
+	p.mu.Lock()
+	closed := p.closed
+	p.mu.Unlock()
+	if closed {
+		return nil, ErrPresenceClosed
+	}
+	wctx, cancel := context.WithCancel(context.Background())
+	kw, err := p.kv.Watch(wctx, enc(topic)+".>")
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("ratchet/nats: presence watch: %w", err)
+	}
+	w := &watch{p: p, topic: topic, fn: fn, w: kw, state: make(map[string]map[string]time.Time),
+		cancel: cancel, done: make(chan struct{})}
+	// The current keys make the starting state, without events.
+	for initial := true; initial; {
+		select {
+		case e, ok := <-kw.Updates():
+			if !ok {
+				cancel()
+				return nil, errors.New("ratchet/nats: presence watch ended")
+			}
+			if e == nil {
+				initial = false
+				break
+			}
+			if e.Operation() == jetstream.KeyValuePut {
+				w.put(e, earlier(e.Created(), time.Now()), false)
+			}
+		case <-ctx.Done():
+			_ = kw.Stop()
+			cancel()
+			return nil, fmt.Errorf("ratchet/nats: presence watch: %w", ctx.Err())
+		}
+	}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		_ = kw.Stop()
+		cancel()
+		return nil, ErrPresenceClosed
+	}
+	p.watches[w] = struct{}{}
+	p.mu.Unlock()
+	go w.run(wctx)
+	return w.stop, nil
+}
+
+func earlier(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+func (w *watch) put(e jetstream.KeyValueEntry, at time.Time, notify bool) {
+	user, node, ok := parseKey(e.Key())
+	if !ok {
+		return
+	}
+	nodes := w.state[user]
+	if nodes == nil {
+		nodes = make(map[string]time.Time)
+		w.state[user] = nodes
+		if notify {
+			w.fn(ratchet.PresenceEvent{Kind: ratchet.PresenceJoin, Topic: w.topic, User: user})
+		}
+	}
+	nodes[node] = at
+}
+
+func (w *watch) remove(user, node string) {
+	nodes := w.state[user]
+	if nodes == nil {
+		return
+	}
+	delete(nodes, node)
+	if len(nodes) == 0 {
+		delete(w.state, user)
+		w.fn(ratchet.PresenceEvent{Kind: ratchet.PresenceLeave, Topic: w.topic, User: user})
+	}
+}
+
+func (w *watch) run(ctx context.Context) {
+	defer close(w.done)
+	tick := time.NewTicker(w.p.o.ttl / 6)
+	defer tick.Stop()
+	for {
+		select {
+		case e, ok := <-w.w.Updates():
+			if !ok {
+				return
+			}
+			if e == nil {
+				continue
+			}
+			switch e.Operation() {
+			case jetstream.KeyValuePut:
+				w.put(e, time.Now(), true)
+			default: // delete, purge
+				if user, node, ok := parseKey(e.Key()); ok {
+					w.remove(user, node)
+				}
+			}
+		case now := <-tick.C:
+			// The server drops expired keys without a word: so do we.
+			for user, nodes := range w.state {
+				for node, at := range nodes {
+					if now.Sub(at) > w.p.o.ttl {
+						w.remove(user, node)
+					}
+				}
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (w *watch) stop() {
+	w.once.Do(func() {
+		w.cancel()
+		_ = w.w.Stop()
+		<-w.done
+		w.p.mu.Lock()
+		delete(w.p.watches, w)
+		w.p.mu.Unlock()
+	})
+}
+
+func (p *Presence) heartbeat() {
+	defer close(p.done)
+	t := time.NewTicker(p.o.ttl / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		}
+		if err := p.beat(); err != nil {
+			p.b.o.logger.Warn("ratchet/nats: presence heartbeat failed", "error", err)
+			p.b.report(fmt.Errorf("ratchet/nats: presence heartbeat: %w", err))
+		}
+	}
+}
+
+// beat puts this node's keys again, which restarts their TTL.
+func (p *Presence) beat() error {
+	ctx, cancel := context.WithTimeout(context.Background(), p.o.ttl/3)
+	defer cancel()
+	p.hb.Lock()
+	defer p.hb.Unlock()
+	p.mu.Lock()
+	members := make([]member, 0, len(p.local))
+	for m := range p.local {
+		members = append(members, m)
+	}
+	p.mu.Unlock()
+	for _, m := range members {
+		if _, err := p.kv.Put(ctx, p.key(m), []byte(m.user)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close implements ratchet.Presence.
+func (p *Presence) Close(ctx context.Context) error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	watches := make([]*watch, 0, len(p.watches))
+	for w := range p.watches {
+		watches = append(watches, w)
+	}
+	p.mu.Unlock()
+	close(p.stop)
+	<-p.done
+	for _, w := range watches {
+		w.stop()
+	}
+	p.hb.Lock()
+	defer p.hb.Unlock()
+	p.mu.Lock()
+	members := make([]member, 0, len(p.local))
+	for m := range p.local {
+		members = append(members, m)
+	}
+	clear(p.local)
+	p.mu.Unlock()
+	var errs []error
+	for _, m := range members {
+		if err := p.kv.Delete(ctx, p.key(m)); err != nil {
+			errs = append(errs, err)
+			if ctx.Err() != nil {
+				break
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("ratchet/nats: presence close: %w", err)
+	}
+	return nil
+}
+
+// crash stops the heartbeat without removing anything, as a dying node
+// would. For tests.
+func (p *Presence) crash() {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	close(p.stop)
+	<-p.done
+}
