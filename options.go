@@ -20,8 +20,8 @@ const (
 
 // Buffer sizes of a connection; small, because an idle connection keeps them.
 const (
-	readBufferSize  = 2 << 10
-	writeBufferSize = 1 << 10
+	readBufferSize  = 1 << 10
+	writeBufferSize = 128
 )
 
 // Authenticator sees the upgrade request before the handshake. It returns
