@@ -79,7 +79,7 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l 
 func WithOnError(fn func(error)) Option { return func(o *options) { o.onError = fn } }
 
 // WithOnReconnect sets a function called each time the broker is connected
-// again after an outage; every subscription has been sent again by then. It
+// again after an outage, once the server has every subscription again. It
 // must not block.
 func WithOnReconnect(fn func()) Option { return func(o *options) { o.onReconnect = fn } }
 
@@ -219,6 +219,14 @@ func Connect(url string, opts ...Option) (*Broker, error) {
 			b.report(fmt.Errorf("%w: reconnect: %w", ErrUnavailable, err))
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
+			// The client has sent every subscription again; wait until the
+			// server has processed them before announcing it.
+			ctx, cancel := context.WithTimeout(context.Background(), o.dialTimeout)
+			err := nc.FlushWithContext(ctx)
+			cancel()
+			if err != nil {
+				return // lost again: the disconnect handler reports it
+			}
 			downtime := time.Duration(time.Now().UnixNano() - downSince.Load())
 			b.o.logger.Info("ratchet/nats: reconnected to nats", "url", nc.ConnectedUrlRedacted(), "downtime", downtime.Round(time.Millisecond))
 			if b.o.onReconnect != nil {

@@ -192,7 +192,7 @@ func TestKillAndRestart(t *testing.T) {
 	if err == nil {
 		t.Fatal("Publish succeeded with NATS down")
 	}
-	if d := time.Since(start); d > 2100*time.Millisecond {
+	if d := time.Since(start); d > 2*time.Second+slack {
 		t.Fatalf("Publish took %v, past its 2s context", d)
 	}
 	t.Logf("Publish while down: %v after %v", err, time.Since(start).Round(time.Millisecond))
@@ -244,13 +244,17 @@ func TestSilentNATS(t *testing.T) {
 	if err := b.Publish(ctx, "x", ratchet.Text("x")); err == nil {
 		t.Fatal("Publish to a stopped NATS succeeded")
 	}
-	if d := time.Since(start); d > 300*time.Millisecond {
+	if d := time.Since(start); d > 100*time.Millisecond+slack {
 		t.Fatalf("Publish took %v with a 100ms context", d)
 	}
 	waitFor(t, "silent NATS detected", func() bool { return b.Outages() == 1 })
 	srv.Continue()
 	waitFor(t, "reconnected", b.Connected)
 }
+
+// slack is how late past its context a call may return on a loaded
+// machine: far less than the client timeouts (seconds) it must not wait for.
+const slack = time.Second
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()

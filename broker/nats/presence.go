@@ -64,8 +64,10 @@ func WithNodeID(id string) PresenceOption { return func(o *presenceOptions) { o.
 // node that died. The value of a key is the user. A watch follows the keys
 // of its topic and derives joins and leaves from them: a user joins when its
 // first key appears, and leaves when its last one is deleted or expires.
-// Every watching node sees the same events; each watch prunes expired keys
-// itself, as the server removes them without notice. Heartbeats travel to
+// Every watching node sees the same events. The server removes expired keys
+// without notice, so each watch looks up the keys not refreshed for a TTL
+// (by the server's timestamps: the nodes' clocks should roughly agree with
+// the server's) and drops those the server no longer has. Heartbeats travel to
 // every watch of their topic: with many users, a longer TTL keeps that
 // traffic low.
 type Presence struct {
@@ -262,7 +264,8 @@ type watch struct {
 	topic  string
 	fn     func(ratchet.PresenceEvent)
 	w      jetstream.KeyWatcher
-	state  map[string]map[string]time.Time // user -> node -> last put
+	state  map[string]map[string]time.Time // user -> node -> server time of last put
+	tombs  map[string]time.Time            // key -> when this watch found it expired
 	cancel context.CancelFunc
 	done   chan struct{}
 	once   sync.Once
@@ -283,7 +286,8 @@ func (p *Presence) Watch(ctx context.Context, topic string, fn func(ratchet.Pres
 		cancel()
 		return nil, fmt.Errorf("ratchet/nats: presence watch: %w", err)
 	}
-	w := &watch{p: p, topic: topic, fn: fn, w: kw, state: make(map[string]map[string]time.Time),
+	w := &watch{p: p, topic: topic, fn: fn, w: kw,
+		state: make(map[string]map[string]time.Time), tombs: make(map[string]time.Time),
 		cancel: cancel, done: make(chan struct{})}
 	// The current keys make the starting state, without events.
 	for initial := true; initial; {
@@ -298,7 +302,7 @@ func (p *Presence) Watch(ctx context.Context, topic string, fn func(ratchet.Pres
 				break
 			}
 			if e.Operation() == jetstream.KeyValuePut {
-				w.put(e, earlier(e.Created(), time.Now()), false)
+				w.put(e, false)
 			}
 		case <-ctx.Done():
 			_ = kw.Stop()
@@ -319,17 +323,16 @@ func (p *Presence) Watch(ctx context.Context, topic string, fn func(ratchet.Pres
 	return w.stop, nil
 }
 
-func earlier(a, b time.Time) time.Time {
-	if a.Before(b) {
-		return a
-	}
-	return b
-}
-
-func (w *watch) put(e jetstream.KeyValueEntry, at time.Time, notify bool) {
+func (w *watch) put(e jetstream.KeyValueEntry, notify bool) {
 	user, node, ok := parseKey(e.Key())
 	if !ok {
 		return
+	}
+	if _, ok := w.tombs[e.Key()]; ok {
+		if time.Since(e.Created()) > w.p.o.ttl {
+			return // a refresh from before the key expired, late
+		}
+		delete(w.tombs, e.Key())
 	}
 	nodes := w.state[user]
 	if nodes == nil {
@@ -339,7 +342,7 @@ func (w *watch) put(e jetstream.KeyValueEntry, at time.Time, notify bool) {
 			w.fn(ratchet.PresenceEvent{Kind: ratchet.PresenceJoin, Topic: w.topic, User: user})
 		}
 	}
-	nodes[node] = at
+	nodes[node] = e.Created()
 }
 
 func (w *watch) remove(user, node string) {
@@ -351,6 +354,37 @@ func (w *watch) remove(user, node string) {
 	if len(nodes) == 0 {
 		delete(w.state, user)
 		w.fn(ratchet.PresenceEvent{Kind: ratchet.PresenceLeave, Topic: w.topic, User: user})
+	}
+}
+
+// prune removes the keys the server expired. The server drops them without
+// a word, so each key not refreshed for a TTL, by the server's clock, is
+// looked up: only a key the server no longer has is gone. A watch that lags
+// behind the heartbeats thus never drops a live user.
+func (w *watch) prune(ctx context.Context) {
+	ttl := w.p.o.ttl
+	for user, nodes := range w.state {
+		for node, created := range nodes {
+			if time.Since(created) <= ttl {
+				continue
+			}
+			key := enc(w.topic) + "." + enc(user) + "." + node
+			gctx, cancel := context.WithTimeout(ctx, ttl/3)
+			e, err := w.p.kv.Get(gctx, key)
+			cancel()
+			switch {
+			case errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted):
+				w.tombs[key] = time.Now()
+				w.remove(user, node)
+			case err == nil:
+				nodes[node] = e.Created()
+			}
+		}
+	}
+	for key, at := range w.tombs {
+		if time.Since(at) > 2*ttl {
+			delete(w.tombs, key)
+		}
 	}
 }
 
@@ -369,21 +403,14 @@ func (w *watch) run(ctx context.Context) {
 			}
 			switch e.Operation() {
 			case jetstream.KeyValuePut:
-				w.put(e, time.Now(), true)
+				w.put(e, true)
 			default: // delete, purge
 				if user, node, ok := parseKey(e.Key()); ok {
 					w.remove(user, node)
 				}
 			}
-		case now := <-tick.C:
-			// The server drops expired keys without a word: so do we.
-			for user, nodes := range w.state {
-				for node, at := range nodes {
-					if now.Sub(at) > w.p.o.ttl {
-						w.remove(user, node)
-					}
-				}
-			}
+		case <-tick.C:
+			w.prune(ctx)
 		case <-ctx.Done():
 			return
 		}

@@ -61,8 +61,9 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l 
 func WithOnError(fn func(error)) Option { return func(o *options) { o.onError = fn } }
 
 // WithOnReconnect sets a function called, from the broker's goroutine, each
-// time the broker is connected again after an outage and has re-subscribed
-// every topic that still has subscribers. It must not block.
+// time the broker is connected again after an outage, once Redis confirmed
+// the re-subscription of every topic that still has subscribers. It must not
+// block.
 func WithOnReconnect(fn func()) Option { return func(o *options) { o.onReconnect = fn } }
 
 // WithBackoff sets the delays between reconnection attempts: the first
@@ -106,6 +107,8 @@ type Broker struct {
 	outages  atomic.Uint64
 	pubs     sync.WaitGroup // Publish calls in flight
 	loopDone chan struct{}
+
+	downSince time.Time // start of the last outage; owned by run
 }
 
 type topic struct {
@@ -434,15 +437,26 @@ func (b *Broker) run(ps *goredis.PubSub) {
 		n := b.outages.Add(1)
 		b.o.logger.Warn("ratchet/redis: connection to redis lost; reconnecting", "error", err, "outage", n)
 		b.report(fmt.Errorf("%w: connection lost: %w", ErrUnavailable, err))
-		start := time.Now()
+		down := time.Now()
 		if ps = b.reconnect(); ps == nil {
 			return
 		}
-		b.o.logger.Info("ratchet/redis: reconnected to redis", "downtime", time.Since(start).Round(time.Millisecond))
-		if b.o.onReconnect != nil {
-			b.o.onReconnect()
-		}
+		b.downSince = down
 	}
+}
+
+// reconnected announces the end of an outage.
+func (b *Broker) reconnected() {
+	b.o.logger.Info("ratchet/redis: reconnected to redis", "downtime", time.Since(b.downSince).Round(time.Millisecond))
+	if b.o.onReconnect != nil {
+		b.o.onReconnect()
+	}
+}
+
+func (b *Broker) confirmedAll() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.pending) == 0
 }
 
 func (b *Broker) report(err error) {
@@ -454,7 +468,12 @@ func (b *Broker) report(err error) {
 // receive reads ps until it fails or stays silent too long.
 func (b *Broker) receive(ps *goredis.PubSub) error {
 	pinged := false
+	announce := !b.downSince.IsZero()
 	for {
+		if announce && b.confirmedAll() {
+			announce = false
+			b.reconnected()
+		}
 		v, err := ps.ReceiveTimeout(b.ctx, b.o.healthInterval)
 		if err != nil {
 			var ne net.Error

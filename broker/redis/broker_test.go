@@ -189,7 +189,7 @@ func TestKillAndRestart(t *testing.T) {
 	if err == nil {
 		t.Fatal("Publish succeeded with Redis down")
 	}
-	if d := time.Since(start); d > 2100*time.Millisecond {
+	if d := time.Since(start); d > 2*time.Second+slack {
 		t.Fatalf("Publish took %v, past its 2s context", d)
 	}
 	t.Logf("Publish while down: %v after %v", err, time.Since(start).Round(time.Millisecond))
@@ -199,7 +199,7 @@ func TestKillAndRestart(t *testing.T) {
 	start = time.Now()
 	err = a.Publish(ctx, topic, ratchet.Text("during"))
 	cancel()
-	if err == nil || time.Since(start) > 500*time.Millisecond {
+	if err == nil || time.Since(start) > 50*time.Millisecond+slack {
 		t.Fatalf("Publish with a 50ms context: %v after %v", err, time.Since(start))
 	}
 
@@ -268,13 +268,17 @@ func TestSilentRedis(t *testing.T) {
 	if err := b.Publish(ctx, "x", ratchet.Text("x")); err == nil {
 		t.Fatal("Publish to a stopped Redis succeeded")
 	}
-	if d := time.Since(start); d > 300*time.Millisecond {
+	if d := time.Since(start); d > 100*time.Millisecond+slack {
 		t.Fatalf("Publish took %v with a 100ms context", d)
 	}
 	srv.Continue()
 	waitFor(t, "reconnected", b.Connected)
 	// Close waits for the publish still in flight on the stopped Redis.
 }
+
+// slack is how late past its context a call may return on a loaded
+// machine: far less than the client timeouts (seconds) it must not wait for.
+const slack = time.Second
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()

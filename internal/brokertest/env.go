@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -156,7 +157,31 @@ func (p *Process) Kill() {
 
 // Stop freezes the process with SIGSTOP: its sockets stay open but it
 // answers nothing, like a hung server or a partitioned network.
-func (p *Process) Stop() { _ = p.cmd.Process.Signal(syscall.SIGSTOP) }
+// It returns once every thread of the process is stopped.
+func (p *Process) Stop() {
+	_ = p.cmd.Process.Signal(syscall.SIGSTOP)
+	dir := fmt.Sprintf("/proc/%d/task", p.cmd.Process.Pid)
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		tasks, err := os.ReadDir(dir)
+		if err != nil {
+			return // no /proc: hope for the best
+		}
+		stopped := true
+		for _, task := range tasks {
+			stat, err := os.ReadFile(dir + "/" + task.Name() + "/stat")
+			// The state follows the parenthesised command name.
+			if i := strings.LastIndexByte(string(stat), ')'); err == nil && i >= 0 && i+2 < len(stat) && stat[i+2] != 'T' {
+				stopped = false
+			}
+		}
+		if stopped {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	p.t.Fatalf("%s did not stop", p.bin)
+}
 
 // Continue resumes a process frozen by Stop.
 func (p *Process) Continue() { _ = p.cmd.Process.Signal(syscall.SIGCONT) }
