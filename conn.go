@@ -79,7 +79,8 @@ type conn struct {
 	mu          sync.Mutex
 	queue       []Message
 	spare       []Message // the writer's drained slice, reused
-	writing     bool      // a writer goroutine owns the write side
+	writing     bool      // an inline write or a writer goroutine owns the write side
+	inCallback  bool      // the run goroutine is inside OnOpen or OnMessage
 	closing     bool      // Close was called or the server failed the conn
 	ended       bool      // the run goroutine is finishing: no new helpers
 	closeCode   StatusCode
@@ -135,22 +136,60 @@ func (c *conn) Get(key string) (any, bool) {
 func (c *conn) String() string { return fmt.Sprintf("conn#%d(%s)", c.id, c.req.RemoteAddr) }
 
 // Send implements Conn.
+//
+// On an idle plain-TCP connection the message is encoded and written right
+// here, without blocking: no goroutine is started per message, which is what
+// makes a broadcast cheap. What the socket does not take at once, and
+// everything sent while a write is under way or while the connection's own
+// callback runs (its replies then leave together), goes through the queue
+// and a writer goroutine that lives only while there is a backlog.
 func (c *conn) Send(msg Message) error {
 	c.mu.Lock()
 	if c.closing || c.ended {
 		c.mu.Unlock()
 		return ErrClosed
 	}
-	if len(c.queue) >= c.srv.cfg.sendQueue {
-		c.failLocked(ErrSlowConsumer, StatusPolicyViolation, "slow consumer")
-		c.queue = nil // cannot be delivered in time; OnError tells
+	if c.writing || c.inCallback || !c.wire.CanTryFlush() {
+		if len(c.queue) >= c.srv.cfg.sendQueue {
+			c.failLocked(ErrSlowConsumer, StatusPolicyViolation, "slow consumer")
+			c.queue = nil // cannot be delivered in time; OnError tells
+			c.mu.Unlock()
+			return ErrSlowConsumer
+		}
+		c.queue = append(c.queue, msg)
+		c.startWriterLocked()
 		c.mu.Unlock()
-		return ErrSlowConsumer
+		return nil
 	}
-	c.queue = append(c.queue, msg)
-	c.startWriterLocked()
+	c.writing = true
 	c.mu.Unlock()
+	c.writeInline(msg)
 	return nil
+}
+
+// writeInline writes msg on the caller's goroutine with one non-blocking
+// write, handing any rest to a writer goroutine.
+func (c *conn) writeInline(msg Message) {
+	c.wire.HoldNonBlocking()
+	done, err := false, c.ws.Write(context.Background(), websocket.MessageType(msg.Type), msg.Data)
+	if err == nil {
+		done, err = c.wire.TryFlush()
+	}
+	c.mu.Lock()
+	if err != nil {
+		c.writeFailedLocked(err)
+		c.mu.Unlock()
+		c.abort(nil)
+		return
+	}
+	if done && len(c.queue) == 0 && !c.closing {
+		c.writing = false
+		c.mu.Unlock()
+		return
+	}
+	c.writing = false
+	c.startWriterLocked() // the rest of the batch, the queue, or the close
+	c.mu.Unlock()
 }
 
 // Close implements Conn.
@@ -203,8 +242,9 @@ func (c *conn) startWriterLocked() {
 func (c *conn) writeLoop() {
 	defer c.helpers.Done()
 	for {
+		err := c.wire.Flush() // what an inline write left behind goes first
 		c.mu.Lock()
-		if len(c.queue) == 0 {
+		if err == nil && len(c.queue) == 0 {
 			if c.closing {
 				code, reason := c.closeCode, c.closeReason
 				failing := c.cause != nil
@@ -226,21 +266,27 @@ func (c *conn) writeLoop() {
 		c.queue = c.spare[:0]
 		c.mu.Unlock()
 
-		err := c.writeBatch(batch)
+		if err == nil {
+			err = c.writeBatch(batch)
+		}
 		clear(batch)
 		c.mu.Lock()
 		c.spare = batch[:0]
 		if err != nil {
-			c.writing = false
-			if c.writeErr == nil {
-				c.writeErr = fmt.Errorf("ratchet: write: %w", err)
-			}
+			c.writeFailedLocked(err)
 		}
 		c.mu.Unlock()
 		if err != nil {
 			c.abort(nil) // the socket is unusable; the reader ends
 			return
 		}
+	}
+}
+
+func (c *conn) writeFailedLocked(err error) {
+	c.writing = false
+	if c.writeErr == nil {
+		c.writeErr = fmt.Errorf("ratchet: write: %w", err)
 	}
 }
 
@@ -307,7 +353,7 @@ func (c *conn) keepalive() {
 func (c *conn) run() {
 	defer c.srv.remove(c)
 	c.armKeepalive()
-	if c.call(func() { c.srv.component.OnOpen(c) }) {
+	if c.callInput(func() { c.srv.component.OnOpen(c) }) {
 		c.readLoop()
 	}
 	c.finish()
@@ -331,7 +377,7 @@ func (c *conn) readLoop() {
 			return
 		}
 		msg := Message{Type: MessageType(typ), Data: data}
-		if !c.call(func() { c.srv.component.OnMessage(c, msg) }) {
+		if !c.callInput(func() { c.srv.component.OnMessage(c, msg) }) {
 			return
 		}
 	}
@@ -385,6 +431,20 @@ func (c *conn) readFailed(err error) {
 	c.mu.Lock()
 	c.readErr, c.peerClosed = readErr, readErr == nil
 	c.mu.Unlock()
+}
+
+// callInput runs OnOpen or OnMessage. Sends made meanwhile go to the queue
+// and a writer goroutine instead of being written inline, so that the
+// replies to a burst of input tend to leave in one write.
+func (c *conn) callInput(f func()) bool {
+	c.mu.Lock()
+	c.inCallback = true
+	c.mu.Unlock()
+	ok := c.call(f)
+	c.mu.Lock()
+	c.inCallback = false
+	c.mu.Unlock()
+	return ok
 }
 
 // call runs a callback, turning a panic into a 1011 close and OnError.

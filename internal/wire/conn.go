@@ -1,14 +1,16 @@
 // Package wire holds the net.Conn that ratchet hands to coder/websocket in
 // place of the hijacked one. coder/websocket flushes its buffered writer after
 // every frame; wrapping the connection lets the library turn a burst of frames
-// into one write syscall and enforce write timeouts as socket deadlines
-// instead of a timer per write.
+// into one write syscall, try a write without blocking, and enforce write
+// timeouts as socket deadlines instead of a timer per write.
 package wire
 
 import (
 	"bufio"
+	"errors"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -23,23 +25,34 @@ var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return
 
 // Conn is a hijacked connection with write batching and write deadlines.
 //
-// Between Hold and Flush every Write is appended to a pooled buffer; Flush
-// writes it out in one call. Outside a batch, writes go straight to the
-// socket. Reads first replay what net/http had read ahead of the hijack.
+// Between Hold and Flush (or TryFlush) every Write is appended to a pooled
+// buffer, written out in one call at the end. Bytes always reach the socket
+// in the order they were written: a Write outside a batch while bytes of an
+// earlier batch are still pending goes after them. Reads first replay what
+// net/http had read ahead of the hijack.
 type Conn struct {
 	net.Conn
-	pending      []byte // read by net/http before the hijack, not yet consumed
+	raw          syscall.RawConn // for non-blocking writes; nil when not a plain socket (TLS)
+	pending      []byte          // read by net/http before the hijack, not yet consumed
 	writeTimeout time.Duration
 
-	mu      sync.Mutex
-	holding bool
-	batch   *[]byte
+	mu       sync.Mutex
+	holding  bool
+	noBlock  bool      // the batch is for TryFlush: never flush early
+	batch    *[]byte   // bytes not yet on the socket, in order
+	deadline time.Time // the write deadline armed on the socket
 }
 
 // Wrap wraps nc. pending is what the server had buffered from nc beyond the
 // HTTP request; it is returned by Read before anything else.
 func Wrap(nc net.Conn, pending []byte, writeTimeout time.Duration) *Conn {
-	return &Conn{Conn: nc, pending: pending, writeTimeout: writeTimeout}
+	c := &Conn{Conn: nc, pending: pending, writeTimeout: writeTimeout}
+	if sc, ok := nc.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			c.raw = raw
+		}
+	}
+	return c
 }
 
 // Read reads from the replayed bytes first, then from the socket.
@@ -55,18 +68,19 @@ func (c *Conn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
-// Write appends p to the batch while one is held, else writes it out.
+// Write appends p to the batch while one is held or bytes are pending, else
+// writes it out.
 func (c *Conn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.holding {
+	if !c.holding && c.batch == nil {
 		return c.writeLocked(p)
 	}
 	if c.batch == nil {
 		c.batch = batchPool.Get().(*[]byte)
 	}
 	*c.batch = append(*c.batch, p...)
-	if len(*c.batch) >= maxBatch {
+	if !c.holding || len(*c.batch) >= maxBatch && !c.noBlock {
 		if err := c.flushLocked(); err != nil {
 			return 0, err
 		}
@@ -74,14 +88,24 @@ func (c *Conn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// Hold starts a batch: writes are kept until Flush.
+// Hold starts a batch: writes are kept until Flush. A batch larger than
+// 64 KiB is written out early, blocking.
 func (c *Conn) Hold() {
 	c.mu.Lock()
-	c.holding = true
+	c.holding, c.noBlock = true, false
 	c.mu.Unlock()
 }
 
-// Flush ends the batch and writes what it holds in one call.
+// HoldNonBlocking starts a batch for TryFlush: it is never written out
+// early, so building it never blocks.
+func (c *Conn) HoldNonBlocking() {
+	c.mu.Lock()
+	c.holding, c.noBlock = true, true
+	c.mu.Unlock()
+}
+
+// Flush ends the batch and writes everything pending, blocking until it is
+// written or the write timeout passes.
 func (c *Conn) Flush() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -89,27 +113,83 @@ func (c *Conn) Flush() error {
 	return c.flushLocked()
 }
 
+// CanTryFlush reports whether TryFlush can write without blocking (a plain
+// socket, not TLS).
+func (c *Conn) CanTryFlush() bool { return c.raw != nil }
+
+// TryFlush ends the batch and writes as much of it as the socket takes now,
+// without waiting. It reports whether everything was written; if not, the
+// rest stays pending for Flush.
+func (c *Conn) TryFlush() (done bool, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.holding = false
+	if c.batch == nil {
+		return true, nil
+	}
+	if c.raw == nil {
+		return false, nil
+	}
+	b := *c.batch
+	var n int
+	var werr error
+	if err := c.raw.Write(func(fd uintptr) bool {
+		n, werr = syscall.Write(int(fd), b)
+		return true // one attempt: never wait for the socket
+	}); err != nil {
+		return false, err
+	}
+	if errors.Is(werr, syscall.EAGAIN) {
+		n, werr = 0, nil
+	}
+	if werr != nil {
+		c.releaseLocked()
+		return false, werr
+	}
+	if n < 0 {
+		n = 0
+	}
+	if n == len(b) {
+		c.releaseLocked()
+		return true, nil
+	}
+	*c.batch = b[:copy(b, b[n:])]
+	return false, nil
+}
+
 func (c *Conn) flushLocked() error {
 	if c.batch == nil {
 		return nil
 	}
+	_, err := c.writeLocked(*c.batch)
+	c.releaseLocked()
+	return err
+}
+
+func (c *Conn) releaseLocked() {
 	b := c.batch
 	c.batch = nil
-	_, err := c.writeLocked(*b)
 	if cap(*b) <= maxPooled {
 		*b = (*b)[:0]
 		batchPool.Put(b)
 	}
-	return err
 }
 
+// writeLocked writes p with the write timeout. The socket deadline is moved
+// only when less than half the timeout is left, so a write is cut off after
+// between half and all of the timeout without touching the timer on every
+// write.
 func (c *Conn) writeLocked(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
 	if c.writeTimeout > 0 {
-		if err := c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout)); err != nil {
-			return 0, err
+		now := time.Now()
+		if c.deadline.Sub(now) < c.writeTimeout/2 {
+			c.deadline = now.Add(c.writeTimeout)
+			if err := c.Conn.SetWriteDeadline(c.deadline); err != nil {
+				return 0, err
+			}
 		}
 	}
 	return c.Conn.Write(p)

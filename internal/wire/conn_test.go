@@ -1,0 +1,99 @@
+package wire
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// pair returns a wrapped server side and the raw client side of a loopback
+// TCP connection.
+func pair(t *testing.T, timeout time.Duration) (*Conn, net.Conn) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	client, err := net.Dial("tcp", l.Addr().String())
+	require.NoError(t, err)
+	server, err := l.Accept()
+	require.NoError(t, err)
+	t.Cleanup(func() { client.Close(); server.Close() })
+	return Wrap(server, nil, timeout), client
+}
+
+func TestBatchIsOneWriteInOrder(t *testing.T) {
+	c, peer := pair(t, time.Second)
+	c.Hold()
+	for _, s := range []string{"a", "bb", "ccc"} {
+		_, err := c.Write([]byte(s))
+		require.NoError(t, err)
+	}
+	require.NoError(t, peer.SetReadDeadline(time.Now().Add(50*time.Millisecond)))
+	_, err := peer.Read(make([]byte, 1))
+	require.Error(t, err, "nothing leaves before Flush")
+	require.NoError(t, c.Flush())
+	require.NoError(t, peer.SetReadDeadline(time.Now().Add(5*time.Second)))
+	got := make([]byte, 6)
+	_, err = io.ReadFull(peer, got)
+	require.NoError(t, err)
+	assert.Equal(t, "abbccc", string(got))
+}
+
+// A TryFlush the socket cannot take whole keeps the rest, and later writes
+// go after it.
+func TestTryFlushPartialKeepsOrder(t *testing.T) {
+	c, peer := pair(t, 5*time.Second)
+	big := bytes.Repeat([]byte("0123456789abcdef"), 4<<20/16) // 4 MiB: more than loopback buffers take unread
+	c.HoldNonBlocking()
+	_, err := c.Write(big)
+	require.NoError(t, err)
+	done, err := c.TryFlush()
+	require.NoError(t, err)
+	require.False(t, done, "a 4 MiB write to a peer that does not read cannot finish at once")
+
+	got := make(chan []byte)
+	go func() {
+		b, _ := io.ReadAll(bufio.NewReader(peer))
+		got <- b
+	}()
+	_, err = c.Write([]byte("tail")) // outside a batch, behind the pending rest
+	require.NoError(t, err)
+	require.NoError(t, c.Flush())
+	require.NoError(t, c.Conn.Close())
+	b := <-got
+	require.Equal(t, len(big)+4, len(b))
+	assert.True(t, bytes.Equal(big, b[:len(big)]))
+	assert.Equal(t, "tail", string(b[len(big):]))
+}
+
+func TestWriteTimeoutCutsOffStuckPeer(t *testing.T) {
+	c, _ := pair(t, 200*time.Millisecond)
+	start := time.Now()
+	var err error
+	for err == nil && time.Since(start) < 10*time.Second {
+		_, err = c.Write(make([]byte, 1<<20))
+	}
+	var ne net.Error
+	require.ErrorAs(t, err, &ne)
+	assert.True(t, ne.Timeout())
+}
+
+func TestReplaysPendingBytes(t *testing.T) {
+	c, peer := pair(t, time.Second)
+	c.pending = []byte("early")
+	_, err := peer.Write([]byte("late"))
+	require.NoError(t, err)
+	got := make([]byte, 9)
+	_, err = io.ReadFull(c, got)
+	require.NoError(t, err)
+	assert.Equal(t, "earlylate", string(got))
+}
