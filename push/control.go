@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"slices"
+	"strconv"
 )
 
 // Error codes of control replies and of the JSON error bodies of the SSE and
@@ -36,38 +38,71 @@ func parseControl(data []byte, max int) (control, error) {
 	if len(data) > max {
 		return control{}, errControlTooLarge
 	}
-	var m struct {
-		Subscribe   *string `json:"subscribe"`
-		Unsubscribe *string `json:"unsubscribe"`
-	}
-	if err := decodeStrict(data, &m); err != nil {
+	fields, err := decodeObject(data, "subscribe", "unsubscribe")
+	if err != nil || len(fields) != 1 {
 		return control{}, errMalformed
 	}
-	switch {
-	case m.Subscribe != nil && m.Unsubscribe == nil:
-		return control{subscribe: true, topic: *m.Subscribe}, nil
-	case m.Unsubscribe != nil && m.Subscribe == nil:
-		return control{topic: *m.Unsubscribe}, nil
+	for key, raw := range fields {
+		topic, ok := jsonString(raw)
+		if !ok {
+			return control{}, errMalformed
+		}
+		return control{subscribe: key == "subscribe", topic: topic}, nil
 	}
-	return control{}, errMalformed
+	panic("unreachable")
 }
 
-// decodeStrict decodes exactly one JSON object into v: no unknown fields, no
-// trailing data.
-func decodeStrict(data []byte, v any) error {
-	data = bytes.TrimSpace(data)
-	if len(data) == 0 || data[0] != '{' {
-		return errMalformed
-	}
+// fieldError is a problem with one member of a JSON object.
+type fieldError struct {
+	field, problem string
+}
+
+func (e *fieldError) Error() string { return e.problem + " " + strconv.Quote(e.field) }
+
+// decodeObject decodes exactly one JSON object whose member names are among
+// allowed, matched exactly (encoding/json alone would match them without
+// regard to case) and each present at most once, followed by nothing but
+// white space. It returns the raw values by name.
+func decodeObject(data []byte, allowed ...string) (map[string]json.RawMessage, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, errMalformed
+	}
+	fields := make(map[string]json.RawMessage, len(allowed))
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, errMalformed
+		}
+		key, _ := tok.(string)
+		if !slices.Contains(allowed, key) {
+			return nil, &fieldError{key, "unknown field"}
+		}
+		if _, dup := fields[key]; dup {
+			return nil, &fieldError{key, "duplicate field"}
+		}
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, errMalformed
+		}
+		fields[key] = raw
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return nil, errMalformed
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return errMalformed
+		return nil, errMalformed
 	}
-	return nil
+	return fields, nil
+}
+
+// jsonString decodes raw if it is a JSON string.
+func jsonString(raw json.RawMessage) (string, bool) {
+	if len(raw) == 0 || raw[0] != '"' {
+		return "", false
+	}
+	var s string
+	return s, json.Unmarshal(raw, &s) == nil
 }
 
 // reply is a control reply. Exactly one of its first three fields is set.

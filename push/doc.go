@@ -31,7 +31,8 @@
 //	ws.send(JSON.stringify({subscribe: "weather"}));
 //
 // Client to server, text frames holding one JSON object with exactly one
-// member (at most WithMaxControlSize bytes, default 1 KiB):
+// member, named exactly so, whose value is a string (at most
+// WithMaxControlSize bytes, default 1 KiB):
 //
 //	{"subscribe":"weather"}
 //	{"unsubscribe":"weather"}
@@ -129,7 +130,8 @@
 // "binary": true, as the bytes its standard base64 encodes), any other JSON
 // value except null as its compact JSON text. "id" is not delivered; it
 // only makes two otherwise identical requests differ (see replays below).
-// Unknown fields are refused.
+// Member names are matched exactly (case included); unknown and repeated
+// members are refused.
 //
 // Authentication, one of:
 //

@@ -11,6 +11,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -282,50 +283,77 @@ func malformed(msg string) error { return &bodyError{code: CodeMalformed, msg: m
 // parsePublication parses a publish request body (see the package
 // documentation).
 func parsePublication(body []byte) (Publication, error) {
-	var in struct {
-		Topic  *string         `json:"topic"`
-		User   *string         `json:"user"`
-		Data   json.RawMessage `json:"data"`
-		Binary bool            `json:"binary"`
-		ID     *string         `json:"id"`
-	}
-	if err := decodeStrict(body, &in); err != nil {
-		return Publication{}, malformed(describeJSONError(err))
-	}
 	var p Publication
+	fields, err := decodeObject(body, "topic", "user", "data", "binary", "id")
+	if err != nil {
+		var fe *fieldError
+		if errors.As(err, &fe) {
+			return p, malformed(shortField(fe))
+		}
+		return p, malformed("body must be one JSON object")
+	}
+	str := func(name string) (*string, error) {
+		raw, ok := fields[name]
+		if !ok {
+			return nil, nil
+		}
+		s, ok := jsonString(raw)
+		if !ok {
+			return nil, malformed(strconv.Quote(name) + " must be a string")
+		}
+		return &s, nil
+	}
+	topic, err := str("topic")
+	if err != nil {
+		return p, err
+	}
+	user, err := str("user")
+	if err != nil {
+		return p, err
+	}
+	id, err := str("id")
+	if err != nil {
+		return p, err
+	}
+	binary := false
+	if raw, ok := fields["binary"]; ok {
+		switch string(raw) {
+		case "true":
+			binary = true
+		case "false":
+		default:
+			return p, malformed(`"binary" must be true or false`)
+		}
+	}
 	switch {
-	case in.Topic != nil && in.User != nil:
+	case topic != nil && user != nil:
 		return p, malformed(`give "topic" or "user", not both`)
-	case in.Topic != nil:
-		if !ratchet.ValidTopic(*in.Topic) {
-			t := echoTopic(*in.Topic)
+	case topic != nil:
+		if !ratchet.ValidTopic(*topic) {
+			t := echoTopic(*topic)
 			return p, &bodyError{code: CodeInvalidTopic, msg: "invalid topic name", topic: &t}
 		}
-		p.Topic = *in.Topic
-	case in.User != nil:
-		if *in.User == "" || len(*in.User) > 256 {
+		p.Topic = *topic
+	case user != nil:
+		if *user == "" || len(*user) > 256 {
 			return p, malformed(`"user" must be 1 to 256 bytes`)
 		}
-		p.User = *in.User
+		p.User = *user
 	default:
 		return p, malformed(`"topic" or "user" is required`)
 	}
-	if in.ID != nil {
-		if len(*in.ID) > MaxIDLen {
+	if id != nil {
+		if len(*id) > MaxIDLen {
 			return p, malformed(`"id" is too long`)
 		}
-		p.ID = *in.ID
+		p.ID = *id
 	}
-	data := bytes.TrimSpace(in.Data)
-	if len(data) == 0 || string(data) == "null" {
+	data, ok := fields["data"]
+	if !ok || string(data) == "null" {
 		return p, malformed(`"data" is required`)
 	}
-	if data[0] == '"' {
-		var s string
-		if err := json.Unmarshal(data, &s); err != nil {
-			return p, malformed(`"data" is not a valid JSON string`)
-		}
-		if in.Binary {
+	if s, ok := jsonString(data); ok {
+		if binary {
 			b, err := base64.StdEncoding.DecodeString(s)
 			if err != nil {
 				return p, malformed(`"data" must be standard base64 when "binary" is true`)
@@ -336,7 +364,7 @@ func parsePublication(body []byte) (Publication, error) {
 		}
 		return p, nil
 	}
-	if in.Binary {
+	if binary {
 		return p, malformed(`"data" must be a base64 string when "binary" is true`)
 	}
 	// Any other JSON value is delivered as its compact JSON text.
@@ -348,22 +376,12 @@ func parsePublication(body []byte) (Publication, error) {
 	return p, nil
 }
 
-// describeJSONError turns a decoding error into a short message for the
-// client.
-func describeJSONError(err error) string {
-	var se *json.SyntaxError
-	var te *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &se):
-		return "body is not valid JSON"
-	case errors.As(err, &te):
-		return "wrong type for \"" + te.Field + "\""
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		name := strings.TrimPrefix(err.Error(), "json: unknown field ")
-		if len(name) > 64 {
-			name = name[:64] + "…"
-		}
-		return "unknown field " + strings.ToValidUTF8(name, "")
+// shortField describes a field error for the client, with the client's
+// field name shortened.
+func shortField(fe *fieldError) string {
+	name := strings.ToValidUTF8(fe.field, "\ufffd")
+	if len(name) > 64 {
+		name = strings.ToValidUTF8(name[:64], "") + "…"
 	}
-	return "body must be one JSON object"
+	return fe.problem + " " + strconv.Quote(name)
 }

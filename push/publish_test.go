@@ -119,6 +119,9 @@ func TestPublishAPIRejects(t *testing.T) {
 		"empty user":       `{"user":"","data":"x"}`,
 		"long id":          `{"topic":"news","data":"x","id":"` + strings.Repeat("i", MaxIDLen+1) + `"}`,
 		"empty":            ``,
+		"field case":       `{"Topic":"news","data":"x"}`,
+		"duplicate field":  `{"topic":"news","topic":"other","data":"x"}`,
+		"binary not bool":  `{"topic":"news","data":"AA==","binary":"yes"}`,
 	}
 	for name, body := range malformed {
 		t.Run(name, func(t *testing.T) {

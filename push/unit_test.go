@@ -93,3 +93,25 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	c.n += n
 	return n, err
 }
+
+func TestParseControl(t *testing.T) {
+	for in, want := range map[string]control{
+		`{"subscribe":"a"}`:               {subscribe: true, topic: "a"},
+		` {"unsubscribe" : "caf\u00e9"} `: {topic: "café"},
+		`{"\u0073ubscribe":"a"}`:          {subscribe: true, topic: "a"}, // the same name, escaped
+	} {
+		got, err := parseControl([]byte(in), DefaultMaxControlSize)
+		require.NoError(t, err, in)
+		require.Equal(t, want, got, in)
+	}
+	for _, in := range []string{
+		`{"SUBSCRIBE":"a"}`, `{"Subscribe":"a"}`, // names are case-sensitive
+		`{"subscribe":"a","subscribe":"b"}`, // no duplicates
+		`{"subscribe":"a","unsubscribe":"a"}`,
+		`{"subscribe":null}`, `{"subscribe":["a"]}`, `{}`, `{"subscribe":"a"}]`,
+		`{"subscribe":"a"`, `"a"`, ``,
+	} {
+		_, err := parseControl([]byte(in), DefaultMaxControlSize)
+		require.ErrorIs(t, err, errMalformed, in)
+	}
+}
