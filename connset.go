@@ -1,6 +1,10 @@
 package ratchet
 
-import "sync"
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+)
 
 // ConnSet is a set of connections safe for concurrent use: the Go form of
 // the SplObjectStorage in Ratchet's chat tutorial. Its zero value is empty
@@ -82,9 +86,40 @@ func (s *ConnSet) Each(f func(Conn)) {
 // and returns how many it was queued for. The payload is shared, not copied.
 // A connection whose queue is full is closed as a slow consumer (its OnError
 // is told) and is not counted; the others are not delayed.
+//
+// Sends to idle connections write inline (see Conn.Send), so a large set is
+// split across GOMAXPROCS goroutines that Broadcast waits for: every core
+// takes a share of the system calls.
 func (s *ConnSet) Broadcast(msg Message, except ...Conn) int {
+	conns := s.Conns()
+	parts := runtime.GOMAXPROCS(0)
+	if len(conns) < parallelBroadcastMin || parts < 2 {
+		return sendAll(conns, msg, except)
+	}
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	size := (len(conns) + parts - 1) / parts
+	for len(conns) > size {
+		part := conns[:size]
+		conns = conns[size:]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n.Add(int64(sendAll(part, msg, except)))
+		}()
+	}
+	n.Add(int64(sendAll(conns, msg, except)))
+	wg.Wait()
+	return int(n.Load())
+}
+
+// parallelBroadcastMin is the set size from which Broadcast uses every core;
+// below it, starting goroutines costs more than it saves.
+const parallelBroadcastMin = 256
+
+func sendAll(conns []Conn, msg Message, except []Conn) int {
 	n := 0
-	for _, c := range s.Conns() {
+	for _, c := range conns {
 		if isExcepted(c, except) {
 			continue
 		}
