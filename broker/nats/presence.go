@@ -447,7 +447,7 @@ func (p *Presence) heartbeat() {
 
 // beat puts this node's keys again, which restarts their TTL.
 func (p *Presence) beat() error {
-	ctx, cancel := context.WithTimeout(context.Background(), p.o.ttl/3)
+	ctx, cancel := context.WithTimeout(context.Background(), p.o.ttl/2)
 	defer cancel()
 	p.hb.Lock()
 	defer p.hb.Unlock()
@@ -457,12 +457,16 @@ func (p *Presence) beat() error {
 		members = append(members, m)
 	}
 	p.mu.Unlock()
+	var errs []error
 	for _, m := range members {
 		if _, err := p.kv.Put(ctx, p.key(m), []byte(m.user)); err != nil {
-			return err
+			errs = append(errs, err)
+			if ctx.Err() != nil {
+				break
+			}
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Close implements ratchet.Presence.

@@ -386,7 +386,7 @@ func (p *Presence) heartbeat() {
 // beat refreshes this node's entries and reaps the expired ones of the
 // topics this node uses, in one pipeline.
 func (p *Presence) beat() error {
-	ctx, cancel := context.WithTimeout(context.Background(), p.o.ttl/3)
+	ctx, cancel := context.WithTimeout(context.Background(), p.o.ttl/2)
 	defer cancel()
 	p.hb.Lock()
 	defer p.hb.Unlock()

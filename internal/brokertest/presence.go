@@ -96,7 +96,7 @@ func must(t *testing.T, err error) {
 
 func testPresenceAcrossNodes(t *testing.T, node func(*testing.T, time.Duration) ratchet.Presence) {
 	ctx := context.Background()
-	const ttl = time.Second
+	const ttl = 2 * time.Second
 	pa, pb := node(t, ttl), node(t, ttl)
 	topic := Topic(t)
 	ev := Watch(t, pb, topic)
@@ -117,7 +117,7 @@ func testPresenceAcrossNodes(t *testing.T, node func(*testing.T, time.Duration) 
 	Members(t, pb, topic, "alice", "bob")
 	must(t, pa.Leave(ctx, topic, "bob"))
 	// Outlive the TTL: the heartbeats keep everyone present.
-	ev.None(t, 2*ttl)
+	ev.None(t, ttl+ttl/4)
 	Members(t, pb, topic, "alice", "bob")
 	must(t, pa.Leave(ctx, topic, "bob"))
 	ev.Expect(t, ratchet.PresenceLeave, "bob", 5*time.Second)
