@@ -374,3 +374,27 @@ func TestFrameRightAfterHandshake(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []byte{0x81, 2, 'h', 'i'}, got)
 }
+
+// A peer that never answers the close frame cannot hold Shutdown past its
+// context; its connection is dropped and still gets OnClose.
+func TestShutdownDeadline(t *testing.T) {
+	rec := newRecorder()
+	s := ratchet.NewWsServer(rec)
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	nc, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+	require.NoError(t, err)
+	defer nc.Close()
+	_, err = fmt.Fprintf(nc, "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+	require.NoError(t, err)
+	rec.expect(t, "open")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	assert.ErrorIs(t, s.Shutdown(ctx), context.DeadlineExceeded)
+	assert.Less(t, time.Since(start), 2*time.Second)
+	rec.expect(t, "close")
+	assert.Zero(t, s.Len())
+}
