@@ -2,6 +2,7 @@ package nats
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,10 +40,9 @@ var (
 	// NATS is down.
 	ErrUnavailable = errors.New("ratchet/nats: nats unavailable")
 
-	// ErrInvalidTopic is returned for a topic that is not a literal NATS
-	// subject once prefixed: empty, with whitespace, with an empty token
-	// ("a..b") or with a wildcard token ("*", ">").
-	ErrInvalidTopic = errors.New("ratchet/nats: topic is not a valid NATS subject")
+	// ErrInvalidPrefix is returned by Connect for a prefix that cannot start
+	// a NATS subject.
+	ErrInvalidPrefix = errors.New("ratchet/nats: prefix cannot start a NATS subject")
 )
 
 // Option configures a Broker.
@@ -64,7 +64,9 @@ type options struct {
 
 // WithPrefix sets the string put in front of every topic to make its NATS
 // subject (default "ratchet."), so that several applications can share one
-// NATS. A topic "news" is then the subject "ratchet.news".
+// NATS. A topic "news" is then the subject "ratchet.news". The prefix must
+// start a literal subject (no whitespace, no wildcard or empty token);
+// Connect returns ErrInvalidPrefix otherwise.
 func WithPrefix(prefix string) Option { return func(o *options) { o.prefix = prefix } }
 
 // WithLogger sets where connection losses and reconnections are logged
@@ -181,6 +183,9 @@ func Connect(url string, opts ...Option) (*Broker, error) {
 	if o.publishTimeout <= 0 {
 		o.publishTimeout = DefaultPublishTimeout
 	}
+	if !validSubject(subject(o.prefix, "x")) {
+		return nil, fmt.Errorf("%w: %q", ErrInvalidPrefix, o.prefix)
+	}
 	b := &Broker{o: o, topics: make(map[string]*topic)}
 	var downSince atomic.Int64
 	nopts := []nats.Option{
@@ -254,8 +259,19 @@ func Connect(url string, opts ...Option) (*Broker, error) {
 func (b *Broker) Conn() *nats.Conn { return b.nc }
 
 // Subject returns the NATS subject that carries topic: the prefix followed
-// by the topic.
-func (b *Broker) Subject(topic string) string { return b.o.prefix + topic }
+// by the topic when that makes a literal subject and the topic does not
+// start with "~", else the prefix followed by "~" and the topic in unpadded
+// base64url. See the package documentation.
+func (b *Broker) Subject(topic string) string { return subject(b.o.prefix, topic) }
+
+func subject(prefix, topic string) string {
+	if !strings.HasPrefix(topic, "~") {
+		if s := prefix + topic; validSubject(s) {
+			return s
+		}
+	}
+	return prefix + "~" + base64.RawURLEncoding.EncodeToString([]byte(topic))
+}
 
 // Outages returns how many times the connection to NATS was lost since
 // Connect.
@@ -295,9 +311,6 @@ func (b *Broker) Publish(ctx context.Context, topic string, msg ratchet.Message)
 		return ratchet.ErrBrokerClosed
 	}
 	subject := b.Subject(topic)
-	if !validSubject(subject) {
-		return fmt.Errorf("%w: %q", ErrInvalidTopic, subject)
-	}
 	if !b.nc.IsConnected() {
 		return fmt.Errorf("%w (%s)", ErrUnavailable, b.nc.Status())
 	}
@@ -355,9 +368,6 @@ func (b *Broker) Subscribe(ctx context.Context, topicName string, deliver func(r
 		return nil, errors.New("ratchet/nats: nil deliver function")
 	}
 	subject := b.Subject(topicName)
-	if !validSubject(subject) {
-		return nil, fmt.Errorf("%w: %q", ErrInvalidTopic, subject)
-	}
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()

@@ -97,22 +97,36 @@ func TestForeignPublisher(t *testing.T) {
 	c.Expect(t, ratchet.Binary([]byte("\xff not UTF-8")))
 }
 
-func TestInvalidTopic(t *testing.T) {
-	b := newBroker(t, natsURL(t))
-	for _, topic := range []string{"", "a b", "a..b", "*", "a.>", ".a", "a."} {
-		if err := b.Publish(context.Background(), topic, ratchet.Text("x")); !errors.Is(err, natsbroker.ErrInvalidTopic) {
-			t.Errorf("Publish(%q) = %v, want ErrInvalidTopic", topic, err)
-		}
-		if _, err := b.Subscribe(context.Background(), topic, func(ratchet.Message) {}); !errors.Is(err, natsbroker.ErrInvalidTopic) {
-			t.Errorf("Subscribe(%q) = %v, want ErrInvalidTopic", topic, err)
+// Any string is a topic: those that are not literal subjects are encoded.
+func TestTopicEncoding(t *testing.T) {
+	u := natsURL(t)
+	a, b := newBroker(t, u), newBroker(t, u)
+	for topic, subj := range map[string]string{
+		"news":                     "ratchet.news",
+		"chat.room1":               "ratchet.chat.room1",
+		"@user/ann":                "ratchet.@user/ann",
+		"http://example.com/topic": "ratchet.http://example.com/topic",
+		"John Smith":               "ratchet.~Sm9obiBTbWl0aA",
+		"*":                        "ratchet.~Kg",
+		"a.>":                      "ratchet.~YS4-",
+		"a..b":                     "ratchet.~YS4uYg",
+		"":                         "ratchet.~",
+		"~Kg":                      "ratchet.~fktn",
+	} {
+		if got := b.Subject(topic); got != subj {
+			t.Errorf("Subject(%q) = %q, want %q", topic, got, subj)
 		}
 	}
-	// URIs, as WAMP uses for topics, are fine.
-	c := brokertest.NewCollector(1)
-	topic := "http://example.com/" + brokertest.Topic(t)
-	brokertest.Subscribe(t, b, topic, c)
-	brokertest.Publish(t, b, topic, ratchet.Text("ok"))
-	c.Expect(t, ratchet.Text("ok"))
+	suffix := brokertest.Topic(t)
+	for _, topic := range []string{"@user/John Smith " + suffix, "* " + suffix, suffix + ".>", "~" + suffix} {
+		c := brokertest.NewCollector(1)
+		brokertest.Subscribe(t, b, topic, c)
+		brokertest.Publish(t, a, topic, ratchet.Text(topic))
+		c.Expect(t, ratchet.Text(topic))
+	}
+	if _, err := natsbroker.Connect(u, natsbroker.WithPrefix("my app.")); !errors.Is(err, natsbroker.ErrInvalidPrefix) {
+		t.Fatalf("Connect with prefix %q: %v, want ErrInvalidPrefix", "my app.", err)
+	}
 }
 
 func TestPrefix(t *testing.T) {

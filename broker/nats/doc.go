@@ -24,11 +24,13 @@
 // delivering goroutine; messages of a topic are delivered in the order one
 // publisher published them.
 //
-// A topic T is carried by the subject prefix+T ("ratchet.T" by default), so
-// the topic must make a literal subject: no whitespace, no empty token
-// ("a..b"), no "*" or ">" token; other topics get ErrInvalidTopic. Dots in
-// topics ("chat.room1") make subject hierarchies other programs may
-// subscribe to with wildcards.
+// A topic T is carried by the subject prefix+T ("ratchet.T" by default)
+// when that is a literal subject: no whitespace, no empty token ("a..b"), no
+// "*" or ">" token. Other topics, and those starting with "~", are carried
+// by prefix+"~"+base64url(T) (unpadded), so that any string is a topic, user
+// names with spaces included, and no topic ever subscribes a wildcard.
+// Subject returns the subject of a topic. Dots in topics ("chat.room1") make
+// subject hierarchies other programs may subscribe to with wildcards.
 //
 // # Outages
 //
