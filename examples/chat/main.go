@@ -22,21 +22,25 @@ type Chat struct {
 	clients ratchet.ConnSet
 }
 
+// OnOpen adds the new connection to the clients.
 func (c *Chat) OnOpen(conn ratchet.Conn) {
 	c.clients.Add(conn)
 	log.Printf("new connection #%d", conn.ID())
 }
 
+// OnMessage sends msg to every client but the sender.
 func (c *Chat) OnMessage(from ratchet.Conn, msg ratchet.Message) {
 	n := c.clients.Broadcast(msg, from)
 	log.Printf("#%d sent %q to %d other connection(s)", from.ID(), msg, n)
 }
 
+// OnClose forgets the connection.
 func (c *Chat) OnClose(conn ratchet.Conn) {
 	c.clients.Remove(conn)
 	log.Printf("connection #%d has disconnected", conn.ID())
 }
 
+// OnError logs why a connection ended abnormally.
 func (c *Chat) OnError(conn ratchet.Conn, err error) {
 	log.Printf("connection #%d: %v", conn.ID(), err)
 }
@@ -45,12 +49,19 @@ func main() {
 	port := flag.Int("port", 8080, "port to listen on")
 	flag.Parse()
 
-	app := ratchet.NewApp("localhost", *port)
+	app := newApp("localhost", *port)
+	fmt.Printf("chat: open http://localhost:%d/ in two browser tabs\n", *port)
+	log.Fatal(app.Run())
+}
+
+// newApp builds the chat server: the Chat component at /websocket and the
+// browser client at /, for requests to httpHost.
+func newApp(httpHost string, port int) *ratchet.App {
+	app := ratchet.NewApp(httpHost, port)
 	app.Route("/websocket", &Chat{}, []string{"*"})
 	app.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Write(page)
 	})
-	fmt.Printf("chat: open http://localhost:%d/ in two browser tabs\n", *port)
-	log.Fatal(app.Run())
+	return app
 }
