@@ -280,3 +280,10 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// Two Apps, each with a Hub on its own NATS broker: a WebSocket client on
+// node B gets what node A publishes.
+func TestTwoApps(t *testing.T) {
+	u := natsURL(t)
+	brokertest.RunApps(t, func(t *testing.T) ratchet.Broker { return newBroker(t, u) })
+}

@@ -290,3 +290,10 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// Two Apps, each with a Hub on its own Redis broker: a WebSocket client on
+// node B gets what node A publishes.
+func TestTwoApps(t *testing.T) {
+	addr := redisAddr(t)
+	brokertest.RunApps(t, func(t *testing.T) ratchet.Broker { return newBroker(t, addr) })
+}
