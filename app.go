@@ -30,10 +30,15 @@ type App struct {
 
 	mux http.ServeMux
 
-	mu       sync.Mutex
-	servers  []*WsServer
-	https    []*http.Server
-	shutdown bool
+	mu          sync.Mutex
+	servers     []*WsServer
+	shutdowners []shutdowner // handlers given to Handle that can shut down
+	https       []*http.Server
+	shutdown    bool
+}
+
+type shutdowner interface {
+	Shutdown(ctx context.Context) error
 }
 
 // NewApp returns an App whose routes answer requests for httpHost ("" or "*":
@@ -117,19 +122,25 @@ func (a *App) Serve(l net.Listener) error {
 func (a *App) Shutdown(ctx context.Context) error {
 	a.mu.Lock()
 	a.shutdown = true
-	https, servers := a.https, a.servers
+	https := a.https
+	handlers := make([]shutdowner, 0, len(a.servers)+len(a.shutdowners))
+	for _, s := range a.servers {
+		handlers = append(handlers, s)
+	}
+	handlers = append(handlers, a.shutdowners...)
 	a.mu.Unlock()
 
+	// Long-lived requests (WebSockets, event streams) end first, so that
+	// http.Server.Shutdown does not wait for them.
+	errs := make([]error, len(handlers)+len(https))
 	var wg sync.WaitGroup
-	errs := make([]error, len(https)+len(servers))
-	for i, hs := range https {
+	for i, s := range handlers {
 		wg.Add(1)
-		go func() { defer wg.Done(); errs[i] = hs.Shutdown(ctx) }()
-	}
-	for i, s := range servers {
-		wg.Add(1)
-		go func() { defer wg.Done(); errs[len(https)+i] = s.Shutdown(ctx) }()
+		go func() { defer wg.Done(); errs[i] = s.Shutdown(ctx) }()
 	}
 	wg.Wait()
+	for i, hs := range https {
+		errs[len(handlers)+i] = hs.Shutdown(ctx)
+	}
 	return errors.Join(errs...)
 }

@@ -52,6 +52,11 @@ type Conn interface {
 
 var lastConnID atomic.Uint64
 
+// NewConnID returns a connection ID unique in this process, for other
+// implementations of Conn (an SSE stream, say) that share a Hub with
+// WebSocket connections.
+func NewConnID() uint64 { return lastConnID.Add(1) }
+
 // failingCloseWait is how long a peer whose connection is failed (slow
 // consumer, invalid data, panic) has to answer the close frame; a clean close
 // waits up to coder/websocket's 5 s.
@@ -93,7 +98,7 @@ type conn struct {
 }
 
 func newConn(s *WsServer, ws *websocket.Conn, wc *wire.Conn, r *http.Request, user string) *conn {
-	c := &conn{id: lastConnID.Add(1), srv: s, ws: ws, wire: wc, req: r}
+	c := &conn{id: NewConnID(), srv: s, ws: ws, wire: wc, req: r}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if user != "" {
 		c.user.Store(&user)
@@ -115,7 +120,8 @@ func (c *conn) User() string {
 	return ""
 }
 
-func (c *conn) setUser(u string) { c.user.Store(&u) }
+// SetUser implements UserSetter.
+func (c *conn) SetUser(u string) { c.user.Store(&u) }
 
 func (c *conn) Set(key string, value any) {
 	c.mu.Lock()

@@ -102,12 +102,18 @@ func (h *Hub) Unsubscribe(ctx context.Context, c Conn, topic string) error {
 	return h.leave(ctx, c, topic)
 }
 
+// UserSetter is implemented by connections whose identity can change after
+// the handshake; this package's connections do.
+type UserSetter interface {
+	SetUser(user string)
+}
+
 // SetUser changes the identity of c (see Conn.User) and the user it is
-// reached by with PublishToUser. c must be a connection of this package.
+// reached by with PublishToUser. c must implement UserSetter.
 func (h *Hub) SetUser(ctx context.Context, c Conn, user string) error {
-	cc, ok := c.(*conn)
+	us, ok := c.(UserSetter)
 	if !ok {
-		return errors.New("ratchet: SetUser needs a connection made by this package")
+		return errors.New("ratchet: SetUser: the connection does not implement UserSetter")
 	}
 	m, err := h.member(ctx, c)
 	if err != nil {
@@ -117,7 +123,7 @@ func (h *Hub) SetUser(ctx context.Context, c Conn, user string) error {
 	old := m.user
 	m.user = user
 	h.mu.Unlock()
-	cc.setUser(user)
+	us.SetUser(user)
 	if old == user {
 		return nil
 	}

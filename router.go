@@ -43,7 +43,16 @@ func (a *App) Route(path string, c MessageComponent, allowedOrigins []string, op
 // Handle registers an ordinary HTTP handler beside the WebSocket routes,
 // for pages and APIs. pattern is a ServeMux pattern; without a host it is
 // limited to the App's httpHost, like the routes.
+//
+// A handler with a Shutdown(context.Context) error method (an SSE stream
+// handler, a WsServer) is shut down by App.Shutdown too, before the HTTP
+// server waits for its requests to end.
 func (a *App) Handle(pattern string, h http.Handler) {
+	if s, ok := h.(shutdowner); ok {
+		a.mu.Lock()
+		a.shutdowners = append(a.shutdowners, s)
+		a.mu.Unlock()
+	}
 	method, rest, hasMethod := strings.Cut(pattern, " ")
 	if !hasMethod {
 		method, rest = "", pattern
