@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/ratchetgo/ratchet"
@@ -30,7 +29,8 @@ import (
 // documentation for the event format.
 //
 // net/http's Server.Shutdown waits for running handlers, and a stream runs
-// until its client leaves: call SSE.Shutdown first, or with App.Shutdown.
+// until its client leaves: call SSE.Shutdown first. App.Shutdown does so for
+// an SSE given to App.Handle.
 type SSE struct {
 	hub *ratchet.Hub
 	cfg config
@@ -297,18 +297,11 @@ func appendEvent(b []byte, id uint64, msg ratchet.Message) []byte {
 	return append(b, "\n\n"...)
 }
 
-// streamIDs numbers SSE streams. The top bit keeps them apart from the IDs
-// of the WebSocket connections of package ratchet.
-var streamIDs atomic.Uint64
-
-const streamIDBit = 1 << 63
-
 // stream is one SSE client as a ratchet.Conn. Send queues without blocking;
 // the handler goroutine writes.
 type stream struct {
 	id     uint64
 	req    *http.Request
-	user   string
 	ctx    context.Context
 	cancel context.CancelFunc
 	limit  int
@@ -320,14 +313,18 @@ type stream struct {
 	spare   []ratchet.Message
 	closing bool  // Close was called: write what is queued, then end
 	cause   error // why the stream was cut off (ErrSlowConsumer)
+	user    string
 	values  map[string]any
 }
 
-var _ ratchet.Conn = (*stream)(nil)
+var (
+	_ ratchet.Conn       = (*stream)(nil)
+	_ ratchet.UserSetter = (*stream)(nil)
+)
 
 func newStream(r *http.Request, user string, limit int) *stream {
 	c := &stream{
-		id:     streamIDBit | streamIDs.Add(1),
+		id:     ratchet.NewConnID(),
 		req:    r,
 		user:   user,
 		limit:  limit,
@@ -337,8 +334,8 @@ func newStream(r *http.Request, user string, limit int) *stream {
 	return c
 }
 
-// ID returns an ID unique among the connections of this process; it has the
-// top bit set, which IDs of ratchet's own connections do not.
+// ID returns an ID unique among the connections of this process, WebSocket
+// ones included.
 func (c *stream) ID() uint64 { return c.id }
 
 // Send queues msg for the stream. It returns ratchet.ErrClosed once the
@@ -415,8 +412,21 @@ func (c *stream) RemoteAddr() string { return c.req.RemoteAddr }
 // Subprotocol returns "": SSE has none.
 func (c *stream) Subprotocol() string { return "" }
 
-// User returns the identity set by the SSE handler's authentication hook.
-func (c *stream) User() string { return c.user }
+// User returns the identity set by the SSE handler's authentication hook or
+// by SetUser.
+func (c *stream) User() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.user
+}
+
+// SetUser changes the stream's identity; it makes streams a
+// ratchet.UserSetter, for Hub.SetUser.
+func (c *stream) SetUser(user string) {
+	c.mu.Lock()
+	c.user = user
+	c.mu.Unlock()
+}
 
 // Context is done when the stream has ended.
 func (c *stream) Context() context.Context { return c.ctx }

@@ -103,11 +103,10 @@ func main() {
 	case <-ctx.Done():
 	}
 
-	// SSE streams are plain HTTP requests that last: end them first, or the
-	// http.Server's Shutdown inside App.Shutdown would wait for them.
+	// App.Shutdown ends the WebSockets and the SSE streams (it was given to
+	// App.Handle), then the HTTP server.
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_ = events.Shutdown(sctx)
 	if err := app.Shutdown(sctx); err != nil {
 		log.Print(err)
 	}
