@@ -34,7 +34,8 @@ var ErrReservedTopic = errors.New("ratchet: topic name is empty or reserved")
 // (WithBroker), every publish goes through the Broker so that subscribers on
 // every node get it.
 type Hub struct {
-	broker Broker
+	broker   Broker
+	presence Presence
 
 	mu     sync.Mutex
 	topics map[string]*hubTopic
@@ -62,6 +63,12 @@ type HubOption func(*Hub)
 // WithBroker makes the Hub publish through b, for scale-out across processes.
 // The Hub does not close b.
 func WithBroker(b Broker) HubOption { return func(h *Hub) { h.broker = b } }
+
+// WithPresence makes the Hub record, on p, which users are connected to
+// which topic: a connection whose User is set joins p on each topic it
+// subscribes to and leaves when it unsubscribes or ends. Read the members
+// and watch joins and leaves on p. The Hub does not close p.
+func WithPresence(p Presence) HubOption { return func(h *Hub) { h.presence = p } }
 
 // NewHub returns an empty Hub.
 func NewHub(opts ...HubOption) *Hub {
@@ -122,10 +129,19 @@ func (h *Hub) SetUser(ctx context.Context, c Conn, user string) error {
 	h.mu.Lock()
 	old := m.user
 	m.user = user
+	topics := m.clientTopicsLocked()
 	h.mu.Unlock()
 	us.SetUser(user)
 	if old == user {
 		return nil
+	}
+	for _, topic := range topics {
+		if err := h.presenceLeave(ctx, topic, old); err != nil {
+			return err
+		}
+		if err := h.presenceJoin(ctx, topic, user); err != nil {
+			return err
+		}
 	}
 	if old != "" {
 		if err := h.leave(ctx, c, userTopicPrefix+old); err != nil {
@@ -304,30 +320,68 @@ func (h *Hub) join(ctx context.Context, c Conn, topic string) error {
 	}
 	m.topics[topic] = t
 	added := t.subs.Add(c)
+	user := m.user
 	h.mu.Unlock()
 	if !added {
 		return nil
 	}
-	if err := h.syncBroker(ctx, t); err != nil {
+	err := h.syncBroker(ctx, t)
+	if err == nil {
+		err = h.presenceJoin(ctx, topic, user)
+	}
+	if err != nil {
 		_ = h.leave(context.WithoutCancel(ctx), c, topic)
 		return err
 	}
 	return nil
 }
 
+// presenceJoin and presenceLeave record users on client topics only.
+func (h *Hub) presenceJoin(ctx context.Context, topic, user string) error {
+	if h.presence == nil || user == "" || !ValidTopic(topic) {
+		return nil
+	}
+	return h.presence.Join(ctx, topic, user)
+}
+
+func (h *Hub) presenceLeave(ctx context.Context, topic, user string) error {
+	if h.presence == nil || user == "" || !ValidTopic(topic) {
+		return nil
+	}
+	return h.presence.Leave(ctx, topic, user)
+}
+
+// clientTopicsLocked returns the member's topics that are not reserved.
+func (m *hubMember) clientTopicsLocked() []string {
+	var names []string
+	for name := range m.topics {
+		if ValidTopic(name) {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
 func (h *Hub) leave(ctx context.Context, c Conn, topic string) error {
 	h.mu.Lock()
 	var t *hubTopic
+	var user string
 	if m := h.conns[c]; m != nil {
 		t = m.topics[topic]
 		delete(m.topics, topic)
+		user = m.user
 	}
-	emptied := t != nil && h.dropLocked(t, c)
-	h.mu.Unlock()
-	if !emptied {
+	if t == nil {
+		h.mu.Unlock()
 		return nil
 	}
-	return h.syncBroker(ctx, t)
+	emptied := h.dropLocked(t, c)
+	h.mu.Unlock()
+	err := h.presenceLeave(ctx, topic, user)
+	if emptied {
+		err = errors.Join(err, h.syncBroker(ctx, t))
+	}
+	return err
 }
 
 // dropLocked removes c from t and forgets t once it is empty; it reports
@@ -348,16 +402,22 @@ func (h *Hub) remove(c Conn) {
 	m := h.conns[c]
 	delete(h.conns, c)
 	var emptied []*hubTopic
+	var topics []string
+	var user string
 	if m != nil {
 		for _, t := range m.topics {
 			if h.dropLocked(t, c) {
 				emptied = append(emptied, t)
 			}
 		}
+		topics, user = m.clientTopicsLocked(), m.user
 	}
 	h.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	for _, topic := range topics {
+		_ = h.presenceLeave(ctx, topic, user)
+	}
 	for _, t := range emptied {
 		_ = h.syncBroker(ctx, t)
 	}

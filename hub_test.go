@@ -269,3 +269,51 @@ func TestHubAcrossNodesWithMemoryBroker(t *testing.T) {
 	_, err = hubA.Publish(ctx, "news", ratchet.Text("x"))
 	assert.ErrorIs(t, err, ratchet.ErrClosed)
 }
+
+// With a Presence, the Hub records which users are on which topic.
+func TestHubPresence(t *testing.T) {
+	presence := ratchet.NewMemoryPresence()
+	defer presence.Close(context.Background())
+	hub := ratchet.NewHub(ratchet.WithPresence(presence))
+	ctx := context.Background()
+	events := make(chan ratchet.PresenceEvent, 10)
+	stop, err := presence.Watch(ctx, "room", func(ev ratchet.PresenceEvent) { events <- ev })
+	require.NoError(t, err)
+	defer stop()
+	next := func() ratchet.PresenceEvent {
+		select {
+		case ev := <-events:
+			return ev
+		case <-time.After(5 * time.Second):
+			t.Fatal("no presence event")
+			return ratchet.PresenceEvent{}
+		}
+	}
+	members := func() []string {
+		m, err := presence.Members(ctx, "room")
+		require.NoError(t, err)
+		return m
+	}
+
+	url, opened := hubServer(t, hub)
+	a1 := dial(t, url+"?topic=room&user=ann", nil)
+	<-opened
+	assert.Equal(t, ratchet.PresenceEvent{Kind: ratchet.PresenceJoin, Topic: "room", User: "ann"}, next())
+	a2 := dial(t, url+"?topic=room&user=ann", nil) // a second tab: no new event
+	<-opened
+	b := dial(t, url+"?topic=room", nil) // anonymous: not recorded
+	connB := <-opened
+	assert.Equal(t, []string{"ann"}, members())
+
+	require.NoError(t, hub.SetUser(ctx, connB, "bob"))
+	assert.Equal(t, ratchet.PresenceEvent{Kind: ratchet.PresenceJoin, Topic: "room", User: "bob"}, next())
+	assert.Equal(t, []string{"ann", "bob"}, members())
+
+	require.NoError(t, a1.Close(websocket.StatusNormalClosure, ""))
+	require.NoError(t, a2.Close(websocket.StatusNormalClosure, ""))
+	assert.Equal(t, ratchet.PresenceEvent{Kind: ratchet.PresenceLeave, Topic: "room", User: "ann"}, next())
+	require.NoError(t, hub.Unsubscribe(ctx, connB, "room"))
+	assert.Equal(t, ratchet.PresenceEvent{Kind: ratchet.PresenceLeave, Topic: "room", User: "bob"}, next())
+	assert.Empty(t, members())
+	b.Close(websocket.StatusNormalClosure, "")
+}
