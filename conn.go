@@ -211,7 +211,12 @@ func (c *conn) Close(code StatusCode, reason string) error {
 
 func (c *conn) closeLocked(code StatusCode, reason string) {
 	if len(reason) > 123 {
-		reason = reason[:123]
+		// cut on a character boundary: a close reason must be UTF-8
+		n := 123
+		for n > 0 && !utf8.RuneStart(reason[n]) {
+			n--
+		}
+		reason = reason[:n]
 	}
 	c.closing, c.closeCode, c.closeReason = true, code, reason
 	c.startWriterLocked()

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 	"github.com/stretchr/testify/assert"
@@ -329,4 +330,25 @@ func TestConnValuesAndMetadata(t *testing.T) {
 	rec.expect(t, "close")
 	rec.expect(t, "error")
 	rec.expect(t, "close")
+}
+
+// A long close reason is cut to fit a control frame without splitting a
+// character, so the peer gets valid UTF-8.
+func TestCloseReasonCutOnCharacter(t *testing.T) {
+	reason := strings.Repeat("é", 100) // 200 bytes
+	_, url := serveComponent(t, ratchet.ComponentFuncs{Open: func(c ratchet.Conn) { _ = c.Close(4001, reason) }})
+	c := dial(t, url, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, _, err := c.Read(ctx)
+	var ce websocket.CloseError
+	require.ErrorAs(t, err, &ce)
+	assert.Equal(t, websocket.StatusCode(4001), ce.Code)
+	assert.True(t, utf8.ValidString(ce.Reason))
+	assert.Equal(t, strings.Repeat("é", 61), ce.Reason)
+}
+
+func TestStatusCodeString(t *testing.T) {
+	assert.Equal(t, "1008 policy violation", ratchet.StatusPolicyViolation.String())
+	assert.Equal(t, "4000", ratchet.StatusCode(4000).String())
 }

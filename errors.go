@@ -31,18 +31,20 @@ const (
 
 // String returns the code with its RFC 6455 name, e.g. "1008 policy violation".
 func (c StatusCode) String() string {
-	name := map[StatusCode]string{
-		StatusNormalClosure: "normal closure", StatusGoingAway: "going away",
-		StatusProtocolError: "protocol error", StatusUnsupportedData: "unsupported data",
-		StatusNoStatusRcvd: "no status", StatusAbnormalClosure: "abnormal closure",
-		StatusInvalidPayload: "invalid payload", StatusPolicyViolation: "policy violation",
-		StatusMessageTooBig: "message too big", StatusInternalError: "internal error",
-		StatusServiceRestart: "service restart", StatusTryAgainLater: "try again later",
-	}[c]
+	name := statusNames[c]
 	if name == "" {
 		return strconv.Itoa(int(c))
 	}
 	return strconv.Itoa(int(c)) + " " + name
+}
+
+var statusNames = map[StatusCode]string{
+	StatusNormalClosure: "normal closure", StatusGoingAway: "going away",
+	StatusProtocolError: "protocol error", StatusUnsupportedData: "unsupported data",
+	StatusNoStatusRcvd: "no status", StatusAbnormalClosure: "abnormal closure",
+	StatusInvalidPayload: "invalid payload", StatusPolicyViolation: "policy violation",
+	StatusMessageTooBig: "message too big", StatusInternalError: "internal error",
+	StatusServiceRestart: "service restart", StatusTryAgainLater: "try again later",
 }
 
 var (
