@@ -19,3 +19,17 @@ func BenchmarkFanOut(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkAppFanOut publishes with node A's Hub to 1,000 WebSocket clients
+// of node B's App: one message at a time (window=1: the latency of reaching
+// every client), and up to 16 in flight (window=16: throughput).
+//
+//	go test -run '^$' -bench AppFanOut -benchtime 1000x ./broker/redis
+func BenchmarkAppFanOut(b *testing.B) {
+	addr := redisAddr(b)
+	for _, window := range []int{1, 16} {
+		b.Run(fmt.Sprintf("clients=1000/window=%d", window), func(b *testing.B) {
+			brokertest.BenchAppFanOut(b, newBroker(b, addr), newBroker(b, addr), 1000, window)
+		})
+	}
+}

@@ -21,8 +21,8 @@ func RunApps(t *testing.T, newNode NewNode) {
 	defer cancel()
 	brokerA, brokerB := newNode(t), newNode(t)
 	t.Cleanup(func() { _ = brokerA.Close(); _ = brokerB.Close() })
-	hubA, urlA := appNode(t, brokerA)
-	hubB, urlB := appNode(t, brokerB)
+	hubA, urlA := appNode(t, brokerA, false)
+	hubB, urlB := appNode(t, brokerB, false)
 	topic := Topic(t)
 	user := "John Smith " + topic // any string is a user
 
@@ -60,7 +60,7 @@ func RunApps(t *testing.T, newNode NewNode) {
 
 // appNode serves an App whose route /ws subscribes each connection to the
 // topics of its query and sets its user, then sends it "ready".
-func appNode(t *testing.T, b ratchet.Broker) (*ratchet.Hub, string) {
+func appNode(t testing.TB, b ratchet.Broker, quiet bool, opts ...ratchet.RouteOption) (*ratchet.Hub, string) {
 	hub := ratchet.NewHub(ratchet.WithBroker(b))
 	app := ratchet.NewApp("", 0)
 	app.Route("/ws", ratchet.ComponentFuncs{Open: func(c ratchet.Conn) {
@@ -78,7 +78,11 @@ func appNode(t *testing.T, b ratchet.Broker) (*ratchet.Hub, string) {
 			}
 		}
 		_ = c.Send(ratchet.Text("ready"))
-	}}, []string{"*"})
+	}, Error: func(c ratchet.Conn, err error) {
+		if !quiet {
+			t.Logf("server side of a connection: %v", err)
+		}
+	}}, []string{"*"}, opts...)
 	srv := httptest.NewServer(app)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
