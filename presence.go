@@ -34,8 +34,9 @@ type Presence interface {
 	Members(ctx context.Context, topic string) ([]string, error)
 	// Watch calls fn, one event at a time and in order, for every join and
 	// leave on topic on any node, until stop is called; after stop returns,
-	// fn is not called again. Events that happened before Watch returned are
-	// not replayed: call Members after Watch to know where to start from.
+	// fn is not called again, so fn must not call stop itself. Events that
+	// happened before Watch returned are not replayed: call Members after
+	// Watch to know where to start from.
 	Watch(ctx context.Context, topic string, fn func(PresenceEvent)) (stop func(), err error)
 	// Close stops the heartbeat and removes this node's entries, so its
 	// users leave at once instead of when their entries expire; ctx bounds

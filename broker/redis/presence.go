@@ -216,12 +216,6 @@ func (p *Presence) stripe(m member) *sync.Mutex {
 	return &p.stripes[h.Sum64()%uint64(len(p.stripes))]
 }
 
-func (p *Presence) isClosed() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.closed
-}
-
 // Join implements ratchet.Presence.
 func (p *Presence) Join(ctx context.Context, topic, user string) error {
 	m := member{topic, user}
