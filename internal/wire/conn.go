@@ -130,6 +130,10 @@ func (c *Conn) TryFlush() (done bool, err error) {
 	if c.raw == nil {
 		return false, nil
 	}
+	// A socket deadline in the past fails even this non-blocking write.
+	if err := c.armDeadlineLocked(); err != nil {
+		return false, err
+	}
 	b := *c.batch
 	var n int
 	var werr error
@@ -183,16 +187,24 @@ func (c *Conn) writeLocked(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	if c.writeTimeout > 0 {
-		now := time.Now()
-		if c.deadline.Sub(now) < c.writeTimeout/2 {
-			c.deadline = now.Add(c.writeTimeout)
-			if err := c.Conn.SetWriteDeadline(c.deadline); err != nil {
-				return 0, err
-			}
-		}
+	if err := c.armDeadlineLocked(); err != nil {
+		return 0, err
 	}
 	return c.Conn.Write(p)
+}
+
+// armDeadlineLocked moves the socket's write deadline a write timeout ahead
+// when less than half of one is left.
+func (c *Conn) armDeadlineLocked() error {
+	if c.writeTimeout <= 0 {
+		return nil
+	}
+	now := time.Now()
+	if c.deadline.Sub(now) >= c.writeTimeout/2 {
+		return nil
+	}
+	c.deadline = now.Add(c.writeTimeout)
+	return c.Conn.SetWriteDeadline(c.deadline)
 }
 
 // Hijacked returns the connection wrapped, with buffered readers and writers

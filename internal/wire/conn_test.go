@@ -97,3 +97,21 @@ func TestReplaysPendingBytes(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "earlylate", string(got))
 }
+
+// Non-blocking writes keep working long after the write timeout: an old
+// socket deadline must not fail them.
+func TestTryFlushAfterTheTimeout(t *testing.T) {
+	c, peer := pair(t, 100*time.Millisecond)
+	go io.Copy(io.Discard, peer)
+	_, err := c.Write([]byte("armed")) // sets a deadline 100 ms ahead
+	require.NoError(t, err)
+	for range 10 {
+		time.Sleep(40 * time.Millisecond)
+		c.HoldNonBlocking()
+		_, err := c.Write([]byte("inline"))
+		require.NoError(t, err)
+		done, err := c.TryFlush()
+		require.NoError(t, err)
+		require.True(t, done)
+	}
+}
