@@ -147,11 +147,49 @@ func (s *WsServer) remove(c *conn) {
 }
 
 // hijackWriter hands coder/websocket our wrapped connection instead of the
-// raw hijacked one (see package internal/wire).
+// raw hijacked one (see package internal/wire), and writes the 101 answer
+// itself, in one write from the headers coder/websocket chose, instead of
+// through net/http's general response machinery. Any other answer (a
+// refusal) goes to the real ResponseWriter.
 type hijackWriter struct {
 	http.ResponseWriter
 	writeTimeout time.Duration
+	header       http.Header // set by coder/websocket
+	switching    bool        // WriteHeader(101) was called: ours to send
+	forwarded    bool        // the header went to the real ResponseWriter
 	wc           *wire.Conn
+}
+
+func (h *hijackWriter) Header() http.Header {
+	if h.header == nil {
+		h.header = make(http.Header, 4)
+	}
+	return h.header
+}
+
+func (h *hijackWriter) WriteHeader(code int) {
+	if code == http.StatusSwitchingProtocols {
+		h.switching = true
+		return
+	}
+	h.forward()
+	h.ResponseWriter.WriteHeader(code)
+}
+
+func (h *hijackWriter) Write(b []byte) (int, error) {
+	h.forward()
+	return h.ResponseWriter.Write(b)
+}
+
+func (h *hijackWriter) forward() {
+	if h.forwarded {
+		return
+	}
+	h.forwarded = true
+	dst := h.ResponseWriter.Header()
+	for k, v := range h.header {
+		dst[k] = v
+	}
 }
 
 func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -160,6 +198,19 @@ func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	wc, rw := wire.Hijacked(nc, brw, readBufferSize, writeBufferSize, h.writeTimeout)
+	if h.switching {
+		b := make([]byte, 0, 256)
+		b = append(b, "HTTP/1.1 101 Switching Protocols\r\n"...)
+		for k, vs := range h.header {
+			for _, v := range vs {
+				b = append(append(append(append(b, k...), ": "...), v...), "\r\n"...)
+			}
+		}
+		if _, err := wc.Write(append(b, "\r\n"...)); err != nil {
+			_ = nc.Close()
+			return nil, nil, err
+		}
+	}
 	h.wc = wc
 	return wc, rw, nil
 }
