@@ -19,7 +19,10 @@ import (
 //	log.Fatal(app.Run())
 //
 // It is also an http.Handler, so it can be mounted on an existing server
-// instead of calling Run.
+// instead of calling Run: then port is unused (pass 0), and httpHost "" lets
+// the routes answer any host. Under http.StripPrefix, Conn.Request().URL.Path
+// is the stripped path. In tests with httptest, a route of an App whose
+// httpHost is "localhost" needs that Host header (websocket.DialOptions.Host).
 type App struct {
 	httpHost         string
 	port             int

@@ -67,14 +67,17 @@ const failingCloseWait = time.Second
 // exists only while there is something to write, and a ping goroutine only
 // while a ping awaits its pong.
 type conn struct {
-	id     uint64
-	srv    *WsServer
-	ws     *websocket.Conn
-	wire   *wire.Conn
-	req    *http.Request
-	user   atomic.Pointer[string]
-	ctx    context.Context
-	cancel context.CancelFunc
+	id   uint64
+	srv  *WsServer
+	ws   *websocket.Conn
+	wire *wire.Conn
+	req  *http.Request
+	// ownFrames: no extension was negotiated, so data frames are encoded
+	// here (see wire.Conn.AppendFrame) instead of by coder/websocket.
+	ownFrames bool
+	user      atomic.Pointer[string]
+	ctx       context.Context
+	cancel    context.CancelFunc
 
 	// helpers counts the writer and ping goroutines; Add only under mu while
 	// !ended, so the Wait in finish cannot race with it.
@@ -97,8 +100,11 @@ type conn struct {
 	values      map[string]any
 }
 
-func newConn(s *WsServer, ws *websocket.Conn, wc *wire.Conn, r *http.Request, user string) *conn {
-	c := &conn{id: NewConnID(), srv: s, ws: ws, wire: wc, req: r}
+func newConn(s *WsServer, ws *websocket.Conn, wc *wire.Conn, r *http.Request, user string, deflate bool) *conn {
+	c := &conn{id: NewConnID(), srv: s, ws: ws, wire: wc, req: r, ownFrames: !deflate}
+	if c.ownFrames {
+		wc.OwnFrames()
+	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if user != "" {
 		c.user.Store(&user)
@@ -177,7 +183,7 @@ func (c *conn) Send(msg Message) error {
 // write, handing any rest to a writer goroutine.
 func (c *conn) writeInline(msg Message) {
 	c.wire.HoldNonBlocking()
-	done, err := false, c.ws.Write(context.Background(), websocket.MessageType(msg.Type), msg.Data)
+	done, err := false, c.writeMessage(msg)
 	if err == nil {
 		done, err = c.wire.TryFlush()
 	}
@@ -304,12 +310,22 @@ func (c *conn) writeFailedLocked(err error) {
 func (c *conn) writeBatch(batch []Message) error {
 	c.wire.Hold()
 	for _, m := range batch {
-		if err := c.ws.Write(context.Background(), websocket.MessageType(m.Type), m.Data); err != nil {
+		if err := c.writeMessage(m); err != nil {
 			_ = c.wire.Flush()
 			return err
 		}
 	}
 	return c.wire.Flush()
+}
+
+// writeMessage puts one message in the held batch. Without compression the
+// frame is encoded straight into the batch; with permessage-deflate
+// coder/websocket compresses and frames it.
+func (c *conn) writeMessage(m Message) error {
+	if c.ownFrames {
+		return c.wire.AppendFrame(byte(m.Type), m.Data)
+	}
+	return c.ws.Write(context.Background(), websocket.MessageType(m.Type), m.Data)
 }
 
 // abort ends the connection at once, without a close handshake: for peers

@@ -85,7 +85,7 @@ func (s *WsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.cfg.log().Debug("ratchet: handshake refused", "remote", r.RemoteAddr, "err", err)
 		return // Accept has answered the request
 	}
-	c := newConn(s, ws, hw.wc, r, user)
+	c := newConn(s, ws, hw.wc, r, user, hw.header.Get("Sec-WebSocket-Extensions") != "")
 	if !s.add(c) {
 		_ = ws.Close(websocket.StatusGoingAway, "server shutting down")
 		return

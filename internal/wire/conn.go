@@ -7,6 +7,7 @@ package wire
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"net"
 	"sync"
@@ -36,11 +37,18 @@ type Conn struct {
 	pending      []byte          // read by net/http before the hijack, not yet consumed
 	writeTimeout time.Duration
 
-	mu       sync.Mutex
-	holding  bool
-	noBlock  bool      // the batch is for TryFlush: never flush early
-	batch    *[]byte   // bytes not yet on the socket, in order
-	deadline time.Time // the write deadline armed on the socket
+	// Read side, used by one goroutine at a time (coder/websocket's lock).
+	busy       bool    // the last read filled the caller's buffer
+	rbuf       *[]byte // pooled bulk-read buffer, nil when drained
+	rpos, rend int
+
+	mu        sync.Mutex
+	holding   bool
+	noBlock   bool      // the batch is for TryFlush: never flush early
+	ownFrames bool      // data frames come from AppendFrame
+	closeSent bool      // a close frame went into the stream: no more data
+	batch     *[]byte   // bytes not yet on the socket, in order
+	deadline  time.Time // the write deadline armed on the socket
 }
 
 // Wrap wraps nc. pending is what the server had buffered from nc beyond the
@@ -56,6 +64,12 @@ func Wrap(nc net.Conn, pending []byte, writeTimeout time.Duration) *Conn {
 }
 
 // Read reads from the replayed bytes first, then from the socket.
+//
+// The reader above is small, to keep idle connections small. When a read
+// fills it, more input is probably waiting: the next read then takes all
+// that the socket holds, without blocking, into a pooled 32 KiB buffer, and
+// serves from it; the buffer goes back to the pool as soon as it is empty,
+// so an idle connection never holds one.
 func (c *Conn) Read(p []byte) (int, error) {
 	if len(c.pending) > 0 {
 		n := copy(p, c.pending)
@@ -65,7 +79,58 @@ func (c *Conn) Read(p []byte) (int, error) {
 		}
 		return n, nil
 	}
-	return c.Conn.Read(p)
+	if c.rbuf != nil {
+		return c.readBuffered(p), nil
+	}
+	if c.busy && c.raw != nil && len(p) < bulkRead {
+		if n, err := c.readBulk(); err != nil {
+			return 0, err
+		} else if n > 0 {
+			return c.readBuffered(p), nil
+		}
+	}
+	n, err := c.Conn.Read(p)
+	c.busy = n == len(p)
+	return n, err
+}
+
+// bulkRead is the size of the pooled buffer of a busy connection.
+const bulkRead = 32 << 10
+
+var readPool = sync.Pool{New: func() any { b := make([]byte, bulkRead); return &b }}
+
+// readBulk reads what the socket holds into a pooled buffer, without
+// waiting; 0 means nothing was there.
+func (c *Conn) readBulk() (int, error) {
+	buf := readPool.Get().(*[]byte)
+	var n int
+	var rerr error
+	if err := c.raw.Read(func(fd uintptr) bool {
+		n, rerr = syscall.Read(int(fd), *buf)
+		return true // one attempt: the blocking read below waits
+	}); err != nil {
+		readPool.Put(buf)
+		return 0, err
+	}
+	if n <= 0 || rerr != nil {
+		// nothing there (EAGAIN), the end, or an error: the plain blocking
+		// read reports it
+		readPool.Put(buf)
+		c.busy = false
+		return 0, nil
+	}
+	c.rbuf, c.rpos, c.rend = buf, 0, n
+	return n, nil
+}
+
+func (c *Conn) readBuffered(p []byte) int {
+	n := copy(p, (*c.rbuf)[c.rpos:c.rend])
+	c.rpos += n
+	if c.rpos == c.rend {
+		readPool.Put(c.rbuf)
+		c.rbuf = nil
+	}
+	return n
 }
 
 // Write appends p to the batch while one is held or bytes are pending, else
@@ -73,19 +138,71 @@ func (c *Conn) Read(p []byte) (int, error) {
 func (c *Conn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.ownFrames && len(p) > 0 && p[0] == finClose {
+		// coder/websocket writes each control frame whole, in one Write:
+		// after a close frame no data frame of ours may follow.
+		c.closeSent = true
+	}
 	if !c.holding && c.batch == nil {
 		return c.writeLocked(p)
 	}
+	if err := c.appendLocked(p, nil); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// finClose is the first byte of an unfragmented close frame.
+const finClose = 0x88
+
+// OwnFrames tells the connection that data frames are written with
+// AppendFrame, coder/websocket writing only control frames, so that a close
+// frame it writes can stop later data frames.
+func (c *Conn) OwnFrames() {
+	c.mu.Lock()
+	c.ownFrames = true
+	c.mu.Unlock()
+}
+
+// AppendFrame adds one unfragmented, unmasked server data frame (RFC 6455
+// §5.2) to the held batch: the frame is encoded straight into the batch, with
+// no copy through coder/websocket's writer. It returns net.ErrClosed once a
+// close frame was written.
+func (c *Conn) AppendFrame(opcode byte, payload []byte) error {
+	var hdr [10]byte
+	hdr[0] = 0x80 | opcode
+	n := 2
+	switch l := len(payload); {
+	case l < 126:
+		hdr[1] = byte(l)
+	case l <= 0xffff:
+		hdr[1] = 126
+		binary.BigEndian.PutUint16(hdr[2:], uint16(l))
+		n = 4
+	default:
+		hdr[1] = 127
+		binary.BigEndian.PutUint64(hdr[2:], uint64(l))
+		n = 10
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closeSent {
+		return net.ErrClosed
+	}
+	return c.appendLocked(hdr[:n], payload)
+}
+
+// appendLocked adds a and b to the batch, writing it out (blocking) when
+// no batch is held or a blocking one grew past maxBatch.
+func (c *Conn) appendLocked(a, b []byte) error {
 	if c.batch == nil {
 		c.batch = batchPool.Get().(*[]byte)
 	}
-	*c.batch = append(*c.batch, p...)
+	*c.batch = append(append(*c.batch, a...), b...)
 	if !c.holding || len(*c.batch) >= maxBatch && !c.noBlock {
-		if err := c.flushLocked(); err != nil {
-			return 0, err
-		}
+		return c.flushLocked()
 	}
-	return len(p), nil
+	return nil
 }
 
 // Hold starts a batch: writes are kept until Flush. A batch larger than

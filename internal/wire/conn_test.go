@@ -115,3 +115,72 @@ func TestTryFlushAfterTheTimeout(t *testing.T) {
 		require.True(t, done)
 	}
 }
+
+// AppendFrame encodes RFC 6455 server frames for every length class, and no
+// data frame follows a close frame.
+func TestAppendFrame(t *testing.T) {
+	c, peer := pair(t, time.Second)
+	c.OwnFrames()
+	sizes := []int{0, 1, 125, 126, 65535, 65536, 70000}
+	go func() {
+		c.Hold()
+		for _, n := range sizes {
+			assert.NoError(t, c.AppendFrame(2, bytes.Repeat([]byte{byte(n)}, n)))
+		}
+		assert.NoError(t, c.Flush())
+		_, err := c.Write([]byte{finClose, 2, 0x03, 0xe8}) // close 1000, as coder/websocket writes it
+		assert.NoError(t, err)
+		c.Hold()
+		assert.ErrorIs(t, c.AppendFrame(1, []byte("late")), net.ErrClosed)
+		assert.NoError(t, c.Flush())
+		c.Conn.Close()
+	}()
+	br := bufio.NewReader(peer)
+	for _, n := range sizes {
+		var hdr [2]byte
+		_, err := io.ReadFull(br, hdr[:])
+		require.NoError(t, err)
+		assert.Equal(t, byte(0x82), hdr[0], "FIN + binary")
+		l := int(hdr[1])
+		switch l {
+		case 126:
+			var ext [2]byte
+			_, err = io.ReadFull(br, ext[:])
+			l = int(ext[0])<<8 | int(ext[1])
+		case 127:
+			var ext [8]byte
+			_, err = io.ReadFull(br, ext[:])
+			l = 0
+			for _, b := range ext {
+				l = l<<8 | int(b)
+			}
+		}
+		require.NoError(t, err)
+		require.Equal(t, n, l)
+		payload := make([]byte, l)
+		_, err = io.ReadFull(br, payload)
+		require.NoError(t, err)
+		assert.Equal(t, bytes.Repeat([]byte{byte(n)}, n), payload)
+	}
+	rest, _ := io.ReadAll(br)
+	assert.Equal(t, []byte{finClose, 2, 0x03, 0xe8}, rest, "the close frame, and nothing after it")
+}
+
+// Input read in bulk reaches a small reader whole and in order.
+func TestBulkRead(t *testing.T) {
+	c, peer := pair(t, time.Second)
+	want := make([]byte, 1<<20)
+	for i := range want {
+		want[i] = byte(i * 7)
+	}
+	go func() {
+		for i := 0; i < len(want); i += 50000 {
+			peer.Write(want[i:min(i+50000, len(want))])
+		}
+		peer.Close()
+	}()
+	got, err := io.ReadAll(bufio.NewReaderSize(c, 1024))
+	require.NoError(t, err)
+	assert.True(t, bytes.Equal(want, got))
+	assert.Nil(t, c.rbuf, "no buffer held once drained")
+}
