@@ -352,3 +352,25 @@ func TestStatusCodeString(t *testing.T) {
 	assert.Equal(t, "1008 policy violation", ratchet.StatusPolicyViolation.String())
 	assert.Equal(t, "4000", ratchet.StatusCode(4000).String())
 }
+
+// A peer that takes no bytes at all loses its connection after the write
+// timeout, even when its queue never fills.
+func TestWriteTimeoutDropsStuckPeer(t *testing.T) {
+	rec := newRecorder()
+	_, url := serveComponent(t, rec, ratchet.WithWriteTimeout(200*time.Millisecond), ratchet.WithReadLimit(-1))
+	nc, err := net.Dial("tcp", strings.TrimPrefix(url, "ws://"))
+	require.NoError(t, err)
+	defer nc.Close()
+	_, err = fmt.Fprintf(nc, "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+	require.NoError(t, err)
+	conn := rec.expect(t, "open").conn
+	start := time.Now()
+	require.NoError(t, conn.Send(ratchet.Binary(make([]byte, 16<<20)))) // far more than socket buffers hold
+	e := rec.expect(t, "error")
+	var ne net.Error
+	require.ErrorAs(t, e.err, &ne, "got %v", e.err)
+	assert.True(t, ne.Timeout())
+	assert.Less(t, time.Since(start), 5*time.Second)
+	rec.expect(t, "close")
+}
