@@ -9,11 +9,11 @@ import (
 	"net/url"
 	"path"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/coder/websocket"
 
+	"github.com/ratchetgo/ratchet/internal/lifecycle"
 	"github.com/ratchetgo/ratchet/internal/wire"
 )
 
@@ -29,11 +29,8 @@ type WsServer struct {
 	cfg       wsConfig
 	accept    websocket.AcceptOptions
 
-	conns ConnSet // every open connection
-
-	mu       sync.Mutex
-	active   sync.WaitGroup // connections not yet through OnClose
-	shutdown bool
+	conns ConnSet         // every open connection
+	life  lifecycle.Group // connections not yet through OnClose
 }
 
 // NewWsServer returns a handler serving c, configured by opts.
@@ -57,7 +54,7 @@ func NewWsServer(c MessageComponent, opts ...WsOption) *WsServer {
 // upgrade: 403 for a foreign origin, 401 (or the RejectError's status) from
 // the Authenticator, 4xx for a malformed handshake, 503 after Shutdown.
 func (s *WsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if s.isShutdown() {
+	if s.life.Closed() {
 		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
 		return
 	}
@@ -86,7 +83,7 @@ func (s *WsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return // Accept has answered the request
 	}
 	c := newConn(s, ws, hw.wc, r, user, hw.header.Get("Sec-WebSocket-Extensions") != "")
-	if !s.add(c) {
+	if !s.life.Enter(func() { s.conns.Add(c) }) {
 		_ = ws.Close(websocket.StatusGoingAway, "server shutting down")
 		return
 	}
@@ -108,42 +105,15 @@ func (s *WsServer) Len() int { return s.conns.Len() }
 // until ctx is done: then the remaining sockets are dropped and ctx's error
 // is returned.
 func (s *WsServer) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.shutdown = true
-	s.mu.Unlock()
-	s.conns.Each(func(c Conn) { _ = c.Close(StatusGoingAway, "server shutting down") })
-
-	done := make(chan struct{})
-	go func() { s.active.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		s.conns.Each(func(c Conn) { c.(*conn).abort(nil) })
-		return ctx.Err()
-	}
-}
-
-func (s *WsServer) isShutdown() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.shutdown
-}
-
-func (s *WsServer) add(c *conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.shutdown {
-		return false
-	}
-	s.active.Add(1)
-	s.conns.Add(c)
-	return true
+	return s.life.Shutdown(ctx,
+		func() { s.conns.Each(func(c Conn) { _ = c.Close(StatusGoingAway, "server shutting down") }) },
+		func() { s.conns.Each(func(c Conn) { c.(*conn).abort(nil) }) },
+		false) // OnClose follows the dropped sockets; a stuck OnClose must not hold Shutdown
 }
 
 func (s *WsServer) remove(c *conn) {
 	s.conns.Remove(c)
-	s.active.Done()
+	s.life.Leave()
 }
 
 // hijackWriter hands coder/websocket our wrapped connection instead of the

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ratchetgo/ratchet"
+	"github.com/ratchetgo/ratchet/internal/lifecycle"
 )
 
 // SSE is an http.Handler streaming Hub topics as Server-Sent Events, for the
@@ -36,10 +37,7 @@ type SSE struct {
 	cfg config
 
 	streams ratchet.ConnSet
-
-	mu       sync.Mutex
-	active   sync.WaitGroup
-	shutdown bool
+	life    lifecycle.Group // streams whose handler has not returned
 }
 
 // NewSSE returns an SSE handler for the topics of hub.
@@ -95,7 +93,7 @@ func (s *SSE) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	if !s.add(c) {
+	if !s.life.Enter(func() { s.streams.Add(c) }) {
 		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "server shutting down", nil)
 		return
 	}
@@ -234,36 +232,17 @@ func (s *SSE) Len() int { return s.streams.Len() }
 // returned or ctx is done: then the remaining streams are cut off and ctx's
 // error is returned.
 func (s *SSE) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.shutdown = true
-	s.mu.Unlock()
-	s.streams.Each(func(c ratchet.Conn) { _ = c.Close(ratchet.StatusGoingAway, "server shutting down") })
-	done := make(chan struct{})
-	go func() { s.active.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		s.streams.Each(func(c ratchet.Conn) { c.(*stream).cancel() })
-		<-done // the handlers return at once now
-		return ctx.Err()
-	}
-}
-
-func (s *SSE) add(c *stream) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.shutdown {
-		return false
-	}
-	s.active.Add(1)
-	s.streams.Add(c)
-	return true
+	return s.life.Shutdown(ctx,
+		func() {
+			s.streams.Each(func(c ratchet.Conn) { _ = c.Close(ratchet.StatusGoingAway, "server shutting down") })
+		},
+		func() { s.streams.Each(func(c ratchet.Conn) { c.(*stream).cancel() }) },
+		true) // the handlers return at once once canceled
 }
 
 func (s *SSE) remove(c *stream) {
 	s.streams.Remove(c)
-	s.active.Done()
+	s.life.Leave()
 }
 
 // appendEvent appends msg as one event with the given id. Text is split
