@@ -78,6 +78,7 @@ type CloseError struct {
 	Reason string
 }
 
+// Error describes the close code and reason.
 func (e *CloseError) Error() string {
 	if e.Reason == "" {
 		return "ratchet: connection closed with " + e.Code.String()
@@ -91,6 +92,7 @@ type PanicError struct {
 	Stack []byte // the goroutine's stack at the panic
 }
 
+// Error gives the panic value.
 func (e *PanicError) Error() string { return fmt.Sprintf("ratchet: panic in callback: %v", e.Value) }
 
 // Unwrap returns the panic value when it is an error.
@@ -106,6 +108,7 @@ type RejectError struct {
 	Reason string // the response body; the status text when empty
 }
 
+// Error returns the reason, or the status text without one.
 func (e *RejectError) Error() string {
 	if e.Reason == "" {
 		return http.StatusText(e.Status)

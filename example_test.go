@@ -336,3 +336,60 @@ func ExampleComponentFuncs() {
 	// SHOUT
 	// close
 }
+
+// Topics and push from anywhere in the program: connections subscribe to the
+// topics named in their URL, and a goroutine that knows nothing about
+// connections publishes.
+func ExampleHub() {
+	hub := ratchet.NewHub()
+	subscribed := make(chan struct{}, 2)
+	s := ratchet.NewWsServer(ratchet.ComponentFuncs{Open: func(c ratchet.Conn) {
+		for _, topic := range c.Request().URL.Query()["topic"] {
+			if err := hub.Subscribe(c.Context(), c, topic); err != nil {
+				log.Print(err)
+			}
+		}
+		subscribed <- struct{}{}
+	}})
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	defer s.Shutdown(context.Background())
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	url := "ws" + strings.TrimPrefix(srv.URL, "http")
+	news, _, err := websocket.Dial(ctx, url+"?topic=news", nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer news.CloseNow()
+	sport, _, err := websocket.Dial(ctx, url+"?topic=sport&topic=news", nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer sport.CloseNow()
+	<-subscribed
+	<-subscribed
+
+	// Anywhere: an HTTP handler, a job, another goroutine.
+	n, _ := hub.Publish(ctx, "news", ratchet.Text("headline"))
+	fmt.Println("news reached", n)
+	n, _ = hub.Publish(ctx, "sport", ratchet.Text("goal"))
+	fmt.Println("sport reached", n)
+	fmt.Println("topics:", hub.Topics())
+
+	for _, c := range []*websocket.Conn{news, sport, sport} {
+		_, got, err := c.Read(ctx)
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("%s\n", got)
+	}
+	// Output:
+	// news reached 2
+	// sport reached 1
+	// topics: [news sport]
+	// headline
+	// headline
+	// goal
+}
