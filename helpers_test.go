@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratchetgo/ratchet"
+	"github.com/ratchetgo/ratchet/internal/wstest"
 )
 
 // event is one callback seen by a recorder.
@@ -93,19 +94,6 @@ func serveComponent(t *testing.T, c ratchet.MessageComponent, opts ...ratchet.Ws
 	return s, url
 }
 
-func dial(t *testing.T, url string, opts *websocket.DialOptions) *websocket.Conn {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	c, resp, err := websocket.Dial(ctx, url, opts)
-	require.NoError(t, err)
-	if resp != nil && resp.Body != nil {
-		resp.Body.Close()
-	}
-	t.Cleanup(func() { c.CloseNow() })
-	return c
-}
-
 // dialStatus tries a handshake and returns the HTTP status it got.
 func dialStatus(t *testing.T, url string, opts *websocket.DialOptions) int {
 	t.Helper()
@@ -120,35 +108,13 @@ func dialStatus(t *testing.T, url string, opts *websocket.DialOptions) int {
 	return resp.StatusCode
 }
 
-func read(t *testing.T, c *websocket.Conn) (websocket.MessageType, string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	typ, b, err := c.Read(ctx)
-	require.NoError(t, err)
-	return typ, string(b)
-}
-
-func write(t *testing.T, c *websocket.Conn, s string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	require.NoError(t, c.Write(ctx, websocket.MessageText, []byte(s)))
-}
-
-// readClose reads until the connection ends and returns its close code.
-func readClose(t *testing.T, c *websocket.Conn) websocket.StatusCode {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	for {
-		_, _, err := c.Read(ctx)
-		if err != nil {
-			require.NoError(t, ctx.Err(), "no close within the timeout")
-			return websocket.CloseStatus(err)
-		}
-	}
-}
+// The client steps shared with the other packages' tests.
+var (
+	dial      = wstest.Dial
+	read      = wstest.Read
+	write     = wstest.Write
+	readClose = wstest.ReadClose
+)
 
 // echo is a component that sends every message back.
 var echo = ratchet.ComponentFuncs{Message: func(c ratchet.Conn, m ratchet.Message) { _ = c.Send(m) }}

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratchetgo/ratchet"
+	"github.com/ratchetgo/ratchet/internal/wstest"
 )
 
 const testSecret = "test-secret-0123456789abcdef0123456789"
@@ -92,29 +93,19 @@ func newTestServer(t *testing.T, o serverOpts) *testServer {
 // dial opens a WebSocket to /push with the given query ("" for none).
 func (s *testServer) dial(t *testing.T, query string) *websocket.Conn {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
 	u := s.wsURL + "/push"
 	if query != "" {
 		u += "?" + query
 	}
-	c, resp, err := websocket.Dial(ctx, u, nil)
-	require.NoError(t, err)
-	if resp != nil && resp.Body != nil {
-		resp.Body.Close()
-	}
-	t.Cleanup(func() { c.CloseNow() })
-	return c
+	return wstest.Dial(t, u, nil)
 }
 
-func readMsg(t *testing.T, c *websocket.Conn) (websocket.MessageType, string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	typ, b, err := c.Read(ctx)
-	require.NoError(t, err)
-	return typ, string(b)
-}
+// The client steps shared with the other packages' tests.
+var (
+	readMsg   = wstest.Read
+	send      = wstest.Write
+	readClose = wstest.ReadClose
+)
 
 // expectText reads one message and checks it is text equal to want.
 func expectText(t *testing.T, c *websocket.Conn, want string) {
@@ -130,26 +121,6 @@ func expectJSON(t *testing.T, c *websocket.Conn, want string) {
 	typ, got := readMsg(t, c)
 	require.Equal(t, websocket.MessageText, typ)
 	require.JSONEq(t, want, got)
-}
-
-func send(t *testing.T, c *websocket.Conn, s string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	require.NoError(t, c.Write(ctx, websocket.MessageText, []byte(s)))
-}
-
-// readClose reads until the connection ends and returns its close code.
-func readClose(t *testing.T, c *websocket.Conn) websocket.StatusCode {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	for {
-		if _, _, err := c.Read(ctx); err != nil {
-			require.NoError(t, ctx.Err(), "no close within the timeout")
-			return websocket.CloseStatus(err)
-		}
-	}
 }
 
 func publish(t *testing.T, h *ratchet.Hub, topic, text string) int {

@@ -1,0 +1,58 @@
+// Package wstest holds the WebSocket client steps the tests of several
+// packages share: dial, read, write and wait for the close, each bounded by
+// a timeout and failing the test on error.
+package wstest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/stretchr/testify/require"
+)
+
+// Dial opens a client connection, closed at the end of the test.
+func Dial(t testing.TB, url string, opts *websocket.DialOptions) *websocket.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, resp, err := websocket.Dial(ctx, url, opts)
+	require.NoError(t, err)
+	if resp != nil && resp.Body != nil {
+		resp.Body.Close()
+	}
+	t.Cleanup(func() { c.CloseNow() })
+	return c
+}
+
+// Read reads one message.
+func Read(t testing.TB, c *websocket.Conn) (websocket.MessageType, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	typ, b, err := c.Read(ctx)
+	require.NoError(t, err)
+	return typ, string(b)
+}
+
+// Write sends s as a text message.
+func Write(t testing.TB, c *websocket.Conn, s string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	require.NoError(t, c.Write(ctx, websocket.MessageText, []byte(s)))
+}
+
+// ReadClose reads until the connection ends and returns its close code.
+func ReadClose(t testing.TB, c *websocket.Conn) websocket.StatusCode {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	for {
+		if _, _, err := c.Read(ctx); err != nil {
+			require.NoError(t, ctx.Err(), "no close within the timeout")
+			return websocket.CloseStatus(err)
+		}
+	}
+}
