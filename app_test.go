@@ -2,6 +2,8 @@ package ratchet_test
 
 import (
 	"bufio"
+	"bytes"
+	"compress/flate"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -397,4 +399,70 @@ func TestShutdownDeadline(t *testing.T) {
 	assert.Less(t, time.Since(start), 2*time.Second)
 	rec.expect(t, "close")
 	assert.Zero(t, s.Len())
+}
+
+// With permessage-deflate a broadcast is compressed (RSV1, smaller frame)
+// for the clients that negotiated it and plain for the others, and both
+// decode to the same text.
+func TestCompressedBroadcast(t *testing.T) {
+	var set ratchet.ConnSet
+	joined := make(chan struct{}, 3)
+	_, url := serveComponent(t, ratchet.ComponentFuncs{Open: func(c ratchet.Conn) {
+		set.Add(c)
+		joined <- struct{}{}
+	}}, ratchet.WithCompression(true))
+
+	deflating := dial(t, url, &websocket.DialOptions{CompressionMode: websocket.CompressionNoContextTakeover})
+	<-joined
+	plain := dial(t, url, nil)
+	<-joined
+	// A raw client, to see the frame itself.
+	nc, err := net.Dial("tcp", strings.TrimPrefix(url, "ws://"))
+	require.NoError(t, err)
+	defer nc.Close()
+	_, err = fmt.Fprintf(nc, "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"+
+		"Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover; server_no_context_takeover\r\n\r\n")
+	require.NoError(t, err)
+	require.NoError(t, nc.SetReadDeadline(time.Now().Add(10*time.Second)))
+	br := bufio.NewReader(nc)
+	resp, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	require.Equal(t, 101, resp.StatusCode)
+	require.Contains(t, resp.Header.Get("Sec-WebSocket-Extensions"), "permessage-deflate")
+	<-joined
+
+	text := strings.Repeat("the same news for everyone; ", 200) // 5,600 bytes
+	assert.Equal(t, 3, set.Broadcast(ratchet.Text(text)))
+	for _, c := range []*websocket.Conn{deflating, plain} {
+		typ, got := read(t, c)
+		assert.Equal(t, websocket.MessageText, typ)
+		assert.Equal(t, text, got)
+	}
+	hdr := make([]byte, 2)
+	_, err = io.ReadFull(br, hdr)
+	require.NoError(t, err)
+	assert.Equal(t, byte(0xc1), hdr[0], "FIN, RSV1 (compressed), text")
+	n := int(hdr[1] & 0x7f)
+	if n == 126 {
+		ext := make([]byte, 2)
+		_, err = io.ReadFull(br, ext)
+		require.NoError(t, err)
+		n = int(ext[0])<<8 | int(ext[1])
+	}
+	require.Less(t, n, len(text)/4, "compressed")
+	payload := make([]byte, n)
+	_, err = io.ReadFull(br, payload)
+	require.NoError(t, err)
+	inflated, err := io.ReadAll(flate.NewReader(io.MultiReader(bytes.NewReader(payload),
+		bytes.NewReader([]byte{0, 0, 0xff, 0xff}), bytes.NewReader([]byte{1, 0, 0, 0xff, 0xff}))))
+	require.NoError(t, err)
+	assert.Equal(t, text, string(inflated))
+
+	// Short payloads are not worth compressing: plain frame, RSV1 clear.
+	set.Broadcast(ratchet.Text("short"))
+	frame := make([]byte, 7)
+	_, err = io.ReadFull(br, frame)
+	require.NoError(t, err)
+	assert.Equal(t, []byte{0x81, 5, 's', 'h', 'o', 'r', 't'}, frame)
 }

@@ -72,12 +72,13 @@ type conn struct {
 	ws   *websocket.Conn
 	wire *wire.Conn
 	req  *http.Request
-	// ownFrames: no extension was negotiated, so data frames are encoded
-	// here (see wire.Conn.AppendFrame) instead of by coder/websocket.
-	ownFrames bool
-	user      atomic.Pointer[string]
-	ctx       context.Context
-	cancel    context.CancelFunc
+	// deflate: permessage-deflate was negotiated (without context
+	// takeover, see WithCompression). Data frames are encoded here either way
+	// (wire.Conn.AppendFrame); coder/websocket writes only control frames.
+	deflate bool
+	user    atomic.Pointer[string]
+	ctx     context.Context
+	cancel  context.CancelFunc
 
 	// helpers counts the writer and ping goroutines; Add only under mu while
 	// !ended, so the Wait in finish cannot race with it.
@@ -85,12 +86,12 @@ type conn struct {
 	ping    *time.Timer
 
 	mu          sync.Mutex
-	queue       []Message
-	spare       []Message // the writer's drained slice, reused
-	writing     bool      // an inline write or a writer goroutine owns the write side
-	inCallback  bool      // the run goroutine is inside OnOpen or OnMessage
-	closing     bool      // Close was called or the server failed the conn
-	ended       bool      // the run goroutine is finishing: no new helpers
+	queue       []outMsg
+	spare       []outMsg // the writer's drained slice, reused
+	writing     bool     // an inline write or a writer goroutine owns the write side
+	inCallback  bool     // the run goroutine is inside OnOpen or OnMessage
+	closing     bool     // Close was called or the server failed the conn
+	ended       bool     // the run goroutine is finishing: no new helpers
 	closeCode   StatusCode
 	closeReason string
 	cause       error // an explicit failure (slow consumer, panic, ...)
@@ -101,10 +102,7 @@ type conn struct {
 }
 
 func newConn(s *WsServer, ws *websocket.Conn, wc *wire.Conn, r *http.Request, user string, deflate bool) *conn {
-	c := &conn{id: NewConnID(), srv: s, ws: ws, wire: wc, req: r, ownFrames: !deflate}
-	if c.ownFrames {
-		wc.OwnFrames()
-	}
+	c := &conn{id: NewConnID(), srv: s, ws: ws, wire: wc, req: r, deflate: deflate}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if user != "" {
 		c.user.Store(&user)
@@ -155,7 +153,29 @@ func (c *conn) String() string { return fmt.Sprintf("conn#%d(%s)", c.id, c.req.R
 // everything sent while a write is under way or while the connection's own
 // callback runs (its replies then leave together), goes through the queue
 // and a writer goroutine that lives only while there is a backlog.
-func (c *conn) Send(msg Message) error {
+func (c *conn) Send(msg Message) error { return c.send(outMsg{msg: msg}) }
+
+// outMsg is a message on its way out. shared is set for a broadcast, so
+// that its recipients share one compressed payload.
+type outMsg struct {
+	msg    Message
+	shared *sharedPayload
+}
+
+// sharedPayload is one broadcast message, compressed at most once, by the
+// first recipient that negotiated permessage-deflate.
+type sharedPayload struct {
+	msg      Message
+	once     sync.Once
+	deflated []byte
+}
+
+func (p *sharedPayload) deflate() []byte {
+	p.once.Do(func() { p.deflated = wire.Deflate(p.msg.Data) })
+	return p.deflated
+}
+
+func (c *conn) send(o outMsg) error {
 	c.mu.Lock()
 	if c.closing || c.ended {
 		c.mu.Unlock()
@@ -168,22 +188,22 @@ func (c *conn) Send(msg Message) error {
 			c.mu.Unlock()
 			return ErrSlowConsumer
 		}
-		c.queue = append(c.queue, msg)
+		c.queue = append(c.queue, o)
 		c.startWriterLocked()
 		c.mu.Unlock()
 		return nil
 	}
 	c.writing = true
 	c.mu.Unlock()
-	c.writeInline(msg)
+	c.writeInline(o)
 	return nil
 }
 
 // writeInline writes msg on the caller's goroutine with one non-blocking
 // write, handing any rest to a writer goroutine.
-func (c *conn) writeInline(msg Message) {
+func (c *conn) writeInline(o outMsg) {
 	c.wire.HoldNonBlocking()
-	done, err := false, c.writeMessage(msg)
+	done, err := false, c.writeMessage(o)
 	if err == nil {
 		done, err = c.wire.TryFlush()
 	}
@@ -307,10 +327,10 @@ func (c *conn) writeFailedLocked(err error) {
 	}
 }
 
-func (c *conn) writeBatch(batch []Message) error {
+func (c *conn) writeBatch(batch []outMsg) error {
 	c.wire.Hold()
-	for _, m := range batch {
-		if err := c.writeMessage(m); err != nil {
+	for _, o := range batch {
+		if err := c.writeMessage(o); err != nil {
 			_ = c.wire.Flush()
 			return err
 		}
@@ -318,14 +338,21 @@ func (c *conn) writeBatch(batch []Message) error {
 	return c.wire.Flush()
 }
 
-// writeMessage puts one message in the held batch. Without compression the
-// frame is encoded straight into the batch; with permessage-deflate
-// coder/websocket compresses and frames it.
-func (c *conn) writeMessage(m Message) error {
-	if c.ownFrames {
-		return c.wire.AppendFrame(byte(m.Type), m.Data)
+// writeMessage puts one message in the held batch, its frame encoded
+// straight into it. With permessage-deflate, payloads of DeflateMin bytes
+// and more go compressed; a broadcast's payload is compressed once for all.
+func (c *conn) writeMessage(o outMsg) error {
+	m := o.msg
+	if !c.deflate || len(m.Data) < wire.DeflateMin {
+		return c.wire.AppendFrame(byte(m.Type), false, m.Data)
 	}
-	return c.ws.Write(context.Background(), websocket.MessageType(m.Type), m.Data)
+	var payload []byte
+	if o.shared != nil {
+		payload = o.shared.deflate()
+	} else {
+		payload = wire.Deflate(m.Data)
+	}
+	return c.wire.AppendFrame(byte(m.Type), true, payload)
 }
 
 // abort ends the connection at once, without a close handshake: for peers

@@ -89,12 +89,14 @@ func (s *ConnSet) Each(f func(Conn)) {
 //
 // Sends to idle connections write inline (see Conn.Send), so a large set is
 // split across GOMAXPROCS goroutines that Broadcast waits for: every core
-// takes a share of the system calls.
+// takes a share of the system calls. With permessage-deflate the payload is
+// compressed once, for every recipient that negotiated it.
 func (s *ConnSet) Broadcast(msg Message, except ...Conn) int {
 	conns := s.Conns()
+	shared := &sharedPayload{msg: msg}
 	parts := runtime.GOMAXPROCS(0)
 	if len(conns) < parallelBroadcastMin || parts < 2 {
-		return sendAll(conns, msg, except)
+		return sendAll(conns, shared, except)
 	}
 	var n atomic.Int64
 	var wg sync.WaitGroup
@@ -105,10 +107,10 @@ func (s *ConnSet) Broadcast(msg Message, except ...Conn) int {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			n.Add(int64(sendAll(part, msg, except)))
+			n.Add(int64(sendAll(part, shared, except)))
 		}()
 	}
-	n.Add(int64(sendAll(conns, msg, except)))
+	n.Add(int64(sendAll(conns, shared, except)))
 	wg.Wait()
 	return int(n.Load())
 }
@@ -117,13 +119,19 @@ func (s *ConnSet) Broadcast(msg Message, except ...Conn) int {
 // below it, starting goroutines costs more than it saves.
 const parallelBroadcastMin = 256
 
-func sendAll(conns []Conn, msg Message, except []Conn) int {
+func sendAll(conns []Conn, shared *sharedPayload, except []Conn) int {
 	n := 0
 	for _, c := range conns {
 		if isExcepted(c, except) {
 			continue
 		}
-		if c.Send(msg) == nil {
+		var err error
+		if cc, ok := c.(*conn); ok {
+			err = cc.send(outMsg{msg: shared.msg, shared: shared})
+		} else {
+			err = c.Send(shared.msg)
+		}
+		if err == nil {
 			n++
 		}
 	}

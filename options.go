@@ -98,8 +98,10 @@ func WithKeepalive(interval, timeout time.Duration) WsOption {
 }
 
 // WithCompression turns permessage-deflate (RFC 7692) on or off. It is off by
-// default: it costs CPU and memory per connection and mostly pays off for
-// large, repetitive text.
+// default: it costs CPU and mostly pays off for large, repetitive text. It is
+// negotiated without context takeover, so each message is compressed on its
+// own: payloads of 512 bytes and more, and a broadcast only once for all the
+// connections that negotiated it.
 func WithCompression(on bool) WsOption { return func(c *wsConfig) { c.compression = on } }
 
 // WithAuthenticate sets a hook that sees each upgrade request first and may

@@ -45,7 +45,6 @@ type Conn struct {
 	mu        sync.Mutex
 	holding   bool
 	noBlock   bool      // the batch is for TryFlush: never flush early
-	ownFrames bool      // data frames come from AppendFrame
 	closeSent bool      // a close frame went into the stream: no more data
 	batch     *[]byte   // bytes not yet on the socket, in order
 	deadline  time.Time // the write deadline armed on the socket
@@ -138,9 +137,9 @@ func (c *Conn) readBuffered(p []byte) int {
 func (c *Conn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.ownFrames && len(p) > 0 && p[0] == finClose {
-		// coder/websocket writes each control frame whole, in one Write:
-		// after a close frame no data frame of ours may follow.
+	if len(p) > 0 && p[0] == finClose {
+		// coder/websocket writes only control frames here, each whole in
+		// one Write: after a close frame no data frame of ours may follow.
 		c.closeSent = true
 	}
 	if !c.holding && c.batch == nil {
@@ -155,22 +154,17 @@ func (c *Conn) Write(p []byte) (int, error) {
 // finClose is the first byte of an unfragmented close frame.
 const finClose = 0x88
 
-// OwnFrames tells the connection that data frames are written with
-// AppendFrame, coder/websocket writing only control frames, so that a close
-// frame it writes can stop later data frames.
-func (c *Conn) OwnFrames() {
-	c.mu.Lock()
-	c.ownFrames = true
-	c.mu.Unlock()
-}
-
 // AppendFrame adds one unfragmented, unmasked server data frame (RFC 6455
 // §5.2) to the held batch: the frame is encoded straight into the batch, with
-// no copy through coder/websocket's writer. It returns net.ErrClosed once a
-// close frame was written.
-func (c *Conn) AppendFrame(opcode byte, payload []byte) error {
+// no copy through coder/websocket's writer. compressed sets RSV1 for a
+// payload from Deflate (RFC 7692). It returns net.ErrClosed once a close
+// frame was written.
+func (c *Conn) AppendFrame(opcode byte, compressed bool, payload []byte) error {
 	var hdr [10]byte
 	hdr[0] = 0x80 | opcode
+	if compressed {
+		hdr[0] |= 0x40
+	}
 	n := 2
 	switch l := len(payload); {
 	case l < 126:

@@ -120,18 +120,17 @@ func TestTryFlushAfterTheTimeout(t *testing.T) {
 // data frame follows a close frame.
 func TestAppendFrame(t *testing.T) {
 	c, peer := pair(t, time.Second)
-	c.OwnFrames()
 	sizes := []int{0, 1, 125, 126, 65535, 65536, 70000}
 	go func() {
 		c.Hold()
 		for _, n := range sizes {
-			assert.NoError(t, c.AppendFrame(2, bytes.Repeat([]byte{byte(n)}, n)))
+			assert.NoError(t, c.AppendFrame(2, false, bytes.Repeat([]byte{byte(n)}, n)))
 		}
 		assert.NoError(t, c.Flush())
 		_, err := c.Write([]byte{finClose, 2, 0x03, 0xe8}) // close 1000, as coder/websocket writes it
 		assert.NoError(t, err)
 		c.Hold()
-		assert.ErrorIs(t, c.AppendFrame(1, []byte("late")), net.ErrClosed)
+		assert.ErrorIs(t, c.AppendFrame(1, false, []byte("late")), net.ErrClosed)
 		assert.NoError(t, c.Flush())
 		c.Conn.Close()
 	}()
