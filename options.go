@@ -20,7 +20,7 @@ const (
 
 // Buffer sizes of a connection; small, because an idle connection keeps them.
 const (
-	readBufferSize  = 1 << 10
+	readBufferSize  = 512
 	writeBufferSize = 128
 )
 
