@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"slices"
 	"strings"
 	"sync"
@@ -16,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ratchetgo/ratchet"
+	"github.com/ratchetgo/ratchet/internal/presencecount"
 )
 
 // Presence defaults.
@@ -75,12 +75,10 @@ type Presence struct {
 	kv jetstream.KeyValue
 	o  presenceOptions
 
-	hb      sync.RWMutex // see the Redis Presence
-	stripes [64]sync.Mutex
-	seed    maphash.Seed
+	hb    sync.RWMutex           // see the Redis Presence
+	joins *presencecount.Counter // this node's joins by (topic, user)
 
 	mu      sync.Mutex
-	local   map[member]int
 	watches map[*watch]struct{}
 	closed  bool
 
@@ -88,7 +86,7 @@ type Presence struct {
 	done chan struct{}
 }
 
-type member struct{ topic, user string }
+type member = presencecount.Member
 
 var _ ratchet.Presence = (*Presence)(nil)
 
@@ -126,8 +124,7 @@ func NewPresence(ctx context.Context, b *Broker, opts ...PresenceOption) (*Prese
 		b:       b,
 		kv:      kv,
 		o:       o,
-		seed:    maphash.MakeSeed(),
-		local:   make(map[member]int),
+		joins:   presencecount.New(),
 		watches: make(map[*watch]struct{}),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
@@ -146,7 +143,7 @@ func dec(s string) (string, bool) {
 	return string(b), err == nil
 }
 
-func (p *Presence) key(m member) string { return enc(m.topic) + "." + enc(m.user) + "." + p.o.nodeID }
+func (p *Presence) key(m member) string { return enc(m.Topic) + "." + enc(m.User) + "." + p.o.nodeID }
 
 // parseKey returns the user and node of a key of the bucket.
 func parseKey(key string) (user, node string, ok bool) {
@@ -158,76 +155,44 @@ func parseKey(key string) (user, node string, ok bool) {
 	return user, parts[2], ok
 }
 
-func (p *Presence) stripe(m member) *sync.Mutex {
-	var h maphash.Hash
-	h.SetSeed(p.seed)
-	h.WriteString(m.topic)
-	h.WriteByte(0)
-	h.WriteString(m.user)
-	return &p.stripes[h.Sum64()%uint64(len(p.stripes))]
-}
-
 // Join implements ratchet.Presence.
 func (p *Presence) Join(ctx context.Context, topic, user string) error {
-	m := member{topic, user}
+	m := member{Topic: topic, User: user}
 	p.hb.RLock()
 	defer p.hb.RUnlock()
-	st := p.stripe(m)
-	st.Lock()
-	defer st.Unlock()
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
+	if p.isClosed() {
 		return ErrPresenceClosed
 	}
-	p.local[m]++
-	first := p.local[m] == 1
-	p.mu.Unlock()
-	if !first {
-		return nil
-	}
-	if _, err := p.kv.Put(ctx, p.key(m), []byte(user)); err != nil {
-		p.mu.Lock()
-		if p.local[m]--; p.local[m] <= 0 {
-			delete(p.local, m)
+	return p.joins.Join(m, func() error {
+		if _, err := p.kv.Put(ctx, p.key(m), []byte(user)); err != nil {
+			return fmt.Errorf("ratchet/nats: presence join: %w", err)
 		}
-		p.mu.Unlock()
-		return fmt.Errorf("ratchet/nats: presence join: %w", err)
-	}
-	return nil
+		return nil
+	})
 }
 
-// Leave implements ratchet.Presence.
+// Leave implements ratchet.Presence. When the backend call fails, the
+// entry still expires after the TTL, since the heartbeat no longer
+// refreshes it.
 func (p *Presence) Leave(ctx context.Context, topic, user string) error {
-	m := member{topic, user}
+	m := member{Topic: topic, User: user}
 	p.hb.RLock()
 	defer p.hb.RUnlock()
-	st := p.stripe(m)
-	st.Lock()
-	defer st.Unlock()
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
+	if p.isClosed() {
 		return ErrPresenceClosed
 	}
-	n, ok := p.local[m]
-	if !ok {
-		p.mu.Unlock()
+	return p.joins.Leave(m, func() error {
+		if err := p.kv.Delete(ctx, p.key(m)); err != nil {
+			return fmt.Errorf("ratchet/nats: presence leave: %w", err)
+		}
 		return nil
-	}
-	if n > 1 {
-		p.local[m] = n - 1
-		p.mu.Unlock()
-		return nil
-	}
-	delete(p.local, m)
-	p.mu.Unlock()
-	if err := p.kv.Delete(ctx, p.key(m)); err != nil {
-		// The key expires after the TTL, since the heartbeat no longer
-		// refreshes it.
-		return fmt.Errorf("ratchet/nats: presence leave: %w", err)
-	}
-	return nil
+	})
+}
+
+func (p *Presence) isClosed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
 }
 
 // Members implements ratchet.Presence.
@@ -451,15 +416,10 @@ func (p *Presence) beat() error {
 	defer cancel()
 	p.hb.Lock()
 	defer p.hb.Unlock()
-	p.mu.Lock()
-	members := make([]member, 0, len(p.local))
-	for m := range p.local {
-		members = append(members, m)
-	}
-	p.mu.Unlock()
+	members := p.joins.Members()
 	var errs []error
 	for _, m := range members {
-		if _, err := p.kv.Put(ctx, p.key(m), []byte(m.user)); err != nil {
+		if _, err := p.kv.Put(ctx, p.key(m), []byte(m.User)); err != nil {
 			errs = append(errs, err)
 			if ctx.Err() != nil {
 				break
@@ -489,13 +449,7 @@ func (p *Presence) Close(ctx context.Context) error {
 	}
 	p.hb.Lock()
 	defer p.hb.Unlock()
-	p.mu.Lock()
-	members := make([]member, 0, len(p.local))
-	for m := range p.local {
-		members = append(members, m)
-	}
-	clear(p.local)
-	p.mu.Unlock()
+	members := p.joins.Reset()
 	var errs []error
 	for _, m := range members {
 		if err := p.kv.Delete(ctx, p.key(m)); err != nil {

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"slices"
 	"strconv"
 	"sync"
@@ -16,6 +15,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/ratchetgo/ratchet"
+	"github.com/ratchetgo/ratchet/internal/presencecount"
 )
 
 // Presence defaults.
@@ -62,12 +62,10 @@ type Presence struct {
 	// hb is held for writing by a heartbeat while it refreshes, and for
 	// reading by Join and Leave, so a refresh never resurrects an entry that
 	// a Leave just removed.
-	hb      sync.RWMutex
-	stripes [64]sync.Mutex // serialise Join and Leave of one (topic, user)
-	seed    maphash.Seed
+	hb    sync.RWMutex
+	joins *presencecount.Counter // this node's joins by (topic, user)
 
 	mu      sync.Mutex
-	local   map[member]int // joins by (topic, user) on this node
 	watched map[string]int // watches by topic
 	watches map[*watch]struct{}
 	closed  bool
@@ -76,7 +74,7 @@ type Presence struct {
 	done chan struct{}
 }
 
-type member struct{ topic, user string }
+type member = presencecount.Member
 
 type watch struct {
 	p     *Presence
@@ -173,8 +171,7 @@ func NewPresence(b *Broker, opts ...PresenceOption) *Presence {
 		b:       b,
 		client:  b.client,
 		o:       o,
-		seed:    maphash.MakeSeed(),
-		local:   make(map[member]int),
+		joins:   presencecount.New(),
 		watched: make(map[string]int),
 		watches: make(map[*watch]struct{}),
 		stop:    make(chan struct{}),
@@ -207,89 +204,57 @@ func event(kind, user string) string {
 	return string(b)
 }
 
-func (p *Presence) stripe(m member) *sync.Mutex {
-	var h maphash.Hash
-	h.SetSeed(p.seed)
-	h.WriteString(m.topic)
-	h.WriteByte(0)
-	h.WriteString(m.user)
-	return &p.stripes[h.Sum64()%uint64(len(p.stripes))]
-}
-
 // Join implements ratchet.Presence.
 func (p *Presence) Join(ctx context.Context, topic, user string) error {
-	m := member{topic, user}
+	m := member{Topic: topic, User: user}
 	p.hb.RLock()
 	defer p.hb.RUnlock()
-	st := p.stripe(m)
-	st.Lock()
-	defer st.Unlock()
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
+	if p.isClosed() {
 		return ErrPresenceClosed
 	}
-	p.local[m]++
-	first := p.local[m] == 1
-	p.mu.Unlock()
-	if !first {
-		return nil
-	}
-	if err := p.runJoin(ctx, p.client, m).Err(); err != nil {
-		p.mu.Lock()
-		if p.local[m]--; p.local[m] <= 0 {
-			delete(p.local, m)
+	return p.joins.Join(m, func() error {
+		if err := p.runJoin(ctx, p.client, m).Err(); err != nil {
+			return fmt.Errorf("ratchet/redis: presence join: %w", err)
 		}
-		p.mu.Unlock()
-		return fmt.Errorf("ratchet/redis: presence join: %w", err)
-	}
-	return nil
+		return nil
+	})
 }
 
 func (p *Presence) runJoin(ctx context.Context, c goredis.Scripter, m member) *goredis.Cmd {
 	return joinScript.Run(ctx, c,
-		[]string{p.MembersKey(m.topic), p.userKeyPrefix(m.topic) + m.user},
-		p.o.nodeID, p.o.ttl.Milliseconds(), m.user, p.EventsChannel(m.topic),
-		event("join", m.user), event("leave", m.user))
+		[]string{p.MembersKey(m.Topic), p.userKeyPrefix(m.Topic) + m.User},
+		p.o.nodeID, p.o.ttl.Milliseconds(), m.User, p.EventsChannel(m.Topic),
+		event("join", m.User), event("leave", m.User))
 }
 
 func (p *Presence) runLeave(ctx context.Context, c goredis.Scripter, m member) *goredis.Cmd {
 	return leaveScript.Run(ctx, c,
-		[]string{p.MembersKey(m.topic), p.userKeyPrefix(m.topic) + m.user},
-		p.o.nodeID, m.user, p.EventsChannel(m.topic), event("leave", m.user))
+		[]string{p.MembersKey(m.Topic), p.userKeyPrefix(m.Topic) + m.User},
+		p.o.nodeID, m.User, p.EventsChannel(m.Topic), event("leave", m.User))
 }
 
-// Leave implements ratchet.Presence.
+// Leave implements ratchet.Presence. When the backend call fails, the
+// entry still expires after the TTL, since the heartbeat no longer
+// refreshes it.
 func (p *Presence) Leave(ctx context.Context, topic, user string) error {
-	m := member{topic, user}
+	m := member{Topic: topic, User: user}
 	p.hb.RLock()
 	defer p.hb.RUnlock()
-	st := p.stripe(m)
-	st.Lock()
-	defer st.Unlock()
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
+	if p.isClosed() {
 		return ErrPresenceClosed
 	}
-	n, ok := p.local[m]
-	if !ok {
-		p.mu.Unlock()
+	return p.joins.Leave(m, func() error {
+		if err := p.runLeave(ctx, p.client, m).Err(); err != nil {
+			return fmt.Errorf("ratchet/redis: presence leave: %w", err)
+		}
 		return nil
-	}
-	if n > 1 {
-		p.local[m] = n - 1
-		p.mu.Unlock()
-		return nil
-	}
-	delete(p.local, m)
-	p.mu.Unlock()
-	if err := p.runLeave(ctx, p.client, m).Err(); err != nil {
-		// The entry expires after the TTL, with a leave event, since the
-		// heartbeat no longer refreshes it.
-		return fmt.Errorf("ratchet/redis: presence leave: %w", err)
-	}
-	return nil
+	})
+}
+
+func (p *Presence) isClosed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
 }
 
 // Members implements ratchet.Presence.
@@ -384,12 +349,11 @@ func (p *Presence) beat() error {
 	defer cancel()
 	p.hb.Lock()
 	defer p.hb.Unlock()
+	members := p.joins.Members()
 	p.mu.Lock()
-	members := make([]member, 0, len(p.local))
 	topics := make(map[string]bool, len(p.watched))
-	for m := range p.local {
-		members = append(members, m)
-		topics[m.topic] = true
+	for _, m := range members {
+		topics[m.Topic] = true
 	}
 	for t := range p.watched {
 		topics[t] = true
@@ -408,9 +372,9 @@ func (p *Presence) beat() error {
 	pipe := p.client.Pipeline()
 	for _, m := range members {
 		joinScript.EvalSha(ctx, pipe,
-			[]string{p.MembersKey(m.topic), p.userKeyPrefix(m.topic) + m.user},
-			p.o.nodeID, p.o.ttl.Milliseconds(), m.user, p.EventsChannel(m.topic),
-			event("join", m.user), event("leave", m.user))
+			[]string{p.MembersKey(m.Topic), p.userKeyPrefix(m.Topic) + m.User},
+			p.o.nodeID, p.o.ttl.Milliseconds(), m.User, p.EventsChannel(m.Topic),
+			event("join", m.User), event("leave", m.User))
 	}
 	for t := range topics {
 		reapScript.EvalSha(ctx, pipe, []string{p.MembersKey(t)}, p.userKeyPrefix(t), p.EventsChannel(t))
@@ -439,13 +403,7 @@ func (p *Presence) Close(ctx context.Context) error {
 	}
 	p.hb.Lock()
 	defer p.hb.Unlock()
-	p.mu.Lock()
-	members := make([]member, 0, len(p.local))
-	for m := range p.local {
-		members = append(members, m)
-	}
-	clear(p.local)
-	p.mu.Unlock()
+	members := p.joins.Reset()
 	if len(members) == 0 {
 		return nil
 	}
@@ -455,8 +413,8 @@ func (p *Presence) Close(ctx context.Context) error {
 	pipe := p.client.Pipeline()
 	for _, m := range members {
 		leaveScript.EvalSha(ctx, pipe,
-			[]string{p.MembersKey(m.topic), p.userKeyPrefix(m.topic) + m.user},
-			p.o.nodeID, m.user, p.EventsChannel(m.topic), event("leave", m.user))
+			[]string{p.MembersKey(m.Topic), p.userKeyPrefix(m.Topic) + m.User},
+			p.o.nodeID, m.User, p.EventsChannel(m.Topic), event("leave", m.User))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("ratchet/redis: presence close: %w", err)
