@@ -206,12 +206,12 @@ func TestKillAndRestart(t *testing.T) {
 	if err == nil {
 		t.Fatal("Publish succeeded with NATS down")
 	}
-	if d := time.Since(start); d > 2*time.Second+slack {
+	if d := time.Since(start); d > 2*time.Second+brokertest.Slack {
 		t.Fatalf("Publish took %v, past its 2s context", d)
 	}
 	t.Logf("Publish while down: %v after %v", err, time.Since(start).Round(time.Millisecond))
 
-	waitFor(t, "outage reported", func() bool { return b.Outages() == 1 && a.Outages() == 1 })
+	brokertest.WaitFor(t, "outage reported", func() bool { return b.Outages() == 1 && a.Outages() == 1 })
 	if b.Connected() {
 		t.Fatal("Connected() true with NATS down")
 	}
@@ -228,8 +228,8 @@ func TestKillAndRestart(t *testing.T) {
 	brokertest.Subscribe(t, b, topic+"-during", during)
 
 	srv.Start()
-	waitFor(t, "both reconnected", func() bool { return a.Connected() && b.Connected() })
-	waitFor(t, "OnReconnect", func() bool { return reconnects.Load() == 2 })
+	brokertest.WaitFor(t, "both reconnected", func() bool { return a.Connected() && b.Connected() })
+	brokertest.WaitFor(t, "OnReconnect", func() bool { return reconnects.Load() == 2 })
 
 	for i := range 10 {
 		brokertest.Publish(t, a, topic, ratchet.Text(fmt.Sprint("after-", i)))
@@ -258,27 +258,12 @@ func TestSilentNATS(t *testing.T) {
 	if err := b.Publish(ctx, "x", ratchet.Text("x")); err == nil {
 		t.Fatal("Publish to a stopped NATS succeeded")
 	}
-	if d := time.Since(start); d > 100*time.Millisecond+slack {
+	if d := time.Since(start); d > 100*time.Millisecond+brokertest.Slack {
 		t.Fatalf("Publish took %v with a 100ms context", d)
 	}
-	waitFor(t, "silent NATS detected", func() bool { return b.Outages() == 1 })
+	brokertest.WaitFor(t, "silent NATS detected", func() bool { return b.Outages() == 1 })
 	srv.Continue()
-	waitFor(t, "reconnected", b.Connected)
-}
-
-// slack is how late past its context a call may return on a loaded
-// machine: far less than the client timeouts (seconds) it must not wait for.
-const slack = time.Second
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	brokertest.WaitFor(t, "reconnected", b.Connected)
 }
 
 // Two Apps, each with a Hub on its own NATS broker: a WebSocket client on

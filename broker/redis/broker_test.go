@@ -189,7 +189,7 @@ func TestKillAndRestart(t *testing.T) {
 	if err == nil {
 		t.Fatal("Publish succeeded with Redis down")
 	}
-	if d := time.Since(start); d > 2*time.Second+slack {
+	if d := time.Since(start); d > 2*time.Second+brokertest.Slack {
 		t.Fatalf("Publish took %v, past its 2s context", d)
 	}
 	t.Logf("Publish while down: %v after %v", err, time.Since(start).Round(time.Millisecond))
@@ -199,11 +199,11 @@ func TestKillAndRestart(t *testing.T) {
 	start = time.Now()
 	err = a.Publish(ctx, topic, ratchet.Text("during"))
 	cancel()
-	if err == nil || time.Since(start) > 50*time.Millisecond+slack {
+	if err == nil || time.Since(start) > 50*time.Millisecond+brokertest.Slack {
 		t.Fatalf("Publish with a 50ms context: %v after %v", err, time.Since(start))
 	}
 
-	waitFor(t, "outage reported", func() bool { return b.Outages() == 1 && a.Outages() == 1 })
+	brokertest.WaitFor(t, "outage reported", func() bool { return b.Outages() == 1 && a.Outages() == 1 })
 	if b.Connected() {
 		t.Fatal("Connected() true with Redis down")
 	}
@@ -219,12 +219,12 @@ func TestKillAndRestart(t *testing.T) {
 	brokertest.Subscribe(t, b, topic+"-during", during)
 
 	srv.Start()
-	waitFor(t, "both reconnected", func() bool { return a.Connected() && b.Connected() })
-	waitFor(t, "OnReconnect", func() bool { return reconnects.Load() == 2 })
+	brokertest.WaitFor(t, "both reconnected", func() bool { return a.Connected() && b.Connected() })
+	brokertest.WaitFor(t, "OnReconnect", func() bool { return reconnects.Load() == 2 })
 
 	// The resubscription may land a moment after Connected: publish until
 	// one arrives, then check the rest arrive in order.
-	waitFor(t, "publishes flow again", func() bool {
+	brokertest.WaitFor(t, "publishes flow again", func() bool {
 		brokertest.Publish(t, a, topic, ratchet.Text("probe"))
 		time.Sleep(50 * time.Millisecond)
 		return c.Count() > 1
@@ -261,34 +261,19 @@ func TestSilentRedis(t *testing.T) {
 		redis.WithBackoff(20*time.Millisecond, 100*time.Millisecond), redis.WithDialTimeout(200*time.Millisecond))
 	brokertest.Subscribe(t, b, brokertest.Topic(t), brokertest.NewCollector(1))
 	srv.Stop()
-	waitFor(t, "silent Redis detected", func() bool { return b.Outages() == 1 })
+	brokertest.WaitFor(t, "silent Redis detected", func() bool { return b.Outages() == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	start := time.Now()
 	if err := b.Publish(ctx, "x", ratchet.Text("x")); err == nil {
 		t.Fatal("Publish to a stopped Redis succeeded")
 	}
-	if d := time.Since(start); d > 100*time.Millisecond+slack {
+	if d := time.Since(start); d > 100*time.Millisecond+brokertest.Slack {
 		t.Fatalf("Publish took %v with a 100ms context", d)
 	}
 	srv.Continue()
-	waitFor(t, "reconnected", b.Connected)
+	brokertest.WaitFor(t, "reconnected", b.Connected)
 	// Close waits for the publish still in flight on the stopped Redis.
-}
-
-// slack is how late past its context a call may return on a loaded
-// machine: far less than the client timeouts (seconds) it must not wait for.
-const slack = time.Second
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // Two Apps, each with a Hub on its own Redis broker: a WebSocket client on

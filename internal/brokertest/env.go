@@ -188,3 +188,19 @@ func (p *Process) Continue() { _ = p.cmd.Process.Signal(syscall.SIGCONT) }
 
 // Port returns the port the process listens on.
 func (p *Process) Port() int { return p.port }
+
+// Slack is how late past its context a broker call may return on a loaded
+// machine: far less than the client timeouts (seconds) it must not wait for.
+const Slack = time.Second
+
+// WaitFor polls cond for up to 15 s, failing the test if it never holds.
+func WaitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for: %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
