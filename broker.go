@@ -39,11 +39,13 @@ var ErrBrokerClosed = errors.New("ratchet: broker closed")
 // MemoryBroker is a Broker inside one process: Publish calls every
 // subscription's deliver function before it returns. It needs nothing
 // installed, and lets several Hubs (say, several Apps in a test) share topics.
-// The zero value is ready to use.
+// It keeps history (HistoryBroker) in a bounded ring per topic. The zero
+// value is ready to use.
 type MemoryBroker struct {
-	mu     sync.RWMutex
-	topics map[string]map[*memorySub]struct{}
-	closed bool
+	mu      sync.RWMutex
+	topics  map[string]map[*memorySub]struct{}
+	streams memoryStreams
+	closed  bool
 }
 
 // NewMemoryBroker returns an empty MemoryBroker.
@@ -53,7 +55,7 @@ type memorySub struct {
 	b       *MemoryBroker
 	topic   string
 	mu      sync.Mutex // serialises deliveries, and Unsubscribe with them
-	deliver func(Message)
+	deliver func(Publication)
 }
 
 // Publish implements Broker.
@@ -61,20 +63,51 @@ func (b *MemoryBroker) Publish(ctx context.Context, topic string, msg Message) e
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	return b.deliver(Publication{Topic: topic, Message: msg})
+}
+
+// PublishHistory implements HistoryBroker.
+func (b *MemoryBroker) PublishHistory(ctx context.Context, topic string, msg Message, policy HistoryPolicy) (Position, error) {
+	if err := ctx.Err(); err != nil {
+		return Position{}, err
+	}
+	var pos Position
+	err := b.streams.append(topic, msg, policy.withDefaults(), func(p Publication) error {
+		pos = p.Position
+		return b.deliver(p) // under the stream's lock: deliveries in position order
+	})
+	return pos, err
+}
+
+// History implements HistoryBroker.
+func (b *MemoryBroker) History(ctx context.Context, topic string, since Position, limit int) (HistoryPage, error) {
+	if err := ctx.Err(); err != nil {
+		return HistoryPage{}, err
+	}
+	b.mu.RLock()
+	closed := b.closed
+	b.mu.RUnlock()
+	if closed {
+		return HistoryPage{}, ErrBrokerClosed
+	}
+	return b.streams.read(topic, since, limit), nil
+}
+
+func (b *MemoryBroker) deliver(p Publication) error {
 	b.mu.RLock()
 	if b.closed {
 		b.mu.RUnlock()
 		return ErrBrokerClosed
 	}
-	subs := make([]*memorySub, 0, len(b.topics[topic]))
-	for s := range b.topics[topic] {
+	subs := make([]*memorySub, 0, len(b.topics[p.Topic]))
+	for s := range b.topics[p.Topic] {
 		subs = append(subs, s)
 	}
 	b.mu.RUnlock()
 	for _, s := range subs {
 		s.mu.Lock()
 		if s.deliver != nil {
-			s.deliver(msg)
+			s.deliver(p)
 		}
 		s.mu.Unlock()
 	}
@@ -83,6 +116,11 @@ func (b *MemoryBroker) Publish(ctx context.Context, topic string, msg Message) e
 
 // Subscribe implements Broker.
 func (b *MemoryBroker) Subscribe(ctx context.Context, topic string, deliver func(Message)) (Subscription, error) {
+	return b.SubscribePublications(ctx, topic, func(p Publication) { deliver(p.Message) })
+}
+
+// SubscribePublications implements HistoryBroker.
+func (b *MemoryBroker) SubscribePublications(ctx context.Context, topic string, deliver func(Publication)) (Subscription, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -116,11 +154,12 @@ func (s *memorySub) Unsubscribe(context.Context) error {
 	return nil
 }
 
-// Close implements Broker.
+// Close implements Broker. It drops the history too.
 func (b *MemoryBroker) Close() error {
 	b.mu.Lock()
 	b.closed = true
 	b.topics = nil
 	b.mu.Unlock()
+	b.streams.clear()
 	return nil
 }

@@ -34,8 +34,10 @@ var ErrReservedTopic = errors.New("ratchet: topic name is empty or reserved")
 // (WithBroker), every publish goes through the Broker so that subscribers on
 // every node get it.
 type Hub struct {
-	broker   Broker
-	presence Presence
+	broker    Broker
+	ownBroker bool // created for history without a Broker; closed by Close
+	presence  Presence
+	history   []historyRule
 
 	mu     sync.Mutex
 	topics map[string]*hubTopic
@@ -45,10 +47,21 @@ type Hub struct {
 
 type hubTopic struct {
 	name string
-	subs ConnSet
+	subs ConnSet // every subscriber, recovering ones included
 
-	brokerMu  sync.Mutex // serialises this topic's broker (un)subscriptions
+	// deliverMu orders deliveries of the topic, and a recovering
+	// subscriber's switch to live delivery with them.
+	deliverMu sync.Mutex
+	// modeMu guards the delivery sets' membership and pending, so that a
+	// subscriber that leaves while it recovers is never added to them.
+	modeMu    sync.Mutex
+	plain     ConnSet // get the Message as published
+	enveloped ConnSet // get it in the JSON envelope (SubscribeOptions.Envelope)
+	senders   ConnSet // PublicationSenders
+	pending   map[Conn]*pendingLive
+
 	brokerSub Subscription
+	brokerMu  sync.Mutex // serialises this topic's broker (un)subscriptions
 }
 
 type hubMember struct {
@@ -76,6 +89,13 @@ func NewHub(opts ...HubOption) *Hub {
 	for _, o := range opts {
 		o(h)
 	}
+	if len(h.history) > 0 {
+		if h.broker == nil {
+			h.broker, h.ownBroker = NewMemoryBroker(), true
+		} else if _, ok := h.broker.(HistoryBroker); !ok {
+			panic("ratchet: WithHistory needs a Broker that keeps history (a HistoryBroker)")
+		}
+	}
 	return h
 }
 
@@ -93,15 +113,11 @@ func (h *Hub) Add(ctx context.Context, c Conn) error {
 }
 
 // Subscribe adds c to topic. It returns ErrReservedTopic for reserved names,
-// ErrClosed if c has ended, or the Broker's error.
+// ErrClosed if c has ended, or the Broker's error. It returns once the
+// subscription is in effect.
 func (h *Hub) Subscribe(ctx context.Context, c Conn, topic string) error {
-	if !ValidTopic(topic) {
-		return ErrReservedTopic
-	}
-	if _, err := h.member(ctx, c); err != nil {
-		return err
-	}
-	return h.join(ctx, c, topic)
+	_, err := h.SubscribeWith(ctx, c, topic, SubscribeOptions{})
+	return err
 }
 
 // Unsubscribe removes c from topic.
@@ -149,7 +165,8 @@ func (h *Hub) SetUser(ctx context.Context, c Conn, user string) error {
 		}
 	}
 	if user != "" {
-		return h.join(ctx, c, userTopicPrefix+user)
+		_, err := h.join(ctx, c, userTopicPrefix+user, SubscribeOptions{})
+		return err
 	}
 	return nil
 }
@@ -181,29 +198,48 @@ func (h *Hub) PublishToUser(ctx context.Context, user string, msg Message) (int,
 }
 
 func (h *Hub) publish(ctx context.Context, topic string, msg Message) (int, error) {
+	_, n, err := h.publishPosition(ctx, topic, msg)
+	return n, err
+}
+
+// PublishPosition is Publish that also returns where msg stands in the
+// history of topic (see WithHistory): the zero Position when topic keeps
+// none.
+func (h *Hub) PublishPosition(ctx context.Context, topic string, msg Message) (Position, int, error) {
+	if topic == "" {
+		return Position{}, 0, ErrReservedTopic
+	}
+	return h.publishPosition(ctx, topic, msg)
+}
+
+func (h *Hub) publishPosition(ctx context.Context, topic string, msg Message) (Position, int, error) {
 	if err := ctx.Err(); err != nil {
-		return 0, err
+		return Position{}, 0, err
 	}
 	if !msg.validText() {
-		return 0, ErrInvalidUTF8
+		return Position{}, 0, ErrInvalidUTF8
 	}
 	h.mu.Lock()
 	t, closed := h.topics[topic], h.closed
 	h.mu.Unlock()
 	if closed {
-		return 0, ErrClosed
+		return Position{}, 0, ErrClosed
+	}
+	n := 0
+	if t != nil {
+		n = t.subs.Len()
+	}
+	if policy, ok := h.HistoryPolicy(topic); ok {
+		pos, err := h.historyBroker().PublishHistory(ctx, topic, msg, policy)
+		return pos, n, err
 	}
 	if h.broker != nil {
-		n := 0
-		if t != nil {
-			n = t.subs.Len()
-		}
-		return n, h.broker.Publish(ctx, topic, msg)
+		return Position{}, n, h.broker.Publish(ctx, topic, msg)
 	}
 	if t == nil {
-		return 0, nil
+		return Position{}, 0, nil
 	}
-	return t.subs.Broadcast(msg), nil
+	return Position{}, t.deliver(Publication{Topic: topic, Message: msg}), nil
 }
 
 // Subscribers returns how many local connections subscribe to topic.
@@ -274,6 +310,9 @@ func (h *Hub) Close(ctx context.Context) error {
 		}
 		errs = append(errs, h.syncBroker(ctx, t))
 	}
+	if h.ownBroker {
+		errs = append(errs, h.broker.Close())
+	}
 	return errors.Join(errs...)
 }
 
@@ -299,41 +338,11 @@ func (h *Hub) member(ctx context.Context, c Conn) (*hubMember, error) {
 	m.stop = context.AfterFunc(c.Context(), func() { h.remove(c) })
 	h.mu.Unlock()
 
-	err := h.join(ctx, c, topicAll)
+	_, err := h.join(ctx, c, topicAll, SubscribeOptions{})
 	if err == nil && m.user != "" {
-		err = h.join(ctx, c, userTopicPrefix+m.user)
+		_, err = h.join(ctx, c, userTopicPrefix+m.user, SubscribeOptions{})
 	}
 	return m, err
-}
-
-func (h *Hub) join(ctx context.Context, c Conn, topic string) error {
-	h.mu.Lock()
-	m := h.conns[c]
-	if m == nil {
-		h.mu.Unlock()
-		return ErrClosed // ended meanwhile
-	}
-	t := h.topics[topic]
-	if t == nil {
-		t = &hubTopic{name: topic}
-		h.topics[topic] = t
-	}
-	m.topics[topic] = t
-	added := t.subs.Add(c)
-	user := m.user
-	h.mu.Unlock()
-	if !added {
-		return nil
-	}
-	err := h.syncBroker(ctx, t)
-	if err == nil {
-		err = h.presenceJoin(ctx, topic, user)
-	}
-	if err != nil {
-		_ = h.leave(context.WithoutCancel(ctx), c, topic)
-		return err
-	}
-	return nil
 }
 
 // presenceJoin and presenceLeave record users on client topics only.
@@ -387,6 +396,7 @@ func (h *Hub) leave(ctx context.Context, c Conn, topic string) error {
 // dropLocked removes c from t and forgets t once it is empty; it reports
 // whether t became empty.
 func (h *Hub) dropLocked(t *hubTopic, c Conn) bool {
+	t.dropMode(c)
 	if !t.subs.Remove(c) || t.subs.Len() > 0 {
 		return false
 	}
@@ -435,7 +445,15 @@ func (h *Hub) syncBroker(ctx context.Context, t *hubTopic) error {
 	want := t.subs.Len() > 0
 	switch {
 	case want && t.brokerSub == nil:
-		sub, err := h.broker.Subscribe(ctx, t.name, func(m Message) { t.subs.Broadcast(m) })
+		var sub Subscription
+		var err error
+		if hb, ok := h.broker.(HistoryBroker); ok {
+			sub, err = hb.SubscribePublications(ctx, t.name, func(p Publication) { t.deliver(p) })
+		} else {
+			sub, err = h.broker.Subscribe(ctx, t.name, func(m Message) {
+				t.deliver(Publication{Topic: t.name, Message: m})
+			})
+		}
 		if err != nil {
 			return err
 		}

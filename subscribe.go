@@ -1,0 +1,288 @@
+package ratchet
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+)
+
+// SubscribeOptions are the settings of Hub.SubscribeWith. The zero value is
+// a plain subscription, as Hub.Subscribe makes.
+type SubscribeOptions struct {
+	// Since, when not zero, is the position of the last message the client
+	// has of the topic: the Hub first sends every kept message after it,
+	// then the live ones, with no gap and no duplicate (the race between
+	// reading history and going live is closed by buffering live messages
+	// while history is read and merging by position). Recovery.Recovered
+	// says whether history reached back that far.
+	Since Position
+	// Envelope sends each message of the topic as a JSON text message that
+	// carries its topic and position, so that a client can resume:
+	//
+	//	{"topic":"news","position":"k3x9:17","data":"hello"}
+	//	{"topic":"files","position":"k3x9:18","data":"AAECAw==","binary":true}
+	//
+	// position is absent for topics that keep no history. The envelope is
+	// encoded once per message for every enveloped subscriber. Connections
+	// that implement PublicationSender render publications themselves and
+	// ignore Envelope.
+	Envelope bool
+	// Ready, if set, is called once, when the subscription is in effect:
+	// after the recovered messages were sent and before any live one. A
+	// message it sends (an acknowledgement, a "could not recover" notice)
+	// reaches the client in that order. It must not block.
+	Ready func(Recovery)
+}
+
+// Recovery is the outcome of Hub.SubscribeWith.
+type Recovery struct {
+	// Position is the topic's newest position when live delivery started,
+	// zero for a topic without history or without messages yet. A client
+	// that saw no message yet can resume from it.
+	Position Position
+	// Recovered reports that every message after SubscribeOptions.Since was
+	// sent (always true without Since). When false the gap cannot be filled
+	// (the topic keeps no history, the messages expired or were trimmed, or
+	// the stream's epoch changed): nothing was sent from history, and the
+	// client must reload its state from the source of truth.
+	Recovered bool
+	// Sent is how many messages were sent from history.
+	Sent int
+}
+
+// PublicationSender is implemented by connections that render a topic's
+// messages themselves, with their topic and position: an SSE stream writes
+// the position as the event's id. The Hub calls SendPublication instead of
+// Send for them. Like Send it must not block.
+type PublicationSender interface {
+	SendPublication(p Publication) error
+}
+
+// maxPendingLive bounds the live messages held for one subscriber while its
+// history is read; a subscriber that reaches it is closed as a slow consumer.
+const maxPendingLive = 4096
+
+// pendingLive holds the live publications a recovering subscriber receives
+// while its history is read.
+type pendingLive struct {
+	pubs     []Publication
+	overflow bool
+}
+
+// SubscribeWith adds c to topic like Subscribe, with the options of opts:
+// recovery of missed messages from the topic's history, the JSON envelope,
+// a callback that runs before live delivery starts. Subscribing c again to a
+// topic it has changes nothing and reports Recovered.
+func (h *Hub) SubscribeWith(ctx context.Context, c Conn, topic string, opts SubscribeOptions) (Recovery, error) {
+	if !ValidTopic(topic) {
+		return Recovery{}, ErrReservedTopic
+	}
+	if _, err := h.member(ctx, c); err != nil {
+		return Recovery{}, err
+	}
+	return h.join(ctx, c, topic, opts)
+}
+
+func (h *Hub) join(ctx context.Context, c Conn, topic string, opts SubscribeOptions) (Recovery, error) {
+	h.mu.Lock()
+	m := h.conns[c]
+	if m == nil {
+		h.mu.Unlock()
+		return Recovery{}, ErrClosed // ended meanwhile
+	}
+	t := h.topics[topic]
+	if t == nil {
+		t = &hubTopic{name: topic}
+		h.topics[topic] = t
+	}
+	m.topics[topic] = t
+	added := t.subs.Add(c)
+	user := m.user
+	if added {
+		t.modeMu.Lock()
+		if t.pending == nil {
+			t.pending = make(map[Conn]*pendingLive)
+		}
+		t.pending[c] = &pendingLive{}
+		t.modeMu.Unlock()
+	}
+	h.mu.Unlock()
+	if !added {
+		rec := Recovery{Recovered: true}
+		if opts.Ready != nil {
+			opts.Ready(rec)
+		}
+		return rec, nil
+	}
+	err := h.syncBroker(ctx, t)
+	if err == nil {
+		err = h.presenceJoin(ctx, topic, user)
+	}
+	var rec Recovery
+	var page HistoryPage
+	if err == nil {
+		rec, page, err = h.readMissed(ctx, topic, opts.Since)
+	}
+	if err == nil {
+		err = t.goLive(c, opts, &rec, page)
+	}
+	if err != nil {
+		_ = h.leave(context.WithoutCancel(ctx), c, topic)
+		return Recovery{}, err
+	}
+	return rec, nil
+}
+
+// readMissed reads what a subscriber that has seen since missed: every kept
+// message after it, or, without since, only the newest position.
+func (h *Hub) readMissed(ctx context.Context, topic string, since Position) (Recovery, HistoryPage, error) {
+	policy, ok := h.HistoryPolicy(topic)
+	if !ok {
+		return Recovery{Recovered: since.IsZero()}, HistoryPage{}, nil
+	}
+	limit := 0
+	if !since.IsZero() {
+		limit = policy.Size
+	}
+	page, err := h.historyBroker().History(ctx, topic, since, limit)
+	if err != nil {
+		return Recovery{}, page, err
+	}
+	rec := Recovery{Position: page.Latest, Recovered: !page.Lost}
+	if since.IsZero() || page.Lost {
+		page.Publications = nil // the client starts from Latest
+	}
+	return rec, page, nil
+}
+
+// goLive sends c what it missed, then moves it from pending to live
+// delivery, while no delivery of the topic runs.
+func (t *hubTopic) goLive(c Conn, opts SubscribeOptions, rec *Recovery, page HistoryPage) error {
+	t.deliverMu.Lock()
+	defer t.deliverMu.Unlock()
+	t.modeMu.Lock()
+	buffered := t.pending[c]
+	delete(t.pending, c)
+	if buffered != nil {
+		t.liveSet(c, opts.Envelope).Add(c)
+	}
+	t.modeMu.Unlock()
+	if buffered == nil {
+		return ErrClosed // left while recovering
+	}
+	if buffered.overflow {
+		t.dropMode(c)
+		_ = c.Close(StatusPolicyViolation, "slow consumer")
+		return ErrSlowConsumer
+	}
+	// last is what the client has: buffered live messages up to it are
+	// dropped (they are in history, or older than the client's position).
+	last := page.Latest
+	if rec.Recovered && !opts.Since.IsZero() {
+		last = opts.Since
+	}
+	for _, p := range page.Publications {
+		sendPublication(c, p, opts.Envelope)
+		last = p.Position
+	}
+	rec.Sent = len(page.Publications)
+	if opts.Ready != nil {
+		opts.Ready(*rec)
+	}
+	for _, p := range buffered.pubs {
+		if !p.Position.IsZero() && p.Position.Epoch == last.Epoch && p.Position.Offset <= last.Offset {
+			continue // already in history, or before the client's position
+		}
+		sendPublication(c, p, opts.Envelope)
+	}
+	return nil
+}
+
+// liveSet is the delivery set c belongs in.
+func (t *hubTopic) liveSet(c Conn, envelope bool) *ConnSet {
+	switch {
+	case isPublicationSender(c):
+		return &t.senders
+	case envelope:
+		return &t.enveloped
+	}
+	return &t.plain
+}
+
+func isPublicationSender(c Conn) bool {
+	_, ok := c.(PublicationSender)
+	return ok
+}
+
+// dropMode takes c out of every delivery set of t.
+func (t *hubTopic) dropMode(c Conn) {
+	t.modeMu.Lock()
+	delete(t.pending, c)
+	t.plain.Remove(c)
+	t.enveloped.Remove(c)
+	t.senders.Remove(c)
+	t.modeMu.Unlock()
+}
+
+// deliver sends p to every subscriber of t and returns how many it was
+// queued for. Deliveries of one topic are serialised, so every subscriber
+// gets them in the order the Broker hands them over.
+func (t *hubTopic) deliver(p Publication) int {
+	t.deliverMu.Lock()
+	defer t.deliverMu.Unlock()
+	t.modeMu.Lock()
+	for _, pl := range t.pending {
+		if len(pl.pubs) == maxPendingLive {
+			pl.overflow = true
+			continue
+		}
+		pl.pubs = append(pl.pubs, p)
+	}
+	t.modeMu.Unlock()
+	n := t.plain.Broadcast(p.Message)
+	if t.enveloped.Len() > 0 {
+		n += t.enveloped.Broadcast(Message{Type: MessageText, Data: appendEnvelope(nil, p)})
+	}
+	for _, c := range t.senders.Conns() {
+		if c.(PublicationSender).SendPublication(p) == nil {
+			n++
+		}
+	}
+	return n
+}
+
+func sendPublication(c Conn, p Publication, envelope bool) {
+	switch {
+	case isPublicationSender(c):
+		_ = c.(PublicationSender).SendPublication(p)
+	case envelope:
+		_ = c.Send(Message{Type: MessageText, Data: appendEnvelope(nil, p)})
+	default:
+		_ = c.Send(p.Message)
+	}
+}
+
+// appendEnvelope appends the JSON envelope of p (see
+// SubscribeOptions.Envelope) to b.
+func appendEnvelope(b []byte, p Publication) []byte {
+	b = append(b, `{"topic":`...)
+	b = appendJSONString(b, p.Topic)
+	if !p.Position.IsZero() {
+		b = append(b, `,"position":"`...)
+		b, _ = p.Position.AppendText(b)
+		b = append(b, '"')
+	}
+	b = append(b, `,"data":`...)
+	if p.Message.Type == MessageBinary {
+		b = append(b, '"')
+		b = base64.StdEncoding.AppendEncode(b, p.Message.Data)
+		return append(b, `","binary":true}`...)
+	}
+	b = appendJSONString(b, string(p.Message.Data))
+	return append(b, '}')
+}
+
+func appendJSONString(b []byte, s string) []byte {
+	enc, _ := json.Marshal(s) // a string always encodes
+	return append(b, enc...)
+}
