@@ -248,7 +248,7 @@ func FuzzSSEEvent(f *testing.F) {
 		if binary {
 			msg.Type = ratchet.MessageBinary
 		}
-		wire := appendEvent(nil, id, msg)
+		wire := appendEvent(strconv.AppendUint([]byte("id: "), id, 10), msg)
 		p := newSSEParser(bytes.NewReader(wire))
 		ev, err := p.next()
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"errors"
 	"math"
 	"net/http"
 	"strconv"
@@ -98,28 +99,100 @@ func (s *SSE) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.remove(c)
-	if err := s.subscribe(c, topics); err != nil {
+	since, err := s.resumeFrom(r, c)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, CodeInvalidSince, err.Error(), nil)
+		return
+	}
+	recovery, err := s.subscribe(c, since)
+	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "cannot subscribe", nil)
 		return
 	}
-	if id, err := strconv.ParseUint(r.Header.Get("Last-Event-ID"), 10, 64); err == nil && id < math.MaxUint64 {
-		c.lastID = id // ids go on from where the client's previous stream stopped
+	if recovery != "" {
+		w.Header().Set(RecoveryHeader, recovery)
+	}
+	if c.cursor == nil {
+		if id, err := strconv.ParseUint(r.Header.Get("Last-Event-ID"), 10, 64); err == nil && id < math.MaxUint64 {
+			c.lastID = id // ids go on from where the client's previous stream stopped
+		}
 	}
 	s.stream(w, c)
 }
 
-func (s *SSE) subscribe(c *stream, topics []string) error {
+// resumeFrom sets up c's cursor when one of its topics keeps history, and
+// returns the position of each topic the client resumes from: from the
+// Last-Event-ID header of a reconnecting EventSource, else from ?since=.
+// A Last-Event-ID that is not a cursor of these topics (an id of another
+// stream) resumes nothing and makes every history topic report a reset;
+// a malformed ?since= is an error.
+func (s *SSE) resumeFrom(r *http.Request, c *stream) ([]ratchet.Position, error) {
+	history := false
+	for _, t := range c.topics {
+		if _, ok := s.hub.HistoryPolicy(t); ok {
+			history = true
+		}
+	}
+	if !history {
+		return nil, nil
+	}
+	c.cursor = make([]ratchet.Position, len(c.topics))
+	if id, ok := r.Header["Last-Event-Id"]; ok && len(id) > 0 {
+		since, err := parseCursor(id[0], len(c.topics))
+		if err != nil {
+			since = make([]ratchet.Position, len(c.topics))
+			for i := range since {
+				since[i] = unknownPosition
+			}
+		}
+		return since, nil
+	}
+	if q := r.URL.Query().Get("since"); q != "" {
+		since, err := parseCursor(q, len(c.topics))
+		if err != nil {
+			return nil, errors.New("since is not a position of these topics")
+		}
+		return since, nil
+	}
+	return nil, nil
+}
+
+// unknownPosition stands for a position the client had but the server cannot
+// read: no history matches it, so the topic reports a reset.
+var unknownPosition = ratchet.Position{Epoch: "-", Offset: 0}
+
+// subscribe adds c to the Hub and its topics, recovering from since, and
+// returns the value of the RecoveryHeader ("" when nothing was asked).
+func (s *SSE) subscribe(c *stream, since []ratchet.Position) (string, error) {
 	ctx, cancel := context.WithTimeout(c.ctx, hubTimeout)
 	defer cancel()
 	if err := s.hub.Add(ctx, c); err != nil {
-		return err
+		return "", err
 	}
-	for _, t := range topics {
-		if err := s.hub.Subscribe(ctx, c, t); err != nil {
-			return err
+	c.recovering(true)
+	defer c.recovering(false)
+	recovery := ""
+	for i, t := range c.topics {
+		var from ratchet.Position
+		if since != nil {
+			from = since[i]
+		}
+		rec, err := s.hub.SubscribeWith(ctx, c, t, ratchet.SubscribeOptions{
+			Since: from,
+			Ready: func(rec ratchet.Recovery) { c.mark(i, rec) },
+		})
+		if err != nil {
+			return "", err
+		}
+		switch {
+		case from.IsZero():
+		case !rec.Recovered:
+			recovery = RecoveryReset
+		case recovery == "":
+			recovery = RecoveryRecovered
 		}
 	}
-	return nil
+	return recovery, nil
 }
 
 // stream writes the queued messages as events until the stream ends.
@@ -178,9 +251,11 @@ func (s *SSE) stream(w http.ResponseWriter, c *stream) {
 			if !s.setDeadline(c, rc) {
 				return
 			}
-			for _, m := range batch {
-				c.lastID++
-				buf = appendEvent(buf[:0], c.lastID, m)
+			for _, it := range batch {
+				buf = c.appendItem(buf[:0], it)
+				if len(buf) == 0 {
+					continue
+				}
 				if _, err := w.Write(buf); err != nil {
 					return
 				}
@@ -245,13 +320,41 @@ func (s *SSE) remove(c *stream) {
 	s.life.Leave()
 }
 
-// appendEvent appends msg as one event with the given id. Text is split
-// into one data: field per line (a line ends at CRLF, LF or CR, as the SSE
-// parser reads it); binary is one data: field of standard base64 in an
-// event of type "binary".
-func appendEvent(b []byte, id uint64, msg ratchet.Message) []byte {
+// appendItem appends what the stream writes for it, moving the stream's
+// cursor (or counter) on: an event for a message, an event of type reset
+// for a topic that could not be recovered, an id-only block (which sets the
+// EventSource's lastEventId without firing an event) for a topic's starting
+// position. Only the handler goroutine calls it.
+func (c *stream) appendItem(b []byte, it sseItem) []byte {
+	if c.cursor == nil {
+		c.lastID++
+		b = append(b, "id: "...)
+		b = strconv.AppendUint(b, c.lastID, 10)
+		return appendEvent(b, it.msg)
+	}
+	if it.topic >= 0 && !it.pos.IsZero() {
+		c.cursor[it.topic] = it.pos
+	}
 	b = append(b, "id: "...)
-	b = strconv.AppendUint(b, id, 10)
+	b = appendCursor(b, c.cursor)
+	switch it.kind {
+	case itemMark:
+		return append(b, "\n\n"...)
+	case itemReset:
+		b = append(b, "\nevent: reset\ndata: {\"topic\":"...)
+		b = appendJSONString(b, c.topics[it.topic])
+		b = append(b, `,"position":"`...)
+		b, _ = it.pos.AppendText(b)
+		return append(b, "\"}\n\n"...)
+	}
+	return appendEvent(b, it.msg)
+}
+
+// appendEvent appends msg as the rest of an event whose id line is written.
+// Text is split into one data: field per line (a line ends at CRLF, LF or
+// CR, as the SSE parser reads it); binary is one data: field of standard
+// base64 in an event of type "binary".
+func appendEvent(b []byte, msg ratchet.Message) []byte {
 	if msg.Type == ratchet.MessageBinary {
 		b = append(b, "\nevent: binary\ndata: "...)
 		b = base64.StdEncoding.AppendEncode(b, msg.Data)
@@ -285,20 +388,43 @@ type stream struct {
 	cancel context.CancelFunc
 	limit  int
 	notify chan struct{} // one pending wake-up for the handler
-	lastID uint64        // the handler's: id of the last event written
+	topics []string      // of the request, in order: the cursor's order
+
+	// The handler's: the id of the last event written, a counter, or, when
+	// a topic keeps history, the position of each topic.
+	lastID uint64
+	cursor []ratchet.Position
 
 	mu      sync.Mutex
-	queue   []ratchet.Message
-	spare   []ratchet.Message
+	queue   []sseItem
+	spare   []sseItem
+	unbound bool  // subscribing: recovered messages may exceed limit
 	closing bool  // Close was called: write what is queued, then end
 	cause   error // why the stream was cut off (ErrSlowConsumer)
 	user    string
 	values  map[string]any
 }
 
+// sseItem is one queued item of a stream.
+type sseItem struct {
+	kind  itemKind
+	msg   ratchet.Message
+	topic int // index in stream.topics; -1 for none (Broadcast, a user send)
+	pos   ratchet.Position
+}
+
+type itemKind uint8
+
+const (
+	itemMessage itemKind = iota
+	itemMark             // a topic's position when it went live
+	itemReset            // a topic whose missed messages could not be recovered
+)
+
 var (
-	_ ratchet.Conn       = (*stream)(nil)
-	_ ratchet.UserSetter = (*stream)(nil)
+	_ ratchet.Conn              = (*stream)(nil)
+	_ ratchet.UserSetter        = (*stream)(nil)
+	_ ratchet.PublicationSender = (*stream)(nil)
 )
 
 func newStream(r *http.Request, user string, limit int) *stream {
@@ -308,6 +434,7 @@ func newStream(r *http.Request, user string, limit int) *stream {
 		user:   user,
 		limit:  limit,
 		notify: make(chan struct{}, 1),
+		topics: r.URL.Query()["topic"],
 	}
 	c.ctx, c.cancel = context.WithCancel(r.Context())
 	return c
@@ -321,19 +448,64 @@ func (c *stream) ID() uint64 { return c.id }
 // stream is ending and ratchet.ErrSlowConsumer when the queue is full: the
 // stream then ends at once and what was queued is dropped.
 func (c *stream) Send(msg ratchet.Message) error {
+	return c.push(sseItem{msg: msg, topic: -1})
+}
+
+// SendPublication queues a message of one of the stream's topics with its
+// position, which becomes part of the event ids (ratchet.PublicationSender).
+func (c *stream) SendPublication(p ratchet.Publication) error {
+	return c.push(sseItem{msg: p.Message, topic: c.topicIndex(p.Topic), pos: p.Position})
+}
+
+// mark queues the outcome of topic i's subscription: its starting position,
+// or a reset when its missed messages could not be recovered.
+func (c *stream) mark(i int, rec ratchet.Recovery) {
+	it := sseItem{kind: itemMark, topic: i, pos: rec.Position}
+	if !rec.Recovered {
+		it.kind = itemReset
+	}
+	if c.cursor == nil || (it.kind == itemMark && rec.Sent > 0) {
+		return // no history, or the recovered events carry the position
+	}
+	_ = c.push(it)
+}
+
+func (c *stream) topicIndex(topic string) int {
+	for i, t := range c.topics {
+		if t == topic {
+			return i
+		}
+	}
+	return -1
+}
+
+// recovering lifts the queue limit while the stream subscribes, so that
+// what history recovers is queued whole; the limit applies again once the
+// handler has taken the queue.
+func (c *stream) recovering(on bool) {
+	c.mu.Lock()
+	if on {
+		c.unbound = true
+	} else if len(c.queue) < c.limit {
+		c.unbound = false
+	}
+	c.mu.Unlock()
+}
+
+func (c *stream) push(it sseItem) error {
 	c.mu.Lock()
 	if c.closing || c.cause != nil || c.ctx.Err() != nil {
 		c.mu.Unlock()
 		return ratchet.ErrClosed
 	}
-	if len(c.queue) >= c.limit {
+	if len(c.queue) >= c.limit && !c.unbound {
 		c.cause = ratchet.ErrSlowConsumer
 		c.queue = nil
 		c.mu.Unlock()
 		c.cancel()
 		return ratchet.ErrSlowConsumer
 	}
-	c.queue = append(c.queue, msg)
+	c.queue = append(c.queue, it)
 	c.mu.Unlock()
 	c.wake()
 	return nil
@@ -362,17 +534,20 @@ func (c *stream) wake() {
 
 // take hands the queued messages to the handler, and tells whether the
 // stream should end after them.
-func (c *stream) take() ([]ratchet.Message, bool) {
+func (c *stream) take() ([]sseItem, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	batch := c.queue
 	c.queue = c.spare[:0]
 	c.spare = nil
+	if len(batch) > 0 {
+		c.unbound = false
+	}
 	return batch, c.closing
 }
 
 // done gives a written batch back for reuse.
-func (c *stream) done(batch []ratchet.Message) {
+func (c *stream) done(batch []sseItem) {
 	clear(batch)
 	c.mu.Lock()
 	if c.spare == nil && cap(batch) <= c.limit {

@@ -49,7 +49,7 @@ func TestStreamCloseDrainsFirst(t *testing.T) {
 	require.NoError(t, c.Context().Err(), "the handler ends it after writing")
 	batch, closing := c.take()
 	require.True(t, closing)
-	require.Equal(t, []ratchet.Message{ratchet.Text("1")}, batch)
+	require.Equal(t, []sseItem{{msg: ratchet.Text("1"), topic: -1}}, batch)
 }
 
 func TestAppendEvent(t *testing.T) {
@@ -64,7 +64,7 @@ func TestAppendEvent(t *testing.T) {
 		{ratchet.Text(" x"), "id: 7\ndata:  x\n\n"},
 		{ratchet.Binary([]byte{0xff, 0}), "id: 7\nevent: binary\ndata: /wA=\n\n"},
 	} {
-		require.Equal(t, tc.want, string(appendEvent(nil, 7, tc.msg)))
+		require.Equal(t, tc.want, string(appendEvent([]byte("id: 7"), tc.msg)))
 	}
 }
 
