@@ -7,6 +7,8 @@ import (
 	"io"
 	"slices"
 	"strconv"
+
+	"github.com/ratchetgo/ratchet"
 )
 
 // Error codes of control replies and of the JSON error bodies of the SSE and
@@ -24,6 +26,7 @@ const (
 type control struct {
 	subscribe bool // false: unsubscribe
 	topic     string
+	since     ratchet.Position // subscribe only: resume after it
 }
 
 var (
@@ -31,25 +34,43 @@ var (
 	errMalformed       = errors.New("malformed control message")
 )
 
-// parseControl parses a control message: a JSON object with exactly one
-// member, "subscribe" or "unsubscribe", whose value is a string. Messages
-// over max bytes are refused before any decoding.
+// parseControl parses a control message: a JSON object with one member,
+// "subscribe" or "unsubscribe", whose value is a string, and with
+// "subscribe" an optional "since" position. Messages over max bytes are
+// refused before any decoding.
 func parseControl(data []byte, max int) (control, error) {
 	if len(data) > max {
 		return control{}, errControlTooLarge
 	}
-	fields, err := decodeObject(data, "subscribe", "unsubscribe")
-	if err != nil || len(fields) != 1 {
+	fields, err := decodeObject(data, "subscribe", "unsubscribe", "since")
+	if err != nil {
 		return control{}, errMalformed
 	}
-	for key, raw := range fields {
-		topic, ok := jsonString(raw)
+	var c control
+	sub, isSub := fields["subscribe"]
+	unsub, isUnsub := fields["unsubscribe"]
+	rawSince, hasSince := fields["since"]
+	var ok bool
+	switch {
+	case isSub && !isUnsub:
+		c.subscribe = true
+		c.topic, ok = jsonString(sub)
+	case isUnsub && !isSub && !hasSince:
+		c.topic, ok = jsonString(unsub)
+	}
+	if !ok {
+		return control{}, errMalformed
+	}
+	if hasSince {
+		s, ok := jsonString(rawSince)
 		if !ok {
 			return control{}, errMalformed
 		}
-		return control{subscribe: key == "subscribe", topic: topic}, nil
+		if c.since, err = ratchet.ParsePosition(s); err != nil {
+			return control{}, errMalformed
+		}
 	}
-	panic("unreachable")
+	return c, nil
 }
 
 // fieldError is a problem with one member of a JSON object.
@@ -111,6 +132,11 @@ type reply struct {
 	Unsubscribed *string `json:"unsubscribed,omitempty"`
 	Error        string  `json:"error,omitempty"`
 	Topic        *string `json:"topic,omitempty"`
+	// With "subscribed", for a topic with history: the position the
+	// subscription continues from, and whether what the client missed
+	// since the position it gave was recovered (only when it gave one).
+	Position  string `json:"position,omitempty"`
+	Recovered *bool  `json:"recovered,omitempty"`
 }
 
 func (r reply) encode() []byte {

@@ -51,13 +51,22 @@ func (e *Endpoint) OnOpen(c ratchet.Conn) {
 		_ = c.Close(ratchet.StatusTryAgainLater, "hub unavailable")
 		return
 	}
-	topics := c.Request().URL.Query()["topic"]
+	q := c.Request().URL.Query()
+	topics := q["topic"]
 	if len(topics) > e.cfg.maxTopics {
 		_ = c.Close(ratchet.StatusPolicyViolation, CodeTooManyTopics)
 		return
 	}
-	for _, t := range topics {
-		e.subscribe(ctx, c, t)
+	since := make([]ratchet.Position, len(topics))
+	if s := q.Get("since"); s != "" {
+		var err error
+		if since, err = parseCursor(s, len(topics)); err != nil {
+			_ = c.Close(ratchet.StatusPolicyViolation, CodeInvalidSince)
+			return
+		}
+	}
+	for i, t := range topics {
+		e.subscribe(ctx, c, t, since[i])
 	}
 }
 
@@ -81,7 +90,7 @@ func (e *Endpoint) OnMessage(c ratchet.Conn, msg ratchet.Message) {
 	ctx, cancel := context.WithTimeout(c.Context(), hubTimeout)
 	defer cancel()
 	if ctl.subscribe {
-		e.subscribe(ctx, c, ctl.topic)
+		e.subscribe(ctx, c, ctl.topic, ctl.since)
 	} else {
 		e.unsubscribe(ctx, c, ctl.topic)
 	}
@@ -94,7 +103,7 @@ func (e *Endpoint) OnClose(ratchet.Conn) {}
 // OnError does nothing; wrap the Endpoint to log errors.
 func (e *Endpoint) OnError(ratchet.Conn, error) {}
 
-func (e *Endpoint) subscribe(ctx context.Context, c ratchet.Conn, topic string) {
+func (e *Endpoint) subscribe(ctx context.Context, c ratchet.Conn, topic string, since ratchet.Position) {
 	if code := e.check(c, topic); code != "" {
 		e.replyError(c, code, topic)
 		return
@@ -104,13 +113,30 @@ func (e *Endpoint) subscribe(ctx context.Context, c ratchet.Conn, topic string) 
 		e.replyError(c, CodeTooManyTopics, topic)
 		return
 	}
-	if err := e.hub.Subscribe(ctx, c, topic); err != nil {
+	// The reply goes out from Ready: after the recovered messages, before
+	// any live one.
+	_, err := e.hub.SubscribeWith(ctx, c, topic, ratchet.SubscribeOptions{
+		Since:    since,
+		Envelope: envelopeWanted(c),
+		Ready: func(rec ratchet.Recovery) {
+			r := reply{Subscribed: &topic, Position: rec.Position.String()}
+			if !since.IsZero() {
+				r.Recovered = &rec.Recovered
+			} else if !e.cfg.acks {
+				return
+			}
+			_ = c.Send(ratchet.Message{Type: ratchet.MessageText, Data: r.encode()})
+		},
+	})
+	if err != nil {
 		e.replyError(c, CodeUnavailable, topic)
-		return
 	}
-	if e.cfg.acks {
-		_ = c.Send(ratchet.Message{Type: ratchet.MessageText, Data: reply{Subscribed: &topic}.encode()})
-	}
+}
+
+// envelopeWanted reports whether c asked for every message in the JSON
+// envelope that carries its topic and position (?envelope=1).
+func envelopeWanted(c ratchet.Conn) bool {
+	return c.Request().URL.Query().Get("envelope") == "1"
 }
 
 func (e *Endpoint) unsubscribe(ctx context.Context, c ratchet.Conn, topic string) {

@@ -38,6 +38,7 @@ type testServer struct {
 }
 
 type serverOpts struct {
+	hub     []ratchet.HubOption
 	push    []Option
 	publish []PublishOption
 	ws      []ratchet.WsOption
@@ -63,7 +64,7 @@ func userFromQuery(r *http.Request) (string, error) {
 
 func newTestServer(t *testing.T, o serverOpts) *testServer {
 	t.Helper()
-	s := &testServer{hub: ratchet.NewHub()}
+	s := &testServer{hub: ratchet.NewHub(o.hub...)}
 	pushOpts := append([]Option{WithAuthorize(testAuthorize), WithAuthenticate(userFromQuery)}, o.push...)
 	wsOpts := append([]ratchet.WsOption{ratchet.WithAuthenticate(userFromQuery), ratchet.WithReadLimit(4 << 10)}, o.ws...)
 	s.ws = ratchet.NewWsServer(NewEndpoint(s.hub, pushOpts...), wsOpts...)
@@ -218,6 +219,7 @@ func (p *sseParser) next() (sseEvent, error) {
 
 // sseStream is a running GET on /events.
 type sseStream struct {
+	cancel context.CancelFunc // the client goes away
 	resp   *http.Response
 	events chan sseEvent
 	done   chan struct{}
@@ -242,7 +244,7 @@ func (s *testServer) openSSE(t *testing.T, query string, header http.Header) (*s
 		cancel()
 		return nil, resp.StatusCode, string(b)
 	}
-	st := &sseStream{resp: resp, events: make(chan sseEvent, 1000), done: make(chan struct{})}
+	st := &sseStream{cancel: cancel, resp: resp, events: make(chan sseEvent, 1000), done: make(chan struct{})}
 	go func() {
 		defer close(st.done)
 		p := newSSEParser(resp.Body)

@@ -145,6 +145,9 @@ type publishResult struct {
 	Topic     string `json:"topic,omitempty"`
 	User      string `json:"user,omitempty"`
 	Delivered int    `json:"delivered"`
+	// Position is where the message stands in the topic's history (see
+	// ratchet.WithHistory); absent for topics without history and users.
+	Position string `json:"position,omitempty"`
 }
 
 // ServeHTTP handles one publish request. The checks run in this order:
@@ -194,16 +197,17 @@ func (h *PublishHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), hubTimeout)
 	defer cancel()
 	var n int
+	var pos ratchet.Position
 	if p.User != "" {
 		n, err = h.hub.PublishToUser(ctx, p.User, p.Message)
 	} else {
-		n, err = h.hub.Publish(ctx, p.Topic, p.Message)
+		pos, n, err = h.hub.PublishPosition(ctx, p.Topic, p.Message)
 	}
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "cannot publish", nil)
 		return
 	}
-	writeJSON(w, http.StatusOK, publishResult{Topic: p.Topic, User: p.User, Delivered: n})
+	writeJSON(w, http.StatusOK, publishResult{Topic: p.Topic, User: p.User, Delivered: n, Position: pos.String()})
 }
 
 func (h *PublishHandler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int, error) {

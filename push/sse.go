@@ -144,6 +144,8 @@ func (s *SSE) resumeFrom(r *http.Request, c *stream) ([]ratchet.Position, error)
 			for i := range since {
 				since[i] = unknownPosition
 			}
+		} else {
+			copy(c.cursor, since) // what the client has, until events move it on
 		}
 		return since, nil
 	}
@@ -152,6 +154,7 @@ func (s *SSE) resumeFrom(r *http.Request, c *stream) ([]ratchet.Position, error)
 		if err != nil {
 			return nil, errors.New("since is not a position of these topics")
 		}
+		copy(c.cursor, since) // what the client has, until events move it on
 		return since, nil
 	}
 	return nil, nil
