@@ -35,12 +35,14 @@
 // WithMaxControlSize bytes, default 1 KiB):
 //
 //	{"subscribe":"weather"}
+//	{"subscribe":"weather","since":"k3x9:17"}    resume after a position (see History)
 //	{"unsubscribe":"weather"}
 //
 // Server to client, replies to control messages (and to each URL topic, as
 // if it had been sent as {"subscribe":...}):
 //
 //	{"subscribed":"weather"}       the subscription is in effect
+//	{"subscribed":"news","position":"k3x9:17","recovered":true}   a topic with history
 //	{"unsubscribed":"weather"}     it is gone (also when there was none)
 //	{"error":"invalid_topic","topic":"@all"}
 //	{"error":"forbidden","topic":"admin"}        refused by the Authorizer
@@ -56,8 +58,13 @@
 // Everything published to the connection's topics, to its user
 // (Hub.PublishToUser) or to everyone (Hub.Broadcast) arrives as is: a text
 // message as a text frame, a binary one as a binary frame, with no
-// envelope. A client that needs to tell topics apart subscribes to topics
-// whose payloads say what they are, or opens one connection per topic.
+// envelope. A client that needs to tell topics apart, or to resume after a
+// reconnection, connects with ?envelope=1: every message of its topics then
+// arrives as a JSON text frame with its topic and, for topics with history,
+// its position (see ratchet.SubscribeOptions.Envelope):
+//
+//	{"topic":"news","position":"k3x9:17","data":"hello"}
+//	{"topic":"files","position":"k3x9:18","data":"AAECAw==","binary":true}
 //
 // Misbehaving clients: a binary frame closes the connection with 1003
 // (unsupported data); each malformed or oversized control message gets an
@@ -95,10 +102,12 @@
 //
 //	: heartbeat
 //
-// Ids count the events of the stream from 1. When the browser reconnects
-// it sends the last id it saw in the Last-Event-ID header, and the new
-// stream counts on from there so that ids keep increasing; messages
-// published while it was away are not replayed. A text message is split at
+// On a stream whose topics keep no history, ids count the events of the
+// stream from 1; when the browser reconnects it sends the last id it saw in
+// the Last-Event-ID header, the new stream counts on from there, and
+// messages published while it was away are lost. When a topic keeps history
+// the ids are positions, and a reconnecting browser gets what it missed
+// (see History). A text message is split at
 // every line break (CRLF, LF or CR) into data: fields, which EventSource
 // joins with LF: the text arrives whole, with CR and CRLF turned into LF
 // (publish binary when every byte matters). A binary message is one data:
@@ -159,9 +168,9 @@
 //
 // Answers are JSON. Success is 200 with the number of local connections the
 // message was queued for (with a Broker, other nodes' subscribers are not
-// counted):
+// counted) and, for a topic with history, the message's position:
 //
-//	{"topic":"news","delivered":3}
+//	{"topic":"news","delivered":3,"position":"k3x9:18"}
 //	{"user":"alice","delivered":2}
 //
 // Errors are {"error":code,"message":text} (plus "topic" when one is at
@@ -179,4 +188,48 @@
 //
 // The checks run in this order: method (405), size (413), authentication
 // (401), content type (415), body (400), authorization (403).
+//
+// # History
+//
+// Topics given a history policy on the Hub (ratchet.WithHistory) keep their
+// recent messages, each with a position "epoch:offset" (ratchet.Position),
+// so that a client that lost its connection gets exactly what it missed,
+// from any node of a cluster, or is told that it cannot.
+//
+// SSE: each event's id is the stream's cursor, the position of each of its
+// topics in the order of the topic parameters, joined by commas (empty for
+// a topic without history); a stream of one topic has that topic's position.
+// The stream starts with an id-only block holding the starting cursor, so
+// that even a browser that saw no event yet resumes from it:
+//
+//	retry: 3000
+//
+//	id: k3x9:17,,p0aa:4
+//
+//	id: k3x9:18,,p0aa:4
+//	data: hello
+//
+// A reconnecting EventSource sends the last id as Last-Event-ID; a page
+// that rendered state at a position passes it as ?since= on its first
+// connection. The stream then sends every missed event, in order, before the
+// live ones, and answers with the header Ratchet-Recovery: recovered. When
+// history no longer covers the gap (the messages were trimmed or expired,
+// or the stream was lost and its epoch changed), it answers
+// Ratchet-Recovery: reset and sends, before that topic's live events,
+//
+//	id: k3x9:30
+//	event: reset
+//	data: {"topic":"news","position":"k3x9:30"}
+//
+// and the page must reload its state from the source of truth. A ?since=
+// that is not a cursor of the topics is refused with 400 invalid_since; a
+// Last-Event-ID that is not one (an id of another stream) makes every
+// history topic report a reset.
+//
+// WebSocket: ?since= takes the same cursor for the URL's topics, and a
+// subscribe control message a position of its topic. The missed messages
+// come first, then the subscribed reply with the position the subscription
+// continues from and "recovered" (true, or false for the reset case above;
+// a false one is sent even with WithAcks(false)), then the live ones.
+// Combine with ?envelope=1 to learn each message's position.
 package push
