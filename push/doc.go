@@ -52,8 +52,8 @@
 //	{"error":"too_large"}          over the control message size
 //
 // Success replies can be turned off with WithAcks(false); error replies
-// cannot. A message published to a topic while it is being subscribed may
-// arrive before the "subscribed" reply.
+// cannot. The "subscribed" reply comes before any message of its topic that
+// the subscription delivers.
 //
 // Everything published to the connection's topics, to its user
 // (Hub.PublishToUser) or to everyone (Hub.Broadcast) arrives as is: a text
