@@ -74,7 +74,8 @@ func WithPrefix(prefix string) Option { return func(o *options) { o.prefix = pre
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
 // WithOnError sets a function called with every connection error: the one
-// that ended a connection (an outage begins, and Outages counts it), each
+// that ended a connection (an outage begins; Outages counts it once this
+// function has returned), each
 // failed reconnection attempt, and asynchronous errors from the server (slow
 // consumer, permissions). It is also called with a *ratchet.PanicError when
 // a deliver function panics. It must not block.
@@ -212,9 +213,11 @@ func Connect(url string, opts ...Option) (*Broker, error) {
 				err = errors.New("disconnected")
 			}
 			downSince.Store(time.Now().UnixNano())
+			// Report, then count: whoever sees Outages move finds the
+			// outage reported.
+			b.report(fmt.Errorf("%w: connection lost: %w", ErrUnavailable, err))
 			n := b.outages.Add(1)
 			b.o.logger.Warn("ratchet/nats: connection to nats lost; reconnecting", "error", err, "outage", n)
-			b.report(fmt.Errorf("%w: connection lost: %w", ErrUnavailable, err))
 		}),
 		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
 			if b.isClosed.Load() {

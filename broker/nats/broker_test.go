@@ -8,8 +8,6 @@ import (
 	"log/slog"
 	"net/url"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -171,77 +169,20 @@ func startNATS(t *testing.T, extra ...string) (*brokertest.Process, string) {
 	return srv, fmt.Sprintf("nats://127.0.0.1:%d", port)
 }
 
-// Kill NATS under a node, check that publishing fails within its context
-// and the outage is reported, restart NATS on the same port, and check that
-// the subscription still in place receives again.
 func TestKillAndRestart(t *testing.T) {
-	srv, u := startNATS(t)
-	var (
-		mu         sync.Mutex
-		errs       []error
-		reconnects atomic.Int32
-	)
-	opts := []natsbroker.Option{
-		natsbroker.WithBackoff(20*time.Millisecond, 200*time.Millisecond),
-		natsbroker.WithHealthInterval(500 * time.Millisecond),
-		natsbroker.WithOnError(func(err error) { mu.Lock(); errs = append(errs, err); mu.Unlock() }),
-		natsbroker.WithOnReconnect(func() { reconnects.Add(1) }),
-	}
-	a := newBroker(t, u, opts...)
-	b := newBroker(t, u, opts...)
-	topic := brokertest.Topic(t)
-	c := brokertest.NewCollector(64)
-	brokertest.Subscribe(t, b, topic, c)
-	brokertest.Publish(t, a, topic, ratchet.Text("before"))
-	c.Expect(t, ratchet.Text("before"))
+	brokertest.RunKillAndRestart(t, outage)
+}
 
-	srv.Kill()
-
-	// Publish fails, within its context, whether or not the client has
-	// noticed the loss yet.
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	start := time.Now()
-	err := a.Publish(ctx, topic, ratchet.Text("during"))
-	cancel()
-	if err == nil {
-		t.Fatal("Publish succeeded with NATS down")
-	}
-	if d := time.Since(start); d > 2*time.Second+brokertest.Slack {
-		t.Fatalf("Publish took %v, past its 2s context", d)
-	}
-	t.Logf("Publish while down: %v after %v", err, time.Since(start).Round(time.Millisecond))
-
-	brokertest.WaitFor(t, "outage reported", func() bool { return b.Outages() == 1 && a.Outages() == 1 })
-	if b.Connected() {
-		t.Fatal("Connected() true with NATS down")
-	}
-	if err := a.Publish(context.Background(), topic, ratchet.Text("during")); !errors.Is(err, natsbroker.ErrUnavailable) {
-		t.Fatalf("Publish while down: %v, want ErrUnavailable", err)
-	}
-	mu.Lock()
-	if len(errs) == 0 || !errors.Is(errs[0], natsbroker.ErrUnavailable) {
-		t.Fatalf("OnError got %v, want errors wrapping ErrUnavailable", errs)
-	}
-	mu.Unlock()
-
-	during := brokertest.NewCollector(8)
-	brokertest.Subscribe(t, b, topic+"-during", during)
-
-	srv.Start()
-	brokertest.WaitFor(t, "both reconnected", func() bool { return a.Connected() && b.Connected() })
-	brokertest.WaitFor(t, "OnReconnect", func() bool { return reconnects.Load() == 2 })
-
-	for i := range 10 {
-		brokertest.Publish(t, a, topic, ratchet.Text(fmt.Sprint("after-", i)))
-	}
-	for i := range 10 {
-		c.Expect(t, ratchet.Text(fmt.Sprint("after-", i)))
-	}
-	brokertest.Publish(t, a, topic+"-during", ratchet.Text("subscribed while down"))
-	during.Expect(t, ratchet.Text("subscribed while down"))
-	if n := b.Outages(); n != 1 {
-		t.Fatalf("Outages() = %d, want 1", n)
-	}
+// outage runs the outage suites on NATS servers of the test's own.
+var outage = brokertest.Outage{
+	Server: func(t *testing.T) *brokertest.Process { srv, _ := startNATS(t); return srv },
+	NewNode: func(t *testing.T, srv *brokertest.Process, h brokertest.Hooks) brokertest.OutageNode {
+		return newBroker(t, fmt.Sprintf("nats://127.0.0.1:%d", srv.Port()),
+			natsbroker.WithBackoff(20*time.Millisecond, 200*time.Millisecond),
+			natsbroker.WithHealthInterval(500*time.Millisecond),
+			natsbroker.WithOnError(h.OnError), natsbroker.WithOnReconnect(h.OnReconnect))
+	},
+	Unavailable: natsbroker.ErrUnavailable,
 }
 
 // A server that stops answering without closing its sockets (SIGSTOP) is

@@ -54,8 +54,9 @@ func WithPrefix(prefix string) Option { return func(o *options) { o.prefix = pre
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
 // WithOnError sets a function called, from the broker's goroutine, with every
-// connection error: the one that ended a connection (an outage begins, and
-// Outages counts it) and each failed reconnection attempt after it. It is
+// connection error: the one that ended a connection (an outage begins;
+// Outages counts it once this function has returned) and each failed
+// reconnection attempt after it. It is
 // also called with a *ratchet.PanicError when a deliver function panics.
 // It must not block.
 func WithOnError(fn func(error)) Option { return func(o *options) { o.onError = fn } }
@@ -434,9 +435,11 @@ func (b *Broker) run(ps *goredis.PubSub) {
 		if b.isClosed.Load() {
 			return
 		}
+		// Report, then count: whoever sees Outages move finds the outage
+		// reported.
+		b.report(fmt.Errorf("%w: connection lost: %w", ErrUnavailable, err))
 		n := b.outages.Add(1)
 		b.o.logger.Warn("ratchet/redis: connection to redis lost; reconnecting", "error", err, "outage", n)
-		b.report(fmt.Errorf("%w: connection lost: %w", ErrUnavailable, err))
 		down := time.Now()
 		if ps = b.reconnect(); ps == nil {
 			return

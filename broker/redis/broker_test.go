@@ -2,13 +2,10 @@ package redis_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -145,118 +142,34 @@ func TestSubscribesOnlyWhileNeeded(t *testing.T) {
 	}
 }
 
-// Kill Redis under a node, check that publishing fails within its context
-// and the outage is reported, restart Redis on the same port, and check that
-// the subscription still in place receives again.
 func TestKillAndRestart(t *testing.T) {
+	brokertest.RunKillAndRestart(t, outage)
+}
+
+// outage runs the outage suites on Redis servers of the test's own.
+var outage = brokertest.Outage{
+	Server: startRedis,
+	NewNode: func(t *testing.T, srv *brokertest.Process, h brokertest.Hooks) brokertest.OutageNode {
+		return newBroker(t, fmt.Sprintf("127.0.0.1:%d", srv.Port()),
+			redis.WithBackoff(20*time.Millisecond, 200*time.Millisecond),
+			redis.WithHealthInterval(500*time.Millisecond),
+			redis.WithOnError(h.OnError), redis.WithOnReconnect(h.OnReconnect))
+	},
+	Unavailable: redis.ErrUnavailable,
+}
+
+// startRedis starts a Redis of the test's own, without persistence.
+func startRedis(t *testing.T) *brokertest.Process {
 	port := brokertest.FreePort(t)
-	srv := brokertest.StartProcess(t, redisServer, port,
+	return brokertest.StartProcess(t, redisServer, port,
 		"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-
-	var (
-		mu         sync.Mutex
-		errs       []error
-		reconnects atomic.Int32
-	)
-	reconnected := make(chan struct{}, 1)
-	opts := []redis.Option{
-		redis.WithBackoff(20*time.Millisecond, 200*time.Millisecond),
-		redis.WithHealthInterval(500 * time.Millisecond),
-		redis.WithOnError(func(err error) { mu.Lock(); errs = append(errs, err); mu.Unlock() }),
-		redis.WithOnReconnect(func() {
-			reconnects.Add(1)
-			select {
-			case reconnected <- struct{}{}:
-			default:
-			}
-		}),
-	}
-	a := newBroker(t, addr, opts...)
-	b := newBroker(t, addr, opts...)
-	topic := brokertest.Topic(t)
-	c := brokertest.NewCollector(64)
-	brokertest.Subscribe(t, b, topic, c)
-	brokertest.Publish(t, a, topic, ratchet.Text("before"))
-	c.Expect(t, ratchet.Text("before"))
-
-	srv.Kill()
-
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	start := time.Now()
-	err := a.Publish(ctx, topic, ratchet.Text("during"))
-	cancel()
-	if err == nil {
-		t.Fatal("Publish succeeded with Redis down")
-	}
-	if d := time.Since(start); d > 2*time.Second+brokertest.Slack {
-		t.Fatalf("Publish took %v, past its 2s context", d)
-	}
-	t.Logf("Publish while down: %v after %v", err, time.Since(start).Round(time.Millisecond))
-
-	// A short context bounds Publish even when every attempt would wait.
-	ctx, cancel = context.WithTimeout(context.Background(), 50*time.Millisecond)
-	start = time.Now()
-	err = a.Publish(ctx, topic, ratchet.Text("during"))
-	cancel()
-	if err == nil || time.Since(start) > 50*time.Millisecond+brokertest.Slack {
-		t.Fatalf("Publish with a 50ms context: %v after %v", err, time.Since(start))
-	}
-
-	brokertest.WaitFor(t, "outage reported", func() bool { return b.Outages() == 1 && a.Outages() == 1 })
-	if b.Connected() {
-		t.Fatal("Connected() true with Redis down")
-	}
-	mu.Lock()
-	if len(errs) == 0 || !errors.Is(errs[0], redis.ErrUnavailable) {
-		t.Fatalf("OnError got %v, want errors wrapping ErrUnavailable", errs)
-	}
-	mu.Unlock()
-
-	// A subscription made during the outage is registered and subscribed on
-	// reconnection.
-	during := brokertest.NewCollector(8)
-	brokertest.Subscribe(t, b, topic+"-during", during)
-
-	srv.Start()
-	brokertest.WaitFor(t, "both reconnected", func() bool { return a.Connected() && b.Connected() })
-	brokertest.WaitFor(t, "OnReconnect", func() bool { return reconnects.Load() == 2 })
-
-	// The resubscription may land a moment after Connected: publish until
-	// one arrives, then check the rest arrive in order.
-	brokertest.WaitFor(t, "publishes flow again", func() bool {
-		brokertest.Publish(t, a, topic, ratchet.Text("probe"))
-		time.Sleep(50 * time.Millisecond)
-		return c.Count() > 1
-	})
-	for i := range 10 {
-		brokertest.Publish(t, a, topic, ratchet.Text(fmt.Sprint("after-", i)))
-	}
-	next := 0
-	for next < 10 {
-		m := c.Next(t).String()
-		if m == "probe" {
-			continue
-		}
-		if m != fmt.Sprint("after-", next) {
-			t.Fatalf("got %q, want after-%d", m, next)
-		}
-		next++
-	}
-	brokertest.Publish(t, a, topic+"-during", ratchet.Text("subscribed while down"))
-	during.Expect(t, ratchet.Text("subscribed while down"))
-	if n := b.Outages(); n != 1 {
-		t.Fatalf("Outages() = %d, want 1", n)
-	}
 }
 
 // A Redis that stops answering without closing its sockets (SIGSTOP) is
 // detected by the PING health check.
 func TestSilentRedis(t *testing.T) {
-	port := brokertest.FreePort(t)
-	srv := brokertest.StartProcess(t, redisServer, port,
-		"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	srv := startRedis(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", srv.Port())
 	b := newBroker(t, addr, redis.WithHealthInterval(200*time.Millisecond),
 		redis.WithBackoff(20*time.Millisecond, 100*time.Millisecond), redis.WithDialTimeout(200*time.Millisecond))
 	brokertest.Subscribe(t, b, brokertest.Topic(t), brokertest.NewCollector(1))

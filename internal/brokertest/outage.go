@@ -1,0 +1,167 @@
+package brokertest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ratchetgo/ratchet"
+)
+
+// OutageNode is a Broker that counts and reports its outages, as the Redis
+// and NATS brokers do.
+type OutageNode interface {
+	ratchet.Broker
+	// Outages returns how many times the connection was lost.
+	Outages() uint64
+	// Connected reports whether the broker's subscriptions are in effect.
+	Connected() bool
+}
+
+// Hooks are the callbacks an outage test wires into a node: the broker's
+// WithOnError and WithOnReconnect functions.
+type Hooks struct {
+	OnError     func(error)
+	OnReconnect func()
+}
+
+// Outage describes a broker for the suites that stop its server.
+type Outage struct {
+	// Server starts a server of the test's own and returns it; the test may
+	// kill, freeze and restart it.
+	Server func(t *testing.T) *Process
+	// NewNode returns a node on srv with the hooks wired, reconnecting
+	// quickly (backoff of tens of milliseconds, health checks every half
+	// second at most). The suite closes it.
+	NewNode func(t *testing.T, srv *Process, h Hooks) OutageNode
+	// Unavailable is the error the broker's outage reports wrap.
+	Unavailable error
+}
+
+// ErrorLog records what a broker reports to its OnError function, and the
+// broker's outage count at the time of each report.
+type ErrorLog struct {
+	node atomic.Pointer[OutageNode]
+
+	mu     sync.Mutex
+	errs   []error
+	counts []uint64
+}
+
+// Report is an OnError function.
+func (l *ErrorLog) Report(err error) {
+	var count uint64
+	if n := l.node.Load(); n != nil {
+		count = (*n).Outages()
+	}
+	l.mu.Lock()
+	l.errs = append(l.errs, err)
+	l.counts = append(l.counts, count)
+	l.mu.Unlock()
+}
+
+// Watch makes the log read n's outage count with each report.
+func (l *ErrorLog) Watch(n OutageNode) { l.node.Store(&n) }
+
+// Errors returns the errors reported so far.
+func (l *ErrorLog) Errors() []error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]error(nil), l.errs...)
+}
+
+// CheckOutage checks that the first error reported wraps target, and that
+// it was reported before the outage was counted: whoever sees Outages move
+// finds the outage already reported.
+func (l *ErrorLog) CheckOutage(t testing.TB, target error) {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.errs) == 0 || !errors.Is(l.errs[0], target) {
+		t.Fatalf("OnError got %v, want errors wrapping %v", l.errs, target)
+	}
+	if l.counts[0] != 0 {
+		t.Fatalf("OnError ran with Outages() = %d: the outage was counted before it was reported", l.counts[0])
+	}
+}
+
+// node returns a node of o on srv whose errors go to a new ErrorLog and
+// whose reconnections are counted.
+func (o Outage) node(t *testing.T, srv *Process) (OutageNode, *ErrorLog, *atomic.Int32) {
+	log := new(ErrorLog)
+	reconnects := new(atomic.Int32)
+	n := o.NewNode(t, srv, Hooks{OnError: log.Report, OnReconnect: func() { reconnects.Add(1) }})
+	log.Watch(n)
+	t.Cleanup(func() { _ = n.Close() })
+	return n, log, reconnects
+}
+
+// RunKillAndRestart kills the server under two nodes, checks that
+// publishing fails within its context and the outage is reported (before it
+// is counted), restarts the server on the same port, and checks that the
+// subscription still in place receives again, as does one made during the
+// outage.
+func RunKillAndRestart(t *testing.T, o Outage) {
+	srv := o.Server(t)
+	a, aLog, aReconnects := o.node(t, srv)
+	b, bLog, bReconnects := o.node(t, srv)
+	topic := Topic(t)
+	c := NewCollector(64)
+	Subscribe(t, b, topic, c)
+	Publish(t, a, topic, ratchet.Text("before"))
+	c.Expect(t, ratchet.Text("before"))
+
+	srv.Kill()
+
+	// Publish fails, within its context, whether or not the client has
+	// noticed the loss yet; a short context bounds it as well.
+	for _, d := range []time.Duration{2 * time.Second, 50 * time.Millisecond} {
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		start := time.Now()
+		err := a.Publish(ctx, topic, ratchet.Text("during"))
+		took := time.Since(start)
+		cancel()
+		if err == nil {
+			t.Fatal("Publish succeeded with the server down")
+		}
+		if took > d+Slack {
+			t.Fatalf("Publish took %v, past its %v context", took, d)
+		}
+		t.Logf("Publish while down (%v context): %v after %v", d, err, took.Round(time.Millisecond))
+	}
+
+	WaitFor(t, "outage counted", func() bool { return b.Outages() == 1 && a.Outages() == 1 })
+	if b.Connected() {
+		t.Fatal("Connected() true with the server down")
+	}
+	aLog.CheckOutage(t, o.Unavailable)
+	bLog.CheckOutage(t, o.Unavailable)
+
+	// A subscription made during the outage is registered and subscribed on
+	// reconnection.
+	during := NewCollector(8)
+	Subscribe(t, b, topic+"-during", during)
+
+	srv.Start()
+	WaitFor(t, "OnReconnect", func() bool { return aReconnects.Load() == 1 && bReconnects.Load() == 1 })
+	if !a.Connected() || !b.Connected() {
+		t.Fatal("OnReconnect called while Connected() is false")
+	}
+
+	for i := range 10 {
+		Publish(t, a, topic, ratchet.Text(fmt.Sprint("after-", i)))
+	}
+	for i := range 10 {
+		c.Expect(t, ratchet.Text(fmt.Sprint("after-", i)))
+	}
+	Publish(t, a, topic+"-during", ratchet.Text("subscribed while down"))
+	during.Expect(t, ratchet.Text("subscribed while down"))
+	c.None(t)
+	if n := b.Outages(); n != 1 {
+		t.Fatalf("Outages() = %d, want 1", n)
+	}
+}
