@@ -20,6 +20,14 @@ const (
 	userTopicPrefix     = "@user/"
 )
 
+// MaxTopicLen is the longest topic name, in bytes, that ValidTopic accepts.
+const MaxTopicLen = 256
+
+// cleanupTimeout bounds the Broker and Presence calls that undo a join or
+// end the subscriptions of a connection that ended, where no caller's
+// context applies.
+const cleanupTimeout = 5 * time.Second
+
 // ErrReservedTopic is returned for topic names that start with
 // ReservedTopicPrefix or are empty.
 var ErrReservedTopic = errors.New("ratchet: topic name is empty or reserved")
@@ -80,9 +88,9 @@ func NewHub(opts ...HubOption) *Hub {
 }
 
 // ValidTopic reports whether name may be chosen by a client: not empty, not
-// reserved, valid UTF-8 and at most 256 bytes.
+// reserved, valid UTF-8 and at most MaxTopicLen bytes.
 func ValidTopic(name string) bool {
-	return name != "" && len(name) <= 256 && !strings.HasPrefix(name, ReservedTopicPrefix) && utf8.ValidString(name)
+	return name != "" && len(name) <= MaxTopicLen && !strings.HasPrefix(name, ReservedTopicPrefix) && utf8.ValidString(name)
 }
 
 // Add makes c known to the Hub, for Broadcast and PublishToUser, until it
@@ -330,7 +338,9 @@ func (h *Hub) join(ctx context.Context, c Conn, topic string) error {
 		err = h.presenceJoin(ctx, topic, user)
 	}
 	if err != nil {
-		_ = h.leave(context.WithoutCancel(ctx), c, topic)
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		defer cancel()
+		_ = h.leave(ctx, c, topic)
 		return err
 	}
 	return nil
@@ -413,7 +423,7 @@ func (h *Hub) remove(c Conn) {
 		topics, user = m.clientTopicsLocked(), m.user
 	}
 	h.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 	defer cancel()
 	for _, topic := range topics {
 		_ = h.presenceLeave(ctx, topic, user)

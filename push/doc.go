@@ -19,7 +19,8 @@
 // # Topics
 //
 // A client may subscribe to any name ratchet.ValidTopic accepts: 1 to 256
-// bytes of UTF-8 not starting with "@" (reserved for the Hub's own topics).
+// (ratchet.MaxTopicLen) bytes of UTF-8 not starting with "@" (reserved for
+// the Hub's own topics).
 // Each connection or stream may hold at most WithMaxTopics topics.
 //
 // # WebSocket endpoint

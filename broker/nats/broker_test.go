@@ -129,17 +129,9 @@ func TestTopicEncoding(t *testing.T) {
 
 func TestPrefix(t *testing.T) {
 	u := natsURL(t)
-	a := newBroker(t, u, natsbroker.WithPrefix("app-a."))
-	b := newBroker(t, u, natsbroker.WithPrefix("app-b."))
-	topic := brokertest.Topic(t)
-	ca, cb := brokertest.NewCollector(4), brokertest.NewCollector(4)
-	brokertest.Subscribe(t, a, topic, ca)
-	brokertest.Subscribe(t, b, topic, cb)
-	brokertest.Publish(t, a, topic, ratchet.Text("for a"))
-	ca.Expect(t, ratchet.Text("for a"))
-	brokertest.Publish(t, b, topic, ratchet.Text("for b"))
-	cb.Expect(t, ratchet.Text("for b"))
-	ca.None(t)
+	brokertest.RunPrefix(t, func(t *testing.T, prefix string) ratchet.Broker {
+		return newBroker(t, u, natsbroker.WithPrefix(prefix))
+	}, "app-a.", "app-b.")
 }
 
 // The node subscribes a subject only while it has local subscribers, all on
@@ -176,36 +168,18 @@ func TestKillAndRestart(t *testing.T) {
 // outage runs the outage suites on NATS servers of the test's own.
 var outage = brokertest.Outage{
 	Server: func(t *testing.T) *brokertest.Process { srv, _ := startNATS(t); return srv },
-	NewNode: func(t *testing.T, srv *brokertest.Process, h brokertest.Hooks) brokertest.OutageNode {
+	NewNode: func(t *testing.T, srv *brokertest.Process, c brokertest.NodeConfig) brokertest.OutageNode {
 		return newBroker(t, fmt.Sprintf("nats://127.0.0.1:%d", srv.Port()),
 			natsbroker.WithBackoff(20*time.Millisecond, 200*time.Millisecond),
-			natsbroker.WithHealthInterval(500*time.Millisecond),
-			natsbroker.WithOnError(h.OnError), natsbroker.WithOnReconnect(h.OnReconnect))
+			natsbroker.WithHealthInterval(c.HealthInterval), natsbroker.WithDialTimeout(c.HealthInterval),
+			natsbroker.WithOnError(c.OnError), natsbroker.WithOnReconnect(c.OnReconnect))
 	},
 	Unavailable: natsbroker.ErrUnavailable,
 }
 
 // A server that stops answering without closing its sockets (SIGSTOP) is
 // detected by the client's PINGs, and Publish stays within its context.
-func TestSilentNATS(t *testing.T) {
-	srv, u := startNATS(t)
-	b := newBroker(t, u, natsbroker.WithHealthInterval(200*time.Millisecond),
-		natsbroker.WithBackoff(20*time.Millisecond, 100*time.Millisecond), natsbroker.WithDialTimeout(200*time.Millisecond))
-	brokertest.Subscribe(t, b, brokertest.Topic(t), brokertest.NewCollector(1))
-	srv.Stop()
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	start := time.Now()
-	if err := b.Publish(ctx, "x", ratchet.Text("x")); err == nil {
-		t.Fatal("Publish to a stopped NATS succeeded")
-	}
-	if d := time.Since(start); d > 100*time.Millisecond+brokertest.Slack {
-		t.Fatalf("Publish took %v with a 100ms context", d)
-	}
-	brokertest.WaitFor(t, "silent NATS detected", func() bool { return b.Outages() == 1 })
-	srv.Continue()
-	brokertest.WaitFor(t, "reconnected", b.Connected)
-}
+func TestSilentNATS(t *testing.T) { brokertest.RunSilentServer(t, outage) }
 
 // Two Apps, each with a Hub on its own NATS broker: a WebSocket client on
 // node B gets what node A publishes.

@@ -22,11 +22,13 @@ type OutageNode interface {
 	Connected() bool
 }
 
-// Hooks are the callbacks an outage test wires into a node: the broker's
-// WithOnError and WithOnReconnect functions.
-type Hooks struct {
-	OnError     func(error)
-	OnReconnect func()
+// NodeConfig is what an outage test sets on a node: the broker's
+// WithOnError and WithOnReconnect functions, and its health interval, which
+// also bounds each reconnection attempt.
+type NodeConfig struct {
+	OnError        func(error)
+	OnReconnect    func()
+	HealthInterval time.Duration
 }
 
 // Outage describes a broker for the suites that stop its server.
@@ -34,10 +36,9 @@ type Outage struct {
 	// Server starts a server of the test's own and returns it; the test may
 	// kill, freeze and restart it.
 	Server func(t *testing.T) *Process
-	// NewNode returns a node on srv with the hooks wired, reconnecting
-	// quickly (backoff of tens of milliseconds, health checks every half
-	// second at most). The suite closes it.
-	NewNode func(t *testing.T, srv *Process, h Hooks) OutageNode
+	// NewNode returns a node on srv configured by c, reconnecting quickly
+	// (backoff of tens of milliseconds). The suite closes it.
+	NewNode func(t *testing.T, srv *Process, c NodeConfig) OutageNode
 	// Unavailable is the error the broker's outage reports wrap.
 	Unavailable error
 }
@@ -91,10 +92,10 @@ func (l *ErrorLog) CheckOutage(t testing.TB, target error) {
 
 // node returns a node of o on srv whose errors go to a new ErrorLog and
 // whose reconnections are counted.
-func (o Outage) node(t *testing.T, srv *Process) (OutageNode, *ErrorLog, *atomic.Int32) {
+func (o Outage) node(t *testing.T, srv *Process, health time.Duration) (OutageNode, *ErrorLog, *atomic.Int32) {
 	log := new(ErrorLog)
 	reconnects := new(atomic.Int32)
-	n := o.NewNode(t, srv, Hooks{OnError: log.Report, OnReconnect: func() { reconnects.Add(1) }})
+	n := o.NewNode(t, srv, NodeConfig{OnError: log.Report, OnReconnect: func() { reconnects.Add(1) }, HealthInterval: health})
 	log.Watch(n)
 	t.Cleanup(func() { _ = n.Close() })
 	return n, log, reconnects
@@ -107,8 +108,8 @@ func (o Outage) node(t *testing.T, srv *Process) (OutageNode, *ErrorLog, *atomic
 // outage.
 func RunKillAndRestart(t *testing.T, o Outage) {
 	srv := o.Server(t)
-	a, aLog, aReconnects := o.node(t, srv)
-	b, bLog, bReconnects := o.node(t, srv)
+	a, aLog, aReconnects := o.node(t, srv, 500*time.Millisecond)
+	b, bLog, bReconnects := o.node(t, srv, 500*time.Millisecond)
 	topic := Topic(t)
 	c := NewCollector(64)
 	Subscribe(t, b, topic, c)
@@ -164,4 +165,29 @@ func RunKillAndRestart(t *testing.T, o Outage) {
 	if n := b.Outages(); n != 1 {
 		t.Fatalf("Outages() = %d, want 1", n)
 	}
+}
+
+// RunSilentServer freezes the server under a node (SIGSTOP: its sockets stay
+// open, it answers nothing), checks that Publish stays within its context
+// and that the health checks notice the outage, and that the node
+// reconnects once the server resumes.
+func RunSilentServer(t *testing.T, o Outage) {
+	srv := o.Server(t)
+	b, _, _ := o.node(t, srv, 200*time.Millisecond)
+	Subscribe(t, b, Topic(t), NewCollector(1))
+	srv.Stop()
+	const d = 100 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	start := time.Now()
+	if err := b.Publish(ctx, "x", ratchet.Text("x")); err == nil {
+		t.Fatal("Publish to a stopped server succeeded")
+	}
+	if took := time.Since(start); took > d+Slack {
+		t.Fatalf("Publish took %v with a %v context", took, d)
+	}
+	WaitFor(t, "silent server detected", func() bool { return b.Outages() == 1 })
+	srv.Continue()
+	WaitFor(t, "reconnected", b.Connected)
+	// Close waits for a publish still in flight on the stopped server.
 }
