@@ -21,6 +21,13 @@ type Broker interface {
 	// Subscribe calls deliver for every message published on topic, one at
 	// a time and in the order one publisher sent them, until the
 	// subscription is closed. deliver must not block for long.
+	//
+	// deliver is never handed a text message that is not valid UTF-8, which
+	// would make browsers fail the connection: a Broker that receives one
+	// from another publisher delivers it as binary (or drops it) and
+	// reports it, as the Redis and NATS brokers do (binary, reported to
+	// their logger and OnError function with an error wrapping
+	// ErrInvalidUTF8).
 	Subscribe(ctx context.Context, topic string, deliver func(Message)) (Subscription, error)
 	// Close ends every subscription and releases the broker's connections.
 	Close() error
@@ -39,7 +46,8 @@ var ErrBrokerClosed = errors.New("ratchet: broker closed")
 // MemoryBroker is a Broker inside one process: Publish calls every
 // subscription's deliver function before it returns. It needs nothing
 // installed, and lets several Hubs (say, several Apps in a test) share topics.
-// The zero value is ready to use.
+// Publish refuses text that is not valid UTF-8 with ErrInvalidUTF8. The zero
+// value is ready to use.
 type MemoryBroker struct {
 	mu     sync.RWMutex
 	topics map[string]map[*memorySub]struct{}
@@ -60,6 +68,9 @@ type memorySub struct {
 func (b *MemoryBroker) Publish(ctx context.Context, topic string, msg Message) error {
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	if !msg.validText() {
+		return ErrInvalidUTF8
 	}
 	b.mu.RLock()
 	if b.closed {

@@ -10,7 +10,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 
@@ -31,8 +30,10 @@ const (
 
 // TypeHeader is the NATS message header that marks a binary message: a
 // message with "Ratchet-Type: binary" is delivered as binary, one with
-// "Ratchet-Type: text" as text, and one without the header as text when its
-// payload is valid UTF-8 (binary otherwise).
+// "Ratchet-Type: text" or without the header as text. Text must be valid
+// UTF-8: a payload that is not is delivered as binary, and reported to the
+// logger and the WithOnError function (an error wrapping
+// ratchet.ErrInvalidUTF8).
 const TypeHeader = "Ratchet-Type"
 
 var (
@@ -71,7 +72,9 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.Logger = l 
 // function has returned), each
 // failed reconnection attempt, and asynchronous errors from the server (slow
 // consumer, permissions). It is also called with a *ratchet.PanicError when
-// a deliver function panics. It must not block.
+// a deliver function panics, and with an error wrapping
+// ratchet.ErrInvalidUTF8 for text that is not valid UTF-8 (delivered as
+// binary, see TypeHeader). It must not block.
 func WithOnError(fn func(error)) Option { return func(o *options) { o.OnError = fn } }
 
 // WithOnReconnect sets a function called each time the broker is connected
@@ -133,6 +136,7 @@ type Broker struct {
 type topic struct {
 	b         *Broker
 	subject   string
+	report    func(error) // what went wrong delivering
 	ns        *nats.Subscription
 	subs      topicsubs.List
 	confirmed atomic.Bool // the server has the SUB
@@ -327,6 +331,7 @@ func (b *Broker) Subscribe(ctx context.Context, topicName string, deliver func(r
 	t := b.topics[subject]
 	if t == nil {
 		t = &topic{b: b, subject: subject}
+		t.report = func(err error) { b.o.ReportDelivery("subject "+subject, err) }
 		ns, err := b.nc.Subscribe(subject, t.handle)
 		if err != nil {
 			b.mu.Unlock()
@@ -356,27 +361,23 @@ func (b *Broker) Subscribe(ctx context.Context, topicName string, deliver func(r
 	return nil, fmt.Errorf("ratchet/nats: subscribe %q: %w", topicName, err)
 }
 
-func (t *topic) handle(m *nats.Msg) {
-	if t.subs.Len() > 0 {
-		t.subs.Deliver(Decode(m), t.b.reportDeliver)
-	}
+func (t *topic) handle(m *nats.Msg) { t.subs.Deliver(decode(m), t.report) }
+
+// Decode returns the message a NATS message carries, per TypeHeader: binary
+// when the header says so, else text, or binary when the payload is not
+// valid UTF-8, which a text message must be.
+func Decode(m *nats.Msg) ratchet.Message {
+	msg, _ := topicsubs.Checked(decode(m))
+	return msg
 }
 
-// reportDeliver reports a deliver function that panicked.
-func (b *Broker) reportDeliver(err error) { b.o.Report(slog.LevelError, "deliver", err) }
-
-// Decode returns the message a NATS message carries, per TypeHeader.
-func Decode(m *nats.Msg) ratchet.Message {
-	switch m.Header.Get(TypeHeader) {
-	case "binary":
+// decode is Decode without the UTF-8 check: the delivery makes it, and
+// reports a payload that fails it.
+func decode(m *nats.Msg) ratchet.Message {
+	if m.Header.Get(TypeHeader) == "binary" {
 		return ratchet.Message{Type: ratchet.MessageBinary, Data: m.Data}
-	case "text":
-		return ratchet.Message{Type: ratchet.MessageText, Data: m.Data}
 	}
-	if utf8.Valid(m.Data) {
-		return ratchet.Message{Type: ratchet.MessageText, Data: m.Data}
-	}
-	return ratchet.Message{Type: ratchet.MessageBinary, Data: m.Data}
+	return ratchet.Message{Type: ratchet.MessageText, Data: m.Data}
 }
 
 // unsubscribe is the broker's part of a subscription's Unsubscribe

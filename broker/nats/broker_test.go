@@ -187,3 +187,29 @@ func TestTwoApps(t *testing.T) {
 	u := natsURL(t)
 	brokertest.RunApps(t, func(t *testing.T) ratchet.Broker { return newBroker(t, u) })
 }
+
+// A message marked "Ratchet-Type: text" whose payload is not UTF-8, from
+// another program, reaches browsers as binary and is reported; no one is
+// cut off.
+func TestInvalidTextFromOutside(t *testing.T) {
+	u := natsURL(t)
+	nc, err := nats.Connect(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	brokertest.RunInvalidText(t,
+		func(t *testing.T, onError func(error)) ratchet.Broker {
+			return newBroker(t, u, natsbroker.WithOnError(onError))
+		},
+		func(t *testing.T, b ratchet.Broker, topic string, data []byte) {
+			m := &nats.Msg{Subject: b.(*natsbroker.Broker).Subject(topic), Data: data,
+				Header: nats.Header{natsbroker.TypeHeader: {"text"}}}
+			if err := nc.PublishMsg(m); err != nil {
+				t.Fatal(err)
+			}
+			if err := nc.Flush(); err != nil {
+				t.Fatal(err)
+			}
+		})
+}

@@ -46,7 +46,9 @@ func WithLogger(l *slog.Logger) Option { return func(o *brokeropt.Options) { o.L
 // connection error: the one that ended a connection (an outage begins;
 // Outages counts it once this function has returned) and each failed
 // reconnection attempt after it. It is
-// also called with a *ratchet.PanicError when a deliver function panics.
+// also called with a *ratchet.PanicError when a deliver function panics,
+// and with an error wrapping ratchet.ErrInvalidUTF8 for a raw payload that
+// is not valid UTF-8 (delivered as binary, see the package documentation).
 // It must not block.
 func WithOnError(fn func(error)) Option { return func(o *brokeropt.Options) { o.OnError = fn } }
 
@@ -104,6 +106,7 @@ type Broker struct {
 
 type topic struct {
 	channel   string
+	report    func(error) // what went wrong delivering
 	subs      topicsubs.List
 	confirmed chan struct{} // closed once Redis confirmed the SUBSCRIBE
 	done      bool          // confirmed is closed
@@ -227,6 +230,7 @@ func (b *Broker) subscribeChannel(ctx context.Context, channel string, deliver f
 	created := t == nil
 	if created {
 		t = &topic{channel: channel, confirmed: make(chan struct{})}
+		t.report = func(err error) { b.o.ReportDelivery("channel "+channel, err) }
 		b.topics[channel] = t
 	}
 	s := t.subs.Add(deliver, func(ctx context.Context, s *topicsubs.Sub) error { return b.unsubscribe(ctx, t, s) })
@@ -490,9 +494,6 @@ func (b *Broker) dispatch(channel, payload string) {
 	ready := t != nil && t.done && t.subs.Len() > 0
 	b.mu.Unlock()
 	if ready {
-		t.subs.Deliver(decodeString(payload), b.reportDeliver)
+		t.subs.Deliver(decode(payload), t.report)
 	}
 }
-
-// reportDeliver reports a deliver function that panicked.
-func (b *Broker) reportDeliver(err error) { b.o.Report(slog.LevelError, "deliver", err) }

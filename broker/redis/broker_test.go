@@ -162,3 +162,19 @@ func TestTwoApps(t *testing.T) {
 	addr := redisAddr(t)
 	brokertest.RunApps(t, func(t *testing.T) ratchet.Broker { return newBroker(t, addr) })
 }
+
+// A payload that is not UTF-8, PUBLISHed by another program (redis-cli,
+// PHP), reaches browsers as binary and is reported; no one is cut off.
+func TestInvalidTextFromOutside(t *testing.T) {
+	addr := redisAddr(t)
+	raw := newClient(t, addr)
+	brokertest.RunInvalidText(t,
+		func(t *testing.T, onError func(error)) ratchet.Broker {
+			return newBroker(t, addr, redis.WithOnError(onError))
+		},
+		func(t *testing.T, b ratchet.Broker, topic string, data []byte) {
+			if err := raw.Publish(context.Background(), b.(*redis.Broker).Channel(topic), data).Err(); err != nil {
+				t.Fatal(err)
+			}
+		})
+}

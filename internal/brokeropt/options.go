@@ -6,9 +6,13 @@ package brokeropt
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"time"
+
+	"github.com/ratchetgo/ratchet"
 )
 
 // Defaults of the shared options.
@@ -100,6 +104,17 @@ func (o *Options) Report(level slog.Level, msg string, err error, attrs ...any) 
 	if o.OnError != nil {
 		o.OnError(err)
 	}
+}
+
+// ReportDelivery reports what went wrong delivering a message that arrived
+// on where (a channel, a subject): text that was not UTF-8 (delivered as
+// binary: a warning), or a deliver function that panicked (an error).
+func (o *Options) ReportDelivery(where string, err error) {
+	level := slog.LevelError
+	if errors.Is(err, ratchet.ErrInvalidUTF8) {
+		level = slog.LevelWarn
+	}
+	o.Report(level, "delivery", fmt.Errorf("%s: %s: %w", o.Name, where, err))
 }
 
 // Reconnected announces the end of an outage that began at down.

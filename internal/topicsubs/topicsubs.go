@@ -1,16 +1,18 @@
 // Package topicsubs keeps a broker node's subscriptions to one topic and
 // hands them what the broker receives for it: in order, one message at a
 // time per subscription, never after its Unsubscribe has returned, with a
-// panicking deliver function recovered and reported. The Redis and NATS
-// brokers share it.
+// panicking deliver function recovered and reported, and never a text
+// message that is not valid UTF-8. The Redis and NATS brokers share it.
 package topicsubs
 
 import (
 	"context"
+	"fmt"
 	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 
 	"github.com/ratchetgo/ratchet"
 )
@@ -76,11 +78,34 @@ func (l *List) Clear() []*Sub {
 
 // Deliver hands msg to every subscription, one after the other. A deliver
 // function that panics is reported as a *ratchet.PanicError; the others
-// still get msg.
+// still get msg. Text that is not valid UTF-8 is delivered as binary and
+// reported (see Checked).
 func (l *List) Deliver(msg ratchet.Message, report func(error)) {
-	for _, s := range l.load() {
+	subs := l.load()
+	if len(subs) == 0 {
+		return
+	}
+	msg, err := Checked(msg)
+	if err != nil {
+		report(err)
+	}
+	for _, s := range subs {
 		s.handle(msg, report)
 	}
+}
+
+// Checked returns msg, unless it is text that is not valid UTF-8: then it
+// returns the same bytes as a binary message, and an error wrapping
+// ratchet.ErrInvalidUTF8. A WebSocket text frame must be UTF-8: a browser
+// fails the whole connection on one that is not (and an event stream would
+// carry the bytes raw), so one bad message from another publisher would cut
+// off every subscriber. As binary it arrives intact, and nothing is lost.
+func Checked(msg ratchet.Message) (ratchet.Message, error) {
+	if msg.Type != ratchet.MessageText || utf8.Valid(msg.Data) {
+		return msg, nil
+	}
+	msg.Type = ratchet.MessageBinary
+	return msg, fmt.Errorf("%w: delivered as binary (%d bytes)", ratchet.ErrInvalidUTF8, len(msg.Data))
 }
 
 func (s *Sub) handle(msg ratchet.Message, report func(error)) {

@@ -100,3 +100,18 @@ func TestRemoveAndClear(t *testing.T) {
 	assert.Equal(t, []*Sub{b}, l.Clear())
 	assert.Equal(t, 0, l.Len())
 }
+
+func TestInvalidTextIsDeliveredAsBinaryAndReported(t *testing.T) {
+	var l List
+	var got []ratchet.Message
+	l.Add(func(m ratchet.Message) { got = append(got, m) }, noLeave)
+	var reported []error
+	report := func(err error) { reported = append(reported, err) }
+	bad := ratchet.Message{Type: ratchet.MessageText, Data: []byte("caf\xe9")}
+	l.Deliver(bad, report)
+	l.Deliver(ratchet.Text("café"), report)
+	l.Deliver(ratchet.Binary([]byte("\xff")), report)
+	assert.Equal(t, []ratchet.Message{ratchet.Binary([]byte("caf\xe9")), ratchet.Text("café"), ratchet.Binary([]byte("\xff"))}, got)
+	require.Len(t, reported, 1)
+	assert.ErrorIs(t, reported[0], ratchet.ErrInvalidUTF8)
+}
