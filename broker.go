@@ -33,6 +33,18 @@ type Broker interface {
 	Close() error
 }
 
+// A Broker that keeps its subscriptions through an outage and re-subscribes
+// them when it reconnects, as the Redis and NATS brokers do, also tells
+// whether they are in effect, with a method
+//
+//	Connected() bool
+//
+// While it reports false, Hub.Subscribe fails with ErrBrokerUnavailable
+// instead of telling a client it is subscribed when messages cannot reach it.
+type brokerHealth interface {
+	Connected() bool
+}
+
 // Subscription is one topic subscription on a Broker.
 type Subscription interface {
 	// Unsubscribe stops deliveries; after it returns, deliver is not called
@@ -42,6 +54,11 @@ type Subscription interface {
 
 // ErrBrokerClosed is returned by a Broker used after Close.
 var ErrBrokerClosed = errors.New("ratchet: broker closed")
+
+// ErrBrokerUnavailable is returned by Hub.Subscribe while the Hub's Broker
+// has lost its server (see Broker), and wrapped by the outage errors of the
+// Redis and NATS brokers.
+var ErrBrokerUnavailable = errors.New("ratchet: broker unavailable")
 
 // MemoryBroker is a Broker inside one process: Publish calls every
 // subscription's deliver function before it returns. It needs nothing

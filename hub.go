@@ -100,8 +100,11 @@ func (h *Hub) Add(ctx context.Context, c Conn) error {
 	return err
 }
 
-// Subscribe adds c to topic. It returns ErrReservedTopic for reserved names,
-// ErrClosed if c has ended, or the Broker's error.
+// Subscribe adds c to topic, and returns once the subscription is in
+// effect: with a Broker, once the Broker has subscribed the topic. It
+// returns ErrReservedTopic for reserved names, ErrClosed if c has ended,
+// ErrBrokerUnavailable while the Broker has lost its server (c is then not
+// added; if it was subscribed before, it stays so), or the Broker's error.
 func (h *Hub) Subscribe(ctx context.Context, c Conn, topic string) error {
 	if !ValidTopic(topic) {
 		return ErrReservedTopic
@@ -109,7 +112,17 @@ func (h *Hub) Subscribe(ctx context.Context, c Conn, topic string) error {
 	if _, err := h.member(ctx, c); err != nil {
 		return err
 	}
-	return h.join(ctx, c, topic)
+	added, err := h.join(ctx, c, topic)
+	if err != nil {
+		return err
+	}
+	if bh, ok := h.broker.(brokerHealth); ok && !bh.Connected() {
+		if added {
+			h.undoJoin(ctx, c, topic)
+		}
+		return ErrBrokerUnavailable
+	}
+	return nil
 }
 
 // Unsubscribe removes c from topic.
@@ -157,7 +170,8 @@ func (h *Hub) SetUser(ctx context.Context, c Conn, user string) error {
 		}
 	}
 	if user != "" {
-		return h.join(ctx, c, userTopicPrefix+user)
+		_, err := h.join(ctx, c, userTopicPrefix+user)
+		return err
 	}
 	return nil
 }
@@ -307,19 +321,21 @@ func (h *Hub) member(ctx context.Context, c Conn) (*hubMember, error) {
 	m.stop = context.AfterFunc(c.Context(), func() { h.remove(c) })
 	h.mu.Unlock()
 
-	err := h.join(ctx, c, topicAll)
+	_, err := h.join(ctx, c, topicAll)
 	if err == nil && m.user != "" {
-		err = h.join(ctx, c, userTopicPrefix+m.user)
+		_, err = h.join(ctx, c, userTopicPrefix+m.user)
 	}
 	return m, err
 }
 
-func (h *Hub) join(ctx context.Context, c Conn, topic string) error {
+// join adds c to topic and reports whether c was not in it yet. A join that
+// fails is undone.
+func (h *Hub) join(ctx context.Context, c Conn, topic string) (bool, error) {
 	h.mu.Lock()
 	m := h.conns[c]
 	if m == nil {
 		h.mu.Unlock()
-		return ErrClosed // ended meanwhile
+		return false, ErrClosed // ended meanwhile
 	}
 	t := h.topics[topic]
 	if t == nil {
@@ -331,19 +347,25 @@ func (h *Hub) join(ctx context.Context, c Conn, topic string) error {
 	user := m.user
 	h.mu.Unlock()
 	if !added {
-		return nil
+		return false, nil
 	}
 	err := h.syncBroker(ctx, t)
 	if err == nil {
 		err = h.presenceJoin(ctx, topic, user)
 	}
 	if err != nil {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-		defer cancel()
-		_ = h.leave(ctx, c, topic)
-		return err
+		h.undoJoin(ctx, c, topic)
+		return false, err
 	}
-	return nil
+	return true, nil
+}
+
+// undoJoin takes c out of topic again, within cleanupTimeout whatever ctx
+// says.
+func (h *Hub) undoJoin(ctx context.Context, c Conn, topic string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	_ = h.leave(ctx, c, topic)
 }
 
 // presenceJoin and presenceLeave record users on client topics only.

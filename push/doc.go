@@ -41,12 +41,12 @@
 // Server to client, replies to control messages (and to each URL topic, as
 // if it had been sent as {"subscribe":...}):
 //
-//	{"subscribed":"weather"}       the subscription is in effect
+//	{"subscribed":"weather"}       the subscription is in effect (on the Broker too)
 //	{"unsubscribed":"weather"}     it is gone (also when there was none)
 //	{"error":"invalid_topic","topic":"@all"}
 //	{"error":"forbidden","topic":"admin"}        refused by the Authorizer
 //	{"error":"too_many_topics","topic":"t65"}
-//	{"error":"unavailable","topic":"weather"}    the Hub or Broker failed
+//	{"error":"unavailable","topic":"weather"}    the Hub is closed, or the Broker failed or is down
 //	{"error":"malformed"}          not such a JSON object
 //	{"error":"too_large"}          over the control message size
 //
@@ -110,7 +110,8 @@
 // Refusals come before the stream, as JSON errors (see below): 405 for
 // methods other than GET, 401 (or a *ratchet.RejectError's status) from
 // WithAuthenticate, 400 invalid_topic or too_many_topics, 403 forbidden from
-// the Authorizer, 503 unavailable after SSE.Shutdown. Each stream is a
+// the Authorizer, 503 unavailable after SSE.Shutdown or while the Broker is
+// down (ratchet.ErrBrokerUnavailable). Each stream is a
 // ratchet.Conn with a bounded queue (WithSendQueue): when a publish finds it
 // full the stream ends (ratchet.ErrSlowConsumer), and EventSource
 // reconnects by itself.

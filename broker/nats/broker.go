@@ -38,8 +38,8 @@ const TypeHeader = "Ratchet-Type"
 
 var (
 	// ErrUnavailable is wrapped by the errors of a Broker whose connection to
-	// NATS is down.
-	ErrUnavailable = errors.New("ratchet/nats: nats unavailable")
+	// NATS is down. It wraps ratchet.ErrBrokerUnavailable.
+	ErrUnavailable = fmt.Errorf("ratchet/nats: nats unavailable: %w", ratchet.ErrBrokerUnavailable)
 
 	// ErrInvalidPrefix is returned by Connect for a prefix that cannot start
 	// a NATS subject.
@@ -131,6 +131,9 @@ type Broker struct {
 
 	closed  atomic.Bool // set under mu
 	outages atomic.Uint64
+	// resubscribed is the client's reconnection count once the server has
+	// every subscription sent again after it.
+	resubscribed atomic.Uint64
 }
 
 type topic struct {
@@ -192,12 +195,14 @@ func Connect(url string, opts ...Option) (*Broker, error) {
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			// The client has sent every subscription again; wait until the
 			// server has processed them before announcing it.
+			reconnects := nc.Stats().Reconnects
 			ctx, cancel := context.WithTimeout(context.Background(), o.DialTimeout)
 			err := nc.FlushWithContext(ctx)
 			cancel()
 			if err != nil {
 				return // lost again: the disconnect handler reports it
 			}
+			b.resubscribed.Store(reconnects)
 			b.o.Reconnected(time.Unix(0, downSince.Load()), "url", nc.ConnectedUrlRedacted())
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) {
@@ -238,8 +243,13 @@ func subject(prefix, topic string) string {
 // Connect.
 func (b *Broker) Outages() uint64 { return b.outages.Load() }
 
-// Connected reports whether the connection to NATS is up.
-func (b *Broker) Connected() bool { return b.nc.IsConnected() }
+// Connected reports whether the connection to NATS is up and, after an
+// outage, the server has every subscription again: whether the broker's
+// subscriptions are in effect. While it reports false,
+// ratchet.Hub.Subscribe fails with ratchet.ErrBrokerUnavailable.
+func (b *Broker) Connected() bool {
+	return b.nc.IsConnected() && b.resubscribed.Load() == b.nc.Stats().Reconnects
+}
 
 func validSubject(s string) bool {
 	if s == "" || strings.ContainsAny(s, " \t\r\n") {

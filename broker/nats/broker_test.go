@@ -165,6 +165,10 @@ func TestKillAndRestart(t *testing.T) {
 	brokertest.RunKillAndRestart(t, outage)
 }
 
+func TestSubscribeWhileDown(t *testing.T) {
+	brokertest.RunSubscribeWhileDown(t, outage)
+}
+
 // outage runs the outage suites on NATS servers of the test's own.
 var outage = brokertest.Outage{
 	Server: func(t *testing.T) *brokertest.Process { srv, _ := startNATS(t); return srv },

@@ -27,8 +27,8 @@ const (
 )
 
 // ErrUnavailable is wrapped by the errors of a Broker whose subscriber
-// connection to Redis is down.
-var ErrUnavailable = errors.New("ratchet/redis: redis unavailable")
+// connection to Redis is down. It wraps ratchet.ErrBrokerUnavailable.
+var ErrUnavailable = fmt.Errorf("ratchet/redis: redis unavailable: %w", ratchet.ErrBrokerUnavailable)
 
 // Option configures a Broker.
 type Option func(*brokeropt.Options)
@@ -92,6 +92,7 @@ type Broker struct {
 	mu      sync.Mutex
 	topics  map[string]*topic // by Redis channel
 	pending map[string]int    // SUBSCRIBEs sent on ps, not yet confirmed
+	resub   map[string]bool   // channels re-subscribed on ps, not yet confirmed
 	ps      *goredis.PubSub   // the current connection; nil while down
 	lost    chan struct{}     // closed when the current connection is lost
 
@@ -143,6 +144,7 @@ func New(ctx context.Context, client *goredis.Client, opts ...Option) (*Broker, 
 		b.cancel()
 		return nil, fmt.Errorf("ratchet/redis: connect: %w", err)
 	}
+	b.up.Store(true) // nothing to re-subscribe yet
 	go b.run(ps)
 	return b, nil
 }
@@ -155,7 +157,10 @@ func (b *Broker) Channel(topic string) string { return b.o.Prefix + topic }
 // since New.
 func (b *Broker) Outages() uint64 { return b.outages.Load() }
 
-// Connected reports whether the subscriber connection to Redis is up.
+// Connected reports whether the subscriber connection to Redis is up and,
+// after an outage, Redis has confirmed the re-subscription of every topic:
+// whether the broker's subscriptions are in effect. While it reports false,
+// ratchet.Hub.Subscribe fails with ratchet.ErrBrokerUnavailable.
 func (b *Broker) Connected() bool { return b.up.Load() }
 
 // Publish implements ratchet.Broker: it sends msg on the topic's channel and
@@ -347,9 +352,11 @@ func (b *Broker) dial(ctx context.Context) (*goredis.PubSub, error) {
 	}
 	channels := make([]string, 0, len(b.topics))
 	clear(b.pending)
+	b.resub = make(map[string]bool, len(b.topics))
 	for ch := range b.topics {
 		channels = append(channels, ch)
 		b.pending[ch] = 1
+		b.resub[ch] = true
 	}
 	b.ps = ps
 	b.mu.Unlock()
@@ -362,7 +369,6 @@ func (b *Broker) dial(ctx context.Context) (*goredis.PubSub, error) {
 			return nil, err
 		}
 	}
-	b.up.Store(true)
 	return ps, nil
 }
 
@@ -389,19 +395,23 @@ func (b *Broker) run(ps *goredis.PubSub) {
 	}
 }
 
-func (b *Broker) confirmedAll() bool {
+// resubscribed reports whether Redis confirmed every re-subscription made
+// when the current connection was opened.
+func (b *Broker) resubscribed() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return len(b.pending) == 0
+	return len(b.resub) == 0
 }
 
-// receive reads ps until it fails or stays silent too long.
+// receive reads ps until it fails or stays silent too long. After an
+// outage, the broker is up again once the re-subscriptions are confirmed.
 func (b *Broker) receive(ps *goredis.PubSub) error {
 	pinged := false
-	announce := !b.downSince.IsZero()
+	resubscribing := !b.downSince.IsZero()
 	for {
-		if announce && b.confirmedAll() {
-			announce = false
+		if resubscribing && b.resubscribed() {
+			resubscribing = false
+			b.up.Store(true)
 			b.o.Reconnected(b.downSince)
 		}
 		v, err := ps.ReceiveTimeout(b.ctx, b.o.HealthInterval)
@@ -475,6 +485,7 @@ func (b *Broker) reconnect() *goredis.PubSub {
 func (b *Broker) confirm(channel string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	delete(b.resub, channel) // the first confirmation after dial is dial's
 	if n := b.pending[channel] - 1; n > 0 {
 		b.pending[channel] = n
 		return

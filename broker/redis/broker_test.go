@@ -133,6 +133,10 @@ func TestKillAndRestart(t *testing.T) {
 	brokertest.RunKillAndRestart(t, outage)
 }
 
+func TestSubscribeWhileDown(t *testing.T) {
+	brokertest.RunSubscribeWhileDown(t, outage)
+}
+
 // outage runs the outage suites on Redis servers of the test's own.
 var outage = brokertest.Outage{
 	Server: startRedis,

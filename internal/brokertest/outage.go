@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/ratchetgo/ratchet"
 )
@@ -190,4 +193,53 @@ func RunSilentServer(t *testing.T, o Outage) {
 	srv.Continue()
 	WaitFor(t, "reconnected", b.Connected)
 	// Close waits for a publish still in flight on the stopped server.
+}
+
+// RunSubscribeWhileDown checks that a client of push's endpoint is told
+// "subscribed" only once the subscription is in effect on the broker: while
+// the server is down, subscribing to a new topic, or to one the node already
+// subscribes, is answered {"error":"unavailable"} (and an event stream gets
+// 503); once the broker has reconnected, the same requests succeed and
+// messages flow.
+func RunSubscribeWhileDown(t *testing.T, o Outage) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	srv := o.Server(t)
+	b, _, reconnects := o.node(t, srv, 500*time.Millisecond)
+	node := NewPushNode(t, b)
+	kept, fresh := Topic(t), Topic(t)
+	early := node.Dial(ctx, t, "topic="+kept)
+	ExpectJSON(ctx, t, early, `{"subscribed":"`+kept+`"}`)
+
+	srv.Kill()
+	WaitFor(t, "outage noticed", func() bool { return !b.Connected() })
+	late := node.Dial(ctx, t, "")
+	for _, c := range []*websocket.Conn{early, late} {
+		for _, topic := range []string{fresh, kept} {
+			if c == early && topic == kept {
+				continue
+			}
+			writeWS(ctx, t, c, `{"subscribe":"`+topic+`"}`)
+			ExpectJSON(ctx, t, c, `{"error":"unavailable","topic":"`+topic+`"}`)
+		}
+	}
+	if status := node.eventsStatus(ctx, t, "topic="+fresh); status != http.StatusServiceUnavailable {
+		t.Fatalf("event stream while down: %d, want 503", status)
+	}
+
+	srv.Start()
+	WaitFor(t, "OnReconnect", func() bool { return reconnects.Load() == 1 })
+	for _, c := range []*websocket.Conn{early, late} {
+		writeWS(ctx, t, c, `{"subscribe":"`+fresh+`"}`)
+		ExpectJSON(ctx, t, c, `{"subscribed":"`+fresh+`"}`)
+	}
+	writeWS(ctx, t, late, `{"subscribe":"`+kept+`"}`)
+	ExpectJSON(ctx, t, late, `{"subscribed":"`+kept+`"}`)
+	for _, topic := range []string{fresh, kept} {
+		if _, err := node.Hub.Publish(ctx, topic, ratchet.Text("on "+topic)); err != nil {
+			t.Fatal(err)
+		}
+		ExpectFrame(ctx, t, early, websocket.MessageText, "on "+topic)
+		ExpectFrame(ctx, t, late, websocket.MessageText, "on "+topic)
+	}
 }

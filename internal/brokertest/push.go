@@ -93,6 +93,28 @@ func jsonEqual(a, b any) bool {
 	return string(x) == string(y)
 }
 
+// eventsStatus opens /events?query and returns the status of the answer.
+func (n *PushNode) eventsStatus(ctx context.Context, t *testing.T, query string) int {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.URL+"/events?"+query, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func writeWS(ctx context.Context, t *testing.T, c *websocket.Conn, text string) {
+	t.Helper()
+	if err := c.Write(ctx, websocket.MessageText, []byte(text)); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+}
+
 // EventStream reads a Server-Sent Events stream.
 type EventStream struct {
 	r *bufio.Reader
