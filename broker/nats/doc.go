@@ -68,5 +68,7 @@
 // # Presence
 //
 // NewPresence returns the node's ratchet.Presence, on a JetStream key-value
-// bucket (nats-server -js): see its documentation.
+// bucket (nats-server -js) named after the broker's prefix
+// ("ratchet-presence" for the default "ratchet.", "myapp-presence" for
+// "myapp."; see PresenceBucket): see its documentation.
 package nats

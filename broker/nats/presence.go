@@ -2,7 +2,9 @@ package nats
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,7 +18,8 @@ import (
 	"github.com/ratchetgo/ratchet/internal/presencenode"
 )
 
-// Presence defaults.
+// Presence defaults. DefaultPresenceBucket is the bucket of a broker with
+// the default prefix; see WithPresenceBucket for the others.
 const (
 	DefaultPresenceBucket = "ratchet-presence"
 	DefaultPresenceTTL    = 30 * time.Second
@@ -37,8 +40,11 @@ type presenceOptions struct {
 	bucket string
 }
 
-// WithPresenceBucket sets the name of the key-value bucket (default
-// "ratchet-presence"), shared by every node of one application.
+// WithPresenceBucket sets the name of the key-value bucket, shared by every
+// node of one application. By default it follows the broker's prefix (see
+// PresenceBucket), so that applications with their own prefix on one NATS
+// have their own presence: "ratchet-presence" for the default prefix
+// "ratchet.", "myapp-presence" for "myapp.".
 func WithPresenceBucket(name string) PresenceOption {
 	return func(o *presenceOptions) { o.bucket = name }
 }
@@ -86,7 +92,7 @@ var _ ratchet.Presence = (*Presence)(nil)
 // options, on b's connection (JetStream must be enabled: nats-server -js),
 // and starts this node's heartbeat. Close it before closing b.
 func NewPresence(ctx context.Context, b *Broker, opts ...PresenceOption) (*Presence, error) {
-	o := presenceOptions{bucket: DefaultPresenceBucket, Options: presencenode.Options{TTL: DefaultPresenceTTL}}
+	o := presenceOptions{bucket: PresenceBucket(b.o.Prefix), Options: presencenode.Options{TTL: DefaultPresenceTTL}}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -128,6 +134,29 @@ func NewPresence(ctx context.Context, b *Broker, opts ...PresenceOption) (*Prese
 	})
 	return p, nil
 }
+
+// PresenceBucket returns the default presence bucket of a broker with the
+// given prefix: the prefix without its final dot, followed by "-presence".
+// Characters a bucket name cannot hold (it takes letters, digits, '-' and
+// '_') become '_', and the bucket name then ends with a hash of the prefix,
+// so that two prefixes never share a bucket.
+func PresenceBucket(prefix string) string {
+	base := strings.TrimSuffix(prefix, ".")
+	safe := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			return r
+		}
+		return '_'
+	}, base)
+	if safe == base {
+		return base + "-presence"
+	}
+	sum := sha256.Sum256([]byte(prefix))
+	return safe + "-presence-" + hex.EncodeToString(sum[:4])
+}
+
+// Bucket returns the name of the key-value bucket the presence uses.
+func (p *Presence) Bucket() string { return p.o.bucket }
 
 func enc(s string) string { return "b" + base64.RawURLEncoding.EncodeToString([]byte(s)) }
 

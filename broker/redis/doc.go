@@ -78,8 +78,9 @@
 // # Presence
 //
 // NewPresence returns the node's ratchet.Presence on the same client and
-// pub/sub connection. Its data, under its own prefix P ("ratchet-presence:"
-// by default), for a topic T:
+// pub/sub connection. Its data, under its own prefix P, which follows the
+// broker's ("ratchet-presence:" for the default "ratchet:", "myapp-presence:"
+// for "myapp:"; see PresencePrefix), for a topic T:
 //
 //   - P+"m:"+T, a sorted set of the users present, each scored with the time
 //     (Unix ms, Redis clock) its last entry expires;

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,7 +19,8 @@ import (
 	"github.com/ratchetgo/ratchet/internal/presencenode"
 )
 
-// Presence defaults.
+// Presence defaults. DefaultPresencePrefix is the presence prefix of a
+// broker with the default prefix; see WithPresencePrefix for the others.
 const (
 	DefaultPresencePrefix = "ratchet-presence:"
 	DefaultPresenceTTL    = 30 * time.Second
@@ -37,8 +39,11 @@ type presenceOptions struct {
 }
 
 // WithPresencePrefix sets the prefix of the keys and channels the presence
-// uses (default "ratchet-presence:"). It must differ from the broker's topic
-// prefix, and be shared by every node of one application.
+// uses, shared by every node of one application. No channel of a topic may
+// start with it. By default it follows the broker's prefix (see
+// PresencePrefix), so that applications with their own prefix on one Redis
+// have their own presence: "ratchet-presence:" for the default prefix
+// "ratchet:", "myapp-presence:" for "myapp:".
 func WithPresencePrefix(prefix string) PresenceOption {
 	return func(o *presenceOptions) { o.prefix = prefix }
 }
@@ -141,7 +146,7 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
 // pub/sub connection (for Watch), and starts its heartbeat. Close it before
 // closing b.
 func NewPresence(b *Broker, opts ...PresenceOption) *Presence {
-	o := presenceOptions{prefix: DefaultPresencePrefix, Options: presencenode.Options{TTL: DefaultPresenceTTL}}
+	o := presenceOptions{prefix: PresencePrefix(b.o.Prefix), Options: presencenode.Options{TTL: DefaultPresenceTTL}}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -174,6 +179,19 @@ var _ ratchet.Presence = (*Presence)(nil)
 
 // ErrPresenceClosed is returned by a Presence used after Close.
 var ErrPresenceClosed = errors.New("ratchet/redis: presence closed")
+
+// PresencePrefix returns the default presence prefix of a broker with the
+// given prefix: the prefix without its final colon, followed by
+// "-presence:". A prefix that does not end with a colon is followed by
+// "@presence:" instead: no client topic starts with "@"
+// (ratchet.ReservedTopicPrefix), so no topic's channel can be a presence
+// key or channel.
+func PresencePrefix(prefix string) string {
+	if base, ok := strings.CutSuffix(prefix, ":"); ok {
+		return base + "-presence:"
+	}
+	return prefix + "@presence:"
+}
 
 // MembersKey returns the sorted set holding topic's members: each user,
 // scored with the time (Unix milliseconds, Redis clock) its entry expires.
