@@ -93,8 +93,8 @@ func jsonEqual(a, b any) bool {
 	return string(x) == string(y)
 }
 
-// eventsStatus opens /events?query and returns the status of the answer.
-func (n *PushNode) eventsStatus(ctx context.Context, t *testing.T, query string) int {
+// getEvents sends GET /events?query and returns the answer.
+func (n *PushNode) getEvents(ctx context.Context, t *testing.T, query string) *http.Response {
 	t.Helper()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.URL+"/events?"+query, nil)
 	if err != nil {
@@ -104,6 +104,13 @@ func (n *PushNode) eventsStatus(ctx context.Context, t *testing.T, query string)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return resp
+}
+
+// eventsStatus opens /events?query and returns the status of the answer.
+func (n *PushNode) eventsStatus(ctx context.Context, t *testing.T, query string) int {
+	t.Helper()
+	resp := n.getEvents(ctx, t, query)
 	resp.Body.Close()
 	return resp.StatusCode
 }
@@ -127,14 +134,7 @@ type Event struct{ Type, Data string }
 // subscriptions are then in effect. It is closed at the end of the test.
 func (n *PushNode) Events(ctx context.Context, t *testing.T, query string) *EventStream {
 	t.Helper()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.URL+"/events?"+query, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := n.getEvents(ctx, t, query)
 	t.Cleanup(func() { resp.Body.Close() })
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET /events?%s: %s", query, resp.Status)
