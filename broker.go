@@ -13,6 +13,15 @@ import (
 //
 // A Hub subscribes to a topic on its Broker only while it has local
 // subscribers to that topic, and delivers what the Broker hands it to them.
+//
+// A Broker that keeps its subscriptions through an outage and re-subscribes
+// them when it reconnects, as the Redis and NATS brokers do, should also
+// tell whether they are in effect, with a method
+//
+//	Connected() bool
+//
+// While it reports false, Hub.Subscribe fails with ErrBrokerUnavailable
+// instead of telling a client it is subscribed when messages cannot reach it.
 type Broker interface {
 	// Publish sends msg to every subscription of topic on every node,
 	// including the publishing one. It returns an error, never blocking past
@@ -20,7 +29,10 @@ type Broker interface {
 	Publish(ctx context.Context, topic string, msg Message) error
 	// Subscribe calls deliver for every message published on topic, one at
 	// a time and in the order one publisher sent them, until the
-	// subscription is closed. deliver must not block for long.
+	// subscription is closed. deliver must not block for long. It returns
+	// once the subscription is in effect (a message published after it
+	// returns is delivered), or once it is registered while the broker is
+	// down, which Connected then reports (see above).
 	//
 	// deliver is never handed a text message that is not valid UTF-8, which
 	// would make browsers fail the connection: a Broker that receives one
@@ -33,14 +45,8 @@ type Broker interface {
 	Close() error
 }
 
-// A Broker that keeps its subscriptions through an outage and re-subscribes
-// them when it reconnects, as the Redis and NATS brokers do, also tells
-// whether they are in effect, with a method
-//
-//	Connected() bool
-//
-// While it reports false, Hub.Subscribe fails with ErrBrokerUnavailable
-// instead of telling a client it is subscribed when messages cannot reach it.
+// brokerHealth is the optional method of a Broker described in its
+// documentation.
 type brokerHealth interface {
 	Connected() bool
 }
