@@ -13,6 +13,15 @@ import (
 //
 // A Hub subscribes to a topic on its Broker only while it has local
 // subscribers to that topic, and delivers what the Broker hands it to them.
+//
+// A Broker that keeps its subscriptions through an outage and re-subscribes
+// them when it reconnects, as the Redis and NATS brokers do, should also
+// tell whether they are in effect, with a method
+//
+//	Connected() bool
+//
+// While it reports false, Hub.Subscribe fails with ErrBrokerUnavailable
+// instead of telling a client it is subscribed when messages cannot reach it.
 type Broker interface {
 	// Publish sends msg to every subscription of topic on every node,
 	// including the publishing one. It returns an error, never blocking past
@@ -20,10 +29,26 @@ type Broker interface {
 	Publish(ctx context.Context, topic string, msg Message) error
 	// Subscribe calls deliver for every message published on topic, one at
 	// a time and in the order one publisher sent them, until the
-	// subscription is closed. deliver must not block for long.
+	// subscription is closed. deliver must not block for long. It returns
+	// once the subscription is in effect (a message published after it
+	// returns is delivered), or once it is registered while the broker is
+	// down, which Connected then reports (see above).
+	//
+	// deliver is never handed a text message that is not valid UTF-8, which
+	// would make browsers fail the connection: a Broker that receives one
+	// from another publisher delivers it as binary (or drops it) and
+	// reports it, as the Redis and NATS brokers do (binary, reported to
+	// their logger and OnError function with an error wrapping
+	// ErrInvalidUTF8).
 	Subscribe(ctx context.Context, topic string, deliver func(Message)) (Subscription, error)
 	// Close ends every subscription and releases the broker's connections.
 	Close() error
+}
+
+// brokerHealth is the optional method of a Broker described in its
+// documentation.
+type brokerHealth interface {
+	Connected() bool
 }
 
 // Subscription is one topic subscription on a Broker.
@@ -36,10 +61,16 @@ type Subscription interface {
 // ErrBrokerClosed is returned by a Broker used after Close.
 var ErrBrokerClosed = errors.New("ratchet: broker closed")
 
+// ErrBrokerUnavailable is returned by Hub.Subscribe while the Hub's Broker
+// has lost its server (see Broker), and wrapped by the outage errors of the
+// Redis and NATS brokers.
+var ErrBrokerUnavailable = errors.New("ratchet: broker unavailable")
+
 // MemoryBroker is a Broker inside one process: Publish calls every
 // subscription's deliver function before it returns. It needs nothing
 // installed, and lets several Hubs (say, several Apps in a test) share topics.
-// It keeps history (HistoryBroker) in a bounded ring per topic. The zero
+// It keeps history (HistoryBroker) in a bounded ring per topic. Publish
+// refuses text that is not valid UTF-8 with ErrInvalidUTF8. The zero
 // value is ready to use.
 type MemoryBroker struct {
 	mu      sync.RWMutex
@@ -63,6 +94,9 @@ func (b *MemoryBroker) Publish(ctx context.Context, topic string, msg Message) e
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if !msg.validText() {
+		return ErrInvalidUTF8
+	}
 	return b.deliver(Publication{Topic: topic, Message: msg})
 }
 
@@ -70,6 +104,9 @@ func (b *MemoryBroker) Publish(ctx context.Context, topic string, msg Message) e
 func (b *MemoryBroker) PublishHistory(ctx context.Context, topic string, msg Message, policy HistoryPolicy) (Position, error) {
 	if err := ctx.Err(); err != nil {
 		return Position{}, err
+	}
+	if !msg.validText() {
+		return Position{}, ErrInvalidUTF8
 	}
 	var pos Position
 	err := b.streams.append(topic, msg, policy.withDefaults(), func(p Publication) error {

@@ -29,7 +29,7 @@ type Conn interface {
 	// closed with 1008). Send does not copy msg.Data.
 	Send(msg Message) error
 	// Close sends what is already queued, then closes with code and reason
-	// (at most 123 bytes). OnClose follows once the peer has answered or a
+	// (cut to maxCloseReason bytes). OnClose follows once the peer has answered or a
 	// timeout passed. Close never blocks on the network.
 	Close(code StatusCode, reason string) error
 	// Request is the HTTP upgrade request: headers, cookies, query, and
@@ -61,6 +61,10 @@ func NewConnID() uint64 { return lastConnID.Add(1) }
 // consumer, invalid data, panic) has to answer the close frame; a clean close
 // waits up to coder/websocket's 5 s.
 const failingCloseWait = time.Second
+
+// maxCloseReason is the longest close reason, in bytes: a control frame's
+// payload is at most 125 bytes (RFC 6455 §5.5), two of them the close code.
+const maxCloseReason = 123
 
 // conn is the connection behind Conn. Its run goroutine owns the life cycle:
 // it reads, calls every callback, and ends the connection. A writer goroutine
@@ -236,9 +240,9 @@ func (c *conn) Close(code StatusCode, reason string) error {
 }
 
 func (c *conn) closeLocked(code StatusCode, reason string) {
-	if len(reason) > 123 {
+	if len(reason) > maxCloseReason {
 		// cut on a character boundary: a close reason must be UTF-8
-		n := 123
+		n := maxCloseReason
 		for n > 0 && !utf8.RuneStart(reason[n]) {
 			n--
 		}

@@ -2,6 +2,7 @@ package ratchet
 
 import (
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -122,7 +123,7 @@ const parallelBroadcastMin = 256
 func sendAll(conns []Conn, shared *sharedPayload, except []Conn) int {
 	n := 0
 	for _, c := range conns {
-		if isExcepted(c, except) {
+		if slices.Contains(except, c) {
 			continue
 		}
 		var err error
@@ -136,13 +137,4 @@ func sendAll(conns []Conn, shared *sharedPayload, except []Conn) int {
 		}
 	}
 	return n
-}
-
-func isExcepted(c Conn, except []Conn) bool {
-	for _, e := range except {
-		if c == e {
-			return true
-		}
-	}
-	return false
 }

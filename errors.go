@@ -64,6 +64,8 @@ var (
 
 	// ErrInvalidUTF8 is reported to OnError when a text message is not valid
 	// UTF-8; the connection is closed with StatusInvalidPayload (1007).
+	// Hub.Publish returns it for such text, and the brokers report it when
+	// such text arrives from another publisher (see Broker.Subscribe).
 	ErrInvalidUTF8 = errors.New("ratchet: text message is not valid UTF-8")
 
 	// ErrServerClosed is returned by App.Run and App.Serve after Shutdown.

@@ -20,6 +20,14 @@ const (
 	userTopicPrefix     = "@user/"
 )
 
+// MaxTopicLen is the longest topic name, in bytes, that ValidTopic accepts.
+const MaxTopicLen = 256
+
+// cleanupTimeout bounds the Broker and Presence calls that undo a join or
+// end the subscriptions of a connection that ended, where no caller's
+// context applies.
+const cleanupTimeout = 5 * time.Second
+
 // ErrReservedTopic is returned for topic names that start with
 // ReservedTopicPrefix or are empty.
 var ErrReservedTopic = errors.New("ratchet: topic name is empty or reserved")
@@ -100,9 +108,9 @@ func NewHub(opts ...HubOption) *Hub {
 }
 
 // ValidTopic reports whether name may be chosen by a client: not empty, not
-// reserved, valid UTF-8 and at most 256 bytes.
+// reserved, valid UTF-8 and at most MaxTopicLen bytes.
 func ValidTopic(name string) bool {
-	return name != "" && len(name) <= 256 && !strings.HasPrefix(name, ReservedTopicPrefix) && utf8.ValidString(name)
+	return name != "" && len(name) <= MaxTopicLen && !strings.HasPrefix(name, ReservedTopicPrefix) && utf8.ValidString(name)
 }
 
 // Add makes c known to the Hub, for Broadcast and PublishToUser, until it
@@ -112,9 +120,11 @@ func (h *Hub) Add(ctx context.Context, c Conn) error {
 	return err
 }
 
-// Subscribe adds c to topic. It returns ErrReservedTopic for reserved names,
-// ErrClosed if c has ended, or the Broker's error. It returns once the
-// subscription is in effect.
+// Subscribe adds c to topic, and returns once the subscription is in
+// effect: with a Broker, once the Broker has subscribed the topic. It
+// returns ErrReservedTopic for reserved names, ErrClosed if c has ended,
+// ErrBrokerUnavailable while the Broker has lost its server (c is then not
+// added; if it was subscribed before, it stays so), or the Broker's error.
 func (h *Hub) Subscribe(ctx context.Context, c Conn, topic string) error {
 	_, err := h.SubscribeWith(ctx, c, topic, SubscribeOptions{})
 	return err
@@ -165,7 +175,7 @@ func (h *Hub) SetUser(ctx context.Context, c Conn, user string) error {
 		}
 	}
 	if user != "" {
-		_, err := h.join(ctx, c, userTopicPrefix+user, SubscribeOptions{})
+		_, err := h.join(ctx, c, userTopicPrefix+user, SubscribeOptions{}, false)
 		return err
 	}
 	return nil
@@ -338,11 +348,19 @@ func (h *Hub) member(ctx context.Context, c Conn) (*hubMember, error) {
 	m.stop = context.AfterFunc(c.Context(), func() { h.remove(c) })
 	h.mu.Unlock()
 
-	_, err := h.join(ctx, c, topicAll, SubscribeOptions{})
+	_, err := h.join(ctx, c, topicAll, SubscribeOptions{}, false)
 	if err == nil && m.user != "" {
-		_, err = h.join(ctx, c, userTopicPrefix+m.user, SubscribeOptions{})
+		_, err = h.join(ctx, c, userTopicPrefix+m.user, SubscribeOptions{}, false)
 	}
 	return m, err
+}
+
+// undoJoin takes c out of topic again, within cleanupTimeout whatever ctx
+// says.
+func (h *Hub) undoJoin(ctx context.Context, c Conn, topic string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	_ = h.leave(ctx, c, topic)
 }
 
 // presenceJoin and presenceLeave record users on client topics only.
@@ -423,7 +441,7 @@ func (h *Hub) remove(c Conn) {
 		topics, user = m.clientTopicsLocked(), m.user
 	}
 	h.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 	defer cancel()
 	for _, topic := range topics {
 		_ = h.presenceLeave(ctx, topic, user)

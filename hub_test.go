@@ -317,3 +317,18 @@ func TestHubPresence(t *testing.T) {
 	assert.Empty(t, members())
 	b.Close(websocket.StatusNormalClosure, "")
 }
+
+// A MemoryBroker never hands its subscribers text that is not UTF-8: a
+// browser would fail its connection.
+func TestMemoryBrokerRefusesInvalidText(t *testing.T) {
+	b := ratchet.NewMemoryBroker()
+	defer b.Close()
+	ctx := context.Background()
+	var got []ratchet.Message
+	s, err := b.Subscribe(ctx, "t", func(m ratchet.Message) { got = append(got, m) })
+	require.NoError(t, err)
+	defer s.Unsubscribe(ctx)
+	require.ErrorIs(t, b.Publish(ctx, "t", ratchet.Message{Type: ratchet.MessageText, Data: []byte("\xff")}), ratchet.ErrInvalidUTF8)
+	require.NoError(t, b.Publish(ctx, "t", ratchet.Binary([]byte("\xff"))))
+	assert.Equal(t, []ratchet.Message{ratchet.Binary([]byte("\xff"))}, got)
+}

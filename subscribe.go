@@ -80,10 +80,13 @@ func (h *Hub) SubscribeWith(ctx context.Context, c Conn, topic string, opts Subs
 	if _, err := h.member(ctx, c); err != nil {
 		return Recovery{}, err
 	}
-	return h.join(ctx, c, topic, opts)
+	return h.join(ctx, c, topic, opts, true)
 }
 
-func (h *Hub) join(ctx context.Context, c Conn, topic string, opts SubscribeOptions) (Recovery, error) {
+// join adds c to topic. With needBroker, a Broker that has lost its server
+// fails it with ErrBrokerUnavailable (see Subscribe). A join that fails is
+// undone.
+func (h *Hub) join(ctx context.Context, c Conn, topic string, opts SubscribeOptions, needBroker bool) (Recovery, error) {
 	h.mu.Lock()
 	m := h.conns[c]
 	if m == nil {
@@ -108,6 +111,9 @@ func (h *Hub) join(ctx context.Context, c Conn, topic string, opts SubscribeOpti
 	}
 	h.mu.Unlock()
 	if !added {
+		if needBroker && !h.brokerConnected() {
+			return Recovery{}, ErrBrokerUnavailable
+		}
 		rec := Recovery{Recovered: true}
 		if opts.Ready != nil {
 			opts.Ready(rec)
@@ -115,6 +121,9 @@ func (h *Hub) join(ctx context.Context, c Conn, topic string, opts SubscribeOpti
 		return rec, nil
 	}
 	err := h.syncBroker(ctx, t)
+	if err == nil && needBroker && !h.brokerConnected() {
+		err = ErrBrokerUnavailable
+	}
 	if err == nil {
 		err = h.presenceJoin(ctx, topic, user)
 	}
@@ -127,10 +136,17 @@ func (h *Hub) join(ctx context.Context, c Conn, topic string, opts SubscribeOpti
 		err = t.goLive(c, opts, &rec, page)
 	}
 	if err != nil {
-		_ = h.leave(context.WithoutCancel(ctx), c, topic)
+		h.undoJoin(ctx, c, topic)
 		return Recovery{}, err
 	}
 	return rec, nil
+}
+
+// brokerConnected reports whether the Broker, if it can tell, has its
+// subscriptions in effect.
+func (h *Hub) brokerConnected() bool {
+	bh, ok := h.broker.(brokerHealth)
+	return !ok || bh.Connected()
 }
 
 // readMissed reads what a subscriber that has seen since missed: every kept

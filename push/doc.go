@@ -19,7 +19,8 @@
 // # Topics
 //
 // A client may subscribe to any name ratchet.ValidTopic accepts: 1 to 256
-// bytes of UTF-8 not starting with "@" (reserved for the Hub's own topics).
+// (ratchet.MaxTopicLen) bytes of UTF-8 not starting with "@" (reserved for
+// the Hub's own topics).
 // Each connection or stream may hold at most WithMaxTopics topics.
 //
 // # WebSocket endpoint
@@ -41,13 +42,13 @@
 // Server to client, replies to control messages (and to each URL topic, as
 // if it had been sent as {"subscribe":...}):
 //
-//	{"subscribed":"weather"}       the subscription is in effect
+//	{"subscribed":"weather"}       the subscription is in effect (on the Broker too)
 //	{"subscribed":"news","position":"k3x9:17","recovered":true}   a topic with history
 //	{"unsubscribed":"weather"}     it is gone (also when there was none)
 //	{"error":"invalid_topic","topic":"@all"}
 //	{"error":"forbidden","topic":"admin"}        refused by the Authorizer
 //	{"error":"too_many_topics","topic":"t65"}
-//	{"error":"unavailable","topic":"weather"}    the Hub or Broker failed
+//	{"error":"unavailable","topic":"weather"}    the Hub is closed, or the Broker failed or is down
 //	{"error":"malformed"}          not such a JSON object
 //	{"error":"too_large"}          over the control message size
 //
@@ -118,7 +119,8 @@
 // Refusals come before the stream, as JSON errors (see below): 405 for
 // methods other than GET, 401 (or a *ratchet.RejectError's status) from
 // WithAuthenticate, 400 invalid_topic or too_many_topics, 403 forbidden from
-// the Authorizer, 503 unavailable after SSE.Shutdown. Each stream is a
+// the Authorizer, 503 unavailable after SSE.Shutdown or while the Broker is
+// down (ratchet.ErrBrokerUnavailable). Each stream is a
 // ratchet.Conn with a bounded queue (WithSendQueue): when a publish finds it
 // full the stream ends (ratchet.ErrSlowConsumer), and EventSource
 // reconnects by itself.

@@ -3,6 +3,7 @@ package push
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/ratchetgo/ratchet"
@@ -109,7 +110,7 @@ func (e *Endpoint) subscribe(ctx context.Context, c ratchet.Conn, topic string, 
 		return
 	}
 	subs := e.hub.TopicsOf(c)
-	if len(subs) >= e.cfg.maxTopics && !contains(subs, topic) {
+	if len(subs) >= e.cfg.maxTopics && !slices.Contains(subs, topic) {
 		e.replyError(c, CodeTooManyTopics, topic)
 		return
 	}
@@ -192,20 +193,10 @@ func (e *Endpoint) replyError(c ratchet.Conn, code, topic string) {
 	_ = c.Send(ratchet.Message{Type: ratchet.MessageText, Data: r.encode()})
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 // echoTopic shortens a topic repeated in a reply: an invalid one may be long.
 func echoTopic(t string) string {
-	const max = 256
-	if len(t) > max {
-		return t[:max]
+	if len(t) > ratchet.MaxTopicLen {
+		return t[:ratchet.MaxTopicLen]
 	}
 	return t
 }

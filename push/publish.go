@@ -339,8 +339,8 @@ func parsePublication(body []byte) (Publication, error) {
 		}
 		p.Topic = *topic
 	case user != nil:
-		if *user == "" || len(*user) > 256 {
-			return p, malformed(`"user" must be 1 to 256 bytes`)
+		if *user == "" || len(*user) > ratchet.MaxTopicLen {
+			return p, malformed(`"user" must be 1 to ` + strconv.Itoa(ratchet.MaxTopicLen) + ` bytes`)
 		}
 		p.User = *user
 	default:

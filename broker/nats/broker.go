@@ -6,39 +6,40 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/ratchetgo/ratchet"
+	"github.com/ratchetgo/ratchet/internal/brokeropt"
+	"github.com/ratchetgo/ratchet/internal/topicsubs"
 )
 
 // Defaults of the options.
 const (
 	DefaultPrefix         = "ratchet."
-	DefaultMinBackoff     = 100 * time.Millisecond
-	DefaultMaxBackoff     = 5 * time.Second
-	DefaultHealthInterval = 5 * time.Second
-	DefaultDialTimeout    = 5 * time.Second
+	DefaultMinBackoff     = brokeropt.DefaultMinBackoff
+	DefaultMaxBackoff     = brokeropt.DefaultMaxBackoff
+	DefaultHealthInterval = brokeropt.DefaultHealthInterval
+	DefaultDialTimeout    = brokeropt.DefaultDialTimeout
 	DefaultPublishTimeout = 5 * time.Second
 )
 
 // TypeHeader is the NATS message header that marks a binary message: a
 // message with "Ratchet-Type: binary" is delivered as binary, one with
-// "Ratchet-Type: text" as text, and one without the header as text when its
-// payload is valid UTF-8 (binary otherwise).
+// "Ratchet-Type: text" or without the header as text. Text must be valid
+// UTF-8: a payload that is not is delivered as binary, and reported to the
+// logger and the WithOnError function (an error wrapping
+// ratchet.ErrInvalidUTF8).
 const TypeHeader = "Ratchet-Type"
 
 var (
 	// ErrUnavailable is wrapped by the errors of a Broker whose connection to
-	// NATS is down.
-	ErrUnavailable = errors.New("ratchet/nats: nats unavailable")
+	// NATS is down. It wraps ratchet.ErrBrokerUnavailable.
+	ErrUnavailable = fmt.Errorf("ratchet/nats: nats unavailable: %w", ratchet.ErrBrokerUnavailable)
 
 	// ErrInvalidPrefix is returned by Connect for a prefix that cannot start
 	// a NATS subject.
@@ -49,14 +50,7 @@ var (
 type Option func(*options)
 
 type options struct {
-	prefix         string
-	logger         *slog.Logger
-	onError        func(error)
-	onReconnect    func()
-	minBackoff     time.Duration
-	maxBackoff     time.Duration
-	healthInterval time.Duration
-	dialTimeout    time.Duration
+	brokeropt.Options
 	publishTimeout time.Duration
 	async          bool
 	natsOpts       []nats.Option
@@ -67,38 +61,41 @@ type options struct {
 // NATS. A topic "news" is then the subject "ratchet.news". The prefix must
 // start a literal subject (no whitespace, no wildcard or empty token);
 // Connect returns ErrInvalidPrefix otherwise.
-func WithPrefix(prefix string) Option { return func(o *options) { o.prefix = prefix } }
+func WithPrefix(prefix string) Option { return func(o *options) { o.Prefix = prefix } }
 
 // WithLogger sets where connection losses and reconnections are logged
 // (default slog.Default()).
-func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.Logger = l } }
 
 // WithOnError sets a function called with every connection error: the one
-// that ended a connection (an outage begins, and Outages counts it), each
+// that ended a connection (an outage begins; Outages counts it once this
+// function has returned), each
 // failed reconnection attempt, and asynchronous errors from the server (slow
 // consumer, permissions). It is also called with a *ratchet.PanicError when
-// a deliver function panics. It must not block.
-func WithOnError(fn func(error)) Option { return func(o *options) { o.onError = fn } }
+// a deliver function panics, and with an error wrapping
+// ratchet.ErrInvalidUTF8 for text that is not valid UTF-8 (delivered as
+// binary, see TypeHeader). It must not block.
+func WithOnError(fn func(error)) Option { return func(o *options) { o.OnError = fn } }
 
 // WithOnReconnect sets a function called each time the broker is connected
 // again after an outage, once the server has every subscription again. It
 // must not block.
-func WithOnReconnect(fn func()) Option { return func(o *options) { o.onReconnect = fn } }
+func WithOnReconnect(fn func()) Option { return func(o *options) { o.OnReconnect = fn } }
 
 // WithBackoff sets the delays between reconnection attempts: the first
 // waits min, each next one twice as long up to max, with ±20% jitter
 // (defaults 100ms and 5s). Reconnection attempts never stop.
 func WithBackoff(min, max time.Duration) Option {
-	return func(o *options) { o.minBackoff, o.maxBackoff = min, max }
+	return func(o *options) { o.MinBackoff, o.MaxBackoff = min, max }
 }
 
 // WithHealthInterval sets the interval of the client's PINGs; two
 // unanswered ones end the connection (default 5s). It bounds how long a
 // server that vanished without closing its sockets goes unnoticed.
-func WithHealthInterval(d time.Duration) Option { return func(o *options) { o.healthInterval = d } }
+func WithHealthInterval(d time.Duration) Option { return func(o *options) { o.HealthInterval = d } }
 
 // WithDialTimeout bounds each (re)connection attempt (default 5s).
-func WithDialTimeout(d time.Duration) Option { return func(o *options) { o.dialTimeout = d } }
+func WithDialTimeout(d time.Duration) Option { return func(o *options) { o.DialTimeout = d } }
 
 // WithPublishTimeout bounds a Publish whose context has no deadline
 // (default 5s).
@@ -110,6 +107,10 @@ func WithPublishTimeout(d time.Duration) Option { return func(o *options) { o.pu
 // connection breaks, while the break is not yet detected, is lost without an
 // error. By default Publish waits for the server (one round trip).
 func WithAsyncPublish() Option { return func(o *options) { o.async = true } }
+
+// maxPingsOutstanding is how many PINGs may go unanswered before the client
+// drops the connection: two health intervals of silence.
+const maxPingsOutstanding = 2
 
 // WithNATSOptions adds options for nats.Connect, after the broker's own:
 // credentials, TLS, more servers. Options that set the connection's
@@ -127,26 +128,21 @@ type Broker struct {
 
 	mu     sync.Mutex
 	topics map[string]*topic // by subject
-	closed bool
 
-	isClosed atomic.Bool
-	outages  atomic.Uint64
+	closed  atomic.Bool // set under mu
+	outages atomic.Uint64
+	// resubscribed is the client's reconnection count once the server has
+	// every subscription sent again after it.
+	resubscribed atomic.Uint64
 }
 
 type topic struct {
 	b         *Broker
 	subject   string
+	report    func(error) // what went wrong delivering
 	ns        *nats.Subscription
-	subs      atomic.Pointer[[]*subscription] // copy on write
-	confirmed atomic.Bool                     // the server has the SUB
-}
-
-type subscription struct {
-	b       *Broker
-	t       *topic
-	mu      sync.Mutex // held while delivering
-	deliver func(ratchet.Message)
-	once    sync.Once
+	subs      topicsubs.List
+	confirmed atomic.Bool // the server has the SUB
 }
 
 // Connect connects to the NATS server(s) at url (a comma-separated list is
@@ -154,96 +150,66 @@ type subscription struct {
 // broker owns the connection, which carries every topic of this process, and
 // reconnects it by itself after the first connection succeeded.
 func Connect(url string, opts ...Option) (*Broker, error) {
-	o := options{
-		prefix:         DefaultPrefix,
-		minBackoff:     DefaultMinBackoff,
-		maxBackoff:     DefaultMaxBackoff,
-		healthInterval: DefaultHealthInterval,
-		dialTimeout:    DefaultDialTimeout,
-		publishTimeout: DefaultPublishTimeout,
-	}
+	o := options{Options: brokeropt.New("ratchet/nats", DefaultPrefix), publishTimeout: DefaultPublishTimeout}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if o.logger == nil {
-		o.logger = slog.Default()
-	}
-	if o.minBackoff <= 0 {
-		o.minBackoff = DefaultMinBackoff
-	}
-	if o.maxBackoff < o.minBackoff {
-		o.maxBackoff = o.minBackoff
-	}
-	if o.healthInterval <= 0 {
-		o.healthInterval = DefaultHealthInterval
-	}
-	if o.dialTimeout <= 0 {
-		o.dialTimeout = DefaultDialTimeout
-	}
+	o.Check()
 	if o.publishTimeout <= 0 {
 		o.publishTimeout = DefaultPublishTimeout
 	}
-	if !validSubject(subject(o.prefix, "x")) {
-		return nil, fmt.Errorf("%w: %q", ErrInvalidPrefix, o.prefix)
+	if !validSubject(subject(o.Prefix, "x")) {
+		return nil, fmt.Errorf("%w: %q", ErrInvalidPrefix, o.Prefix)
 	}
 	b := &Broker{o: o, topics: make(map[string]*topic)}
-	var downSince atomic.Int64
+	var downSince atomic.Int64 // Unix ns; written and read on the client's callback goroutine
 	nopts := []nats.Option{
 		nats.Name("ratchet"),
 		nats.MaxReconnects(-1),
 		nats.ReconnectBufSize(-1), // publishing while down fails instead of buffering
-		nats.CustomReconnectDelay(func(attempts int) time.Duration {
-			d := o.minBackoff
-			for i := 1; i < attempts && d < o.maxBackoff; i++ {
-				d *= 2
-			}
-			d = min(d, o.maxBackoff)
-			return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
-		}),
-		nats.Timeout(o.dialTimeout),
-		nats.PingInterval(o.healthInterval),
-		nats.MaxPingsOutstanding(2),
+		nats.CustomReconnectDelay(b.o.Backoff),
+		nats.Timeout(o.DialTimeout),
+		nats.PingInterval(o.HealthInterval),
+		nats.MaxPingsOutstanding(maxPingsOutstanding),
 		nats.NoCallbacksAfterClientClose(),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if b.isClosed.Load() {
+			if b.closed.Load() {
 				return
 			}
 			if err == nil {
 				err = errors.New("disconnected")
 			}
 			downSince.Store(time.Now().UnixNano())
-			n := b.outages.Add(1)
-			b.o.logger.Warn("ratchet/nats: connection to nats lost; reconnecting", "error", err, "outage", n)
-			b.report(fmt.Errorf("%w: connection lost: %w", ErrUnavailable, err))
+			// Report, then count: whoever sees Outages move finds the
+			// outage reported.
+			b.o.Report(slog.LevelWarn, "connection to nats lost; reconnecting",
+				fmt.Errorf("%w: connection lost: %w", ErrUnavailable, err), "outage", b.outages.Load()+1)
+			b.outages.Add(1)
 		}),
 		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
-			if b.isClosed.Load() {
+			if b.closed.Load() {
 				return
 			}
-			b.o.logger.Debug("ratchet/nats: reconnection failed", "error", err)
-			b.report(fmt.Errorf("%w: reconnect: %w", ErrUnavailable, err))
+			b.o.Report(slog.LevelDebug, "reconnection failed", fmt.Errorf("%w: reconnect: %w", ErrUnavailable, err))
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			// The client has sent every subscription again; wait until the
 			// server has processed them before announcing it.
-			ctx, cancel := context.WithTimeout(context.Background(), o.dialTimeout)
+			reconnects := nc.Stats().Reconnects
+			ctx, cancel := context.WithTimeout(context.Background(), o.DialTimeout)
 			err := nc.FlushWithContext(ctx)
 			cancel()
 			if err != nil {
 				return // lost again: the disconnect handler reports it
 			}
-			downtime := time.Duration(time.Now().UnixNano() - downSince.Load())
-			b.o.logger.Info("ratchet/nats: reconnected to nats", "url", nc.ConnectedUrlRedacted(), "downtime", downtime.Round(time.Millisecond))
-			if b.o.onReconnect != nil {
-				b.o.onReconnect()
-			}
+			b.resubscribed.Store(reconnects)
+			b.o.Reconnected(time.Unix(0, downSince.Load()), "url", nc.ConnectedUrlRedacted())
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) {
 			if s != nil {
 				err = fmt.Errorf("ratchet/nats: subject %s: %w", s.Subject, err)
 			}
-			b.o.logger.Error("ratchet/nats: asynchronous error", "error", err)
-			b.report(err)
+			b.o.Report(slog.LevelError, "asynchronous error", err)
 		}),
 	}
 	nc, err := nats.Connect(url, append(nopts, o.natsOpts...)...)
@@ -262,7 +228,7 @@ func (b *Broker) Conn() *nats.Conn { return b.nc }
 // by the topic when that makes a literal subject and the topic does not
 // start with "~", else the prefix followed by "~" and the topic in unpadded
 // base64url. See the package documentation.
-func (b *Broker) Subject(topic string) string { return subject(b.o.prefix, topic) }
+func (b *Broker) Subject(topic string) string { return subject(b.o.Prefix, topic) }
 
 func subject(prefix, topic string) string {
 	if !strings.HasPrefix(topic, "~") {
@@ -277,13 +243,12 @@ func subject(prefix, topic string) string {
 // Connect.
 func (b *Broker) Outages() uint64 { return b.outages.Load() }
 
-// Connected reports whether the connection to NATS is up.
-func (b *Broker) Connected() bool { return b.nc.IsConnected() }
-
-func (b *Broker) report(err error) {
-	if b.o.onError != nil {
-		b.o.onError(err)
-	}
+// Connected reports whether the connection to NATS is up and, after an
+// outage, the server has every subscription again: whether the broker's
+// subscriptions are in effect. While it reports false,
+// ratchet.Hub.Subscribe fails with ratchet.ErrBrokerUnavailable.
+func (b *Broker) Connected() bool {
+	return b.nc.IsConnected() && b.resubscribed.Load() == b.nc.Stats().Reconnects
 }
 
 func validSubject(s string) bool {
@@ -307,7 +272,7 @@ func (b *Broker) Publish(ctx context.Context, topic string, msg ratchet.Message)
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if b.isClosed.Load() {
+	if b.closed.Load() {
 		return ratchet.ErrBrokerClosed
 	}
 	subject := b.Subject(topic)
@@ -322,7 +287,7 @@ func (b *Broker) Publish(ctx context.Context, topic string, msg ratchet.Message)
 		if errors.Is(err, nats.ErrReconnectBufExceeded) {
 			err = fmt.Errorf("%w (%w)", ErrUnavailable, err)
 		}
-		if errors.Is(err, nats.ErrConnectionClosed) && b.isClosed.Load() {
+		if errors.Is(err, nats.ErrConnectionClosed) && b.closed.Load() {
 			return ratchet.ErrBrokerClosed
 		}
 		return fmt.Errorf("ratchet/nats: publish: %w", err)
@@ -369,14 +334,14 @@ func (b *Broker) Subscribe(ctx context.Context, topicName string, deliver func(r
 	}
 	subject := b.Subject(topicName)
 	b.mu.Lock()
-	if b.closed {
+	if b.closed.Load() {
 		b.mu.Unlock()
 		return nil, ratchet.ErrBrokerClosed
 	}
 	t := b.topics[subject]
 	if t == nil {
 		t = &topic{b: b, subject: subject}
-		t.subs.Store(&[]*subscription{})
+		t.report = func(err error) { b.o.ReportDelivery("subject "+subject, err) }
 		ns, err := b.nc.Subscribe(subject, t.handle)
 		if err != nil {
 			b.mu.Unlock()
@@ -385,12 +350,7 @@ func (b *Broker) Subscribe(ctx context.Context, topicName string, deliver func(r
 		t.ns = ns
 		b.topics[subject] = t
 	}
-	s := &subscription{b: b, t: t, deliver: deliver}
-	old := *t.subs.Load()
-	subs := make([]*subscription, len(old), len(old)+1)
-	copy(subs, old)
-	subs = append(subs, s)
-	t.subs.Store(&subs)
+	s := t.subs.Add(deliver, func(_ context.Context, s *topicsubs.Sub) error { return b.unsubscribe(t, s) })
 	b.mu.Unlock()
 
 	if t.confirmed.Load() || !b.nc.IsConnected() {
@@ -404,86 +364,48 @@ func (b *Broker) Subscribe(ctx context.Context, topicName string, deliver func(r
 	if ctx.Err() == nil && !b.nc.IsConnected() {
 		return s, nil // sent again on reconnection
 	}
-	_ = s.Unsubscribe(context.Background())
-	if b.isClosed.Load() {
+	_ = brokeropt.Cleanup(s.Unsubscribe)
+	if b.closed.Load() {
 		return nil, ratchet.ErrBrokerClosed
 	}
 	return nil, fmt.Errorf("ratchet/nats: subscribe %q: %w", topicName, err)
 }
 
-func (t *topic) handle(m *nats.Msg) {
-	subs := *t.subs.Load()
-	if len(subs) == 0 {
-		return
-	}
-	msg := Decode(m)
-	for _, s := range subs {
-		t.b.deliver(s, msg)
-	}
-}
+func (t *topic) handle(m *nats.Msg) { t.subs.Deliver(decode(m), t.report) }
 
-// Decode returns the message a NATS message carries, per TypeHeader.
+// Decode returns the message a NATS message carries, per TypeHeader: binary
+// when the header says so, else text, or binary when the payload is not
+// valid UTF-8, which a text message must be.
 func Decode(m *nats.Msg) ratchet.Message {
-	switch m.Header.Get(TypeHeader) {
-	case "binary":
+	msg, _ := topicsubs.Checked(decode(m))
+	return msg
+}
+
+// decode is Decode without the UTF-8 check: the delivery makes it, and
+// reports a payload that fails it.
+func decode(m *nats.Msg) ratchet.Message {
+	if m.Header.Get(TypeHeader) == "binary" {
 		return ratchet.Message{Type: ratchet.MessageBinary, Data: m.Data}
-	case "text":
-		return ratchet.Message{Type: ratchet.MessageText, Data: m.Data}
 	}
-	if utf8.Valid(m.Data) {
-		return ratchet.Message{Type: ratchet.MessageText, Data: m.Data}
-	}
-	return ratchet.Message{Type: ratchet.MessageBinary, Data: m.Data}
+	return ratchet.Message{Type: ratchet.MessageText, Data: m.Data}
 }
 
-func (b *Broker) deliver(s *subscription, msg ratchet.Message) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.deliver == nil {
-		return
-	}
-	defer func() {
-		if v := recover(); v != nil {
-			b.o.logger.Error("ratchet/nats: panic in deliver", "panic", v)
-			b.report(&ratchet.PanicError{Value: v, Stack: debug.Stack()})
-		}
-	}()
-	s.deliver(msg)
-}
-
-// Unsubscribe implements ratchet.Subscription. Deliveries stop whatever
-// happens; the last subscription of a topic then unsubscribes its subject on
-// the server, and an error from that is returned.
-func (s *subscription) Unsubscribe(context.Context) error {
-	var err error
-	s.once.Do(func() { err = s.b.unsubscribe(s) })
-	return err
-}
-
-func (b *Broker) unsubscribe(s *subscription) error {
-	t := s.t
+// unsubscribe is the broker's part of a subscription's Unsubscribe
+// (ratchet.Subscription): the last subscription of a topic unsubscribes its
+// subject on the server, and an error from that is returned. Deliveries stop
+// whatever happens.
+func (b *Broker) unsubscribe(t *topic, s *topicsubs.Sub) error {
 	b.mu.Lock()
-	old := *t.subs.Load()
-	subs := make([]*subscription, 0, len(old))
-	for _, x := range old {
-		if x != s {
-			subs = append(subs, x)
-		}
-	}
-	t.subs.Store(&subs)
 	var ns *nats.Subscription
-	if len(subs) == 0 && b.topics[t.subject] == t {
+	if t.subs.Remove(s) == 0 && b.topics[t.subject] == t {
 		delete(b.topics, t.subject)
 		ns = t.ns
 	}
 	b.mu.Unlock()
 	var err error
-	if ns != nil && !b.isClosed.Load() {
+	if ns != nil && !b.closed.Load() {
 		err = ns.Unsubscribe()
 	}
-	s.mu.Lock() // waits for a delivery in progress
-	s.deliver = nil
-	s.mu.Unlock()
 	if err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		return fmt.Errorf("ratchet/nats: unsubscribe: %w", err)
 	}
@@ -494,24 +416,20 @@ func (b *Broker) unsubscribe(s *subscription) error {
 // deliveries in progress, and closes the NATS connection.
 func (b *Broker) Close() error {
 	b.mu.Lock()
-	if b.closed {
+	if b.closed.Load() {
 		b.mu.Unlock()
 		return nil
 	}
-	b.closed = true
-	b.isClosed.Store(true)
-	var subs []*subscription
+	b.closed.Store(true)
+	var subs []*topicsubs.Sub
 	for _, t := range b.topics {
-		subs = append(subs, *t.subs.Load()...)
-		t.subs.Store(&[]*subscription{})
+		subs = append(subs, t.subs.Clear()...)
 	}
 	b.topics = nil
 	b.mu.Unlock()
 	b.nc.Close()
 	for _, s := range subs {
-		s.mu.Lock()
-		s.deliver = nil
-		s.mu.Unlock()
+		s.Stop()
 	}
 	return nil
 }

@@ -8,8 +8,6 @@ import (
 	"log/slog"
 	"net/url"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -131,17 +129,9 @@ func TestTopicEncoding(t *testing.T) {
 
 func TestPrefix(t *testing.T) {
 	u := natsURL(t)
-	a := newBroker(t, u, natsbroker.WithPrefix("app-a."))
-	b := newBroker(t, u, natsbroker.WithPrefix("app-b."))
-	topic := brokertest.Topic(t)
-	ca, cb := brokertest.NewCollector(4), brokertest.NewCollector(4)
-	brokertest.Subscribe(t, a, topic, ca)
-	brokertest.Subscribe(t, b, topic, cb)
-	brokertest.Publish(t, a, topic, ratchet.Text("for a"))
-	ca.Expect(t, ratchet.Text("for a"))
-	brokertest.Publish(t, b, topic, ratchet.Text("for b"))
-	cb.Expect(t, ratchet.Text("for b"))
-	ca.None(t)
+	brokertest.RunPrefix(t, func(t *testing.T, prefix string) ratchet.Broker {
+		return newBroker(t, u, natsbroker.WithPrefix(prefix))
+	}, "app-a.", "app-b.")
 }
 
 // The node subscribes a subject only while it has local subscribers, all on
@@ -171,104 +161,59 @@ func startNATS(t *testing.T, extra ...string) (*brokertest.Process, string) {
 	return srv, fmt.Sprintf("nats://127.0.0.1:%d", port)
 }
 
-// Kill NATS under a node, check that publishing fails within its context
-// and the outage is reported, restart NATS on the same port, and check that
-// the subscription still in place receives again.
 func TestKillAndRestart(t *testing.T) {
-	srv, u := startNATS(t)
-	var (
-		mu         sync.Mutex
-		errs       []error
-		reconnects atomic.Int32
-	)
-	opts := []natsbroker.Option{
-		natsbroker.WithBackoff(20*time.Millisecond, 200*time.Millisecond),
-		natsbroker.WithHealthInterval(500 * time.Millisecond),
-		natsbroker.WithOnError(func(err error) { mu.Lock(); errs = append(errs, err); mu.Unlock() }),
-		natsbroker.WithOnReconnect(func() { reconnects.Add(1) }),
-	}
-	a := newBroker(t, u, opts...)
-	b := newBroker(t, u, opts...)
-	topic := brokertest.Topic(t)
-	c := brokertest.NewCollector(64)
-	brokertest.Subscribe(t, b, topic, c)
-	brokertest.Publish(t, a, topic, ratchet.Text("before"))
-	c.Expect(t, ratchet.Text("before"))
+	brokertest.RunKillAndRestart(t, outage)
+}
 
-	srv.Kill()
+func TestSubscribeWhileDown(t *testing.T) {
+	brokertest.RunSubscribeWhileDown(t, outage)
+}
 
-	// Publish fails, within its context, whether or not the client has
-	// noticed the loss yet.
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	start := time.Now()
-	err := a.Publish(ctx, topic, ratchet.Text("during"))
-	cancel()
-	if err == nil {
-		t.Fatal("Publish succeeded with NATS down")
-	}
-	if d := time.Since(start); d > 2*time.Second+brokertest.Slack {
-		t.Fatalf("Publish took %v, past its 2s context", d)
-	}
-	t.Logf("Publish while down: %v after %v", err, time.Since(start).Round(time.Millisecond))
-
-	brokertest.WaitFor(t, "outage reported", func() bool { return b.Outages() == 1 && a.Outages() == 1 })
-	if b.Connected() {
-		t.Fatal("Connected() true with NATS down")
-	}
-	if err := a.Publish(context.Background(), topic, ratchet.Text("during")); !errors.Is(err, natsbroker.ErrUnavailable) {
-		t.Fatalf("Publish while down: %v, want ErrUnavailable", err)
-	}
-	mu.Lock()
-	if len(errs) == 0 || !errors.Is(errs[0], natsbroker.ErrUnavailable) {
-		t.Fatalf("OnError got %v, want errors wrapping ErrUnavailable", errs)
-	}
-	mu.Unlock()
-
-	during := brokertest.NewCollector(8)
-	brokertest.Subscribe(t, b, topic+"-during", during)
-
-	srv.Start()
-	brokertest.WaitFor(t, "both reconnected", func() bool { return a.Connected() && b.Connected() })
-	brokertest.WaitFor(t, "OnReconnect", func() bool { return reconnects.Load() == 2 })
-
-	for i := range 10 {
-		brokertest.Publish(t, a, topic, ratchet.Text(fmt.Sprint("after-", i)))
-	}
-	for i := range 10 {
-		c.Expect(t, ratchet.Text(fmt.Sprint("after-", i)))
-	}
-	brokertest.Publish(t, a, topic+"-during", ratchet.Text("subscribed while down"))
-	during.Expect(t, ratchet.Text("subscribed while down"))
-	if n := b.Outages(); n != 1 {
-		t.Fatalf("Outages() = %d, want 1", n)
-	}
+// outage runs the outage suites on NATS servers of the test's own.
+var outage = brokertest.Outage{
+	Server: func(t *testing.T) *brokertest.Process { srv, _ := startNATS(t); return srv },
+	NewNode: func(t *testing.T, srv *brokertest.Process, c brokertest.NodeConfig) brokertest.OutageNode {
+		return newBroker(t, fmt.Sprintf("nats://127.0.0.1:%d", srv.Port()),
+			natsbroker.WithBackoff(20*time.Millisecond, 200*time.Millisecond),
+			natsbroker.WithHealthInterval(c.HealthInterval), natsbroker.WithDialTimeout(c.HealthInterval),
+			natsbroker.WithOnError(c.OnError), natsbroker.WithOnReconnect(c.OnReconnect))
+	},
+	Unavailable: natsbroker.ErrUnavailable,
 }
 
 // A server that stops answering without closing its sockets (SIGSTOP) is
 // detected by the client's PINGs, and Publish stays within its context.
-func TestSilentNATS(t *testing.T) {
-	srv, u := startNATS(t)
-	b := newBroker(t, u, natsbroker.WithHealthInterval(200*time.Millisecond),
-		natsbroker.WithBackoff(20*time.Millisecond, 100*time.Millisecond), natsbroker.WithDialTimeout(200*time.Millisecond))
-	brokertest.Subscribe(t, b, brokertest.Topic(t), brokertest.NewCollector(1))
-	srv.Stop()
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	start := time.Now()
-	if err := b.Publish(ctx, "x", ratchet.Text("x")); err == nil {
-		t.Fatal("Publish to a stopped NATS succeeded")
-	}
-	if d := time.Since(start); d > 100*time.Millisecond+brokertest.Slack {
-		t.Fatalf("Publish took %v with a 100ms context", d)
-	}
-	brokertest.WaitFor(t, "silent NATS detected", func() bool { return b.Outages() == 1 })
-	srv.Continue()
-	brokertest.WaitFor(t, "reconnected", b.Connected)
-}
+func TestSilentNATS(t *testing.T) { brokertest.RunSilentServer(t, outage) }
 
 // Two Apps, each with a Hub on its own NATS broker: a WebSocket client on
 // node B gets what node A publishes.
 func TestTwoApps(t *testing.T) {
 	u := natsURL(t)
 	brokertest.RunApps(t, func(t *testing.T) ratchet.Broker { return newBroker(t, u) })
+}
+
+// A message marked "Ratchet-Type: text" whose payload is not UTF-8, from
+// another program, reaches browsers as binary and is reported; no one is
+// cut off.
+func TestInvalidTextFromOutside(t *testing.T) {
+	u := natsURL(t)
+	nc, err := nats.Connect(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	brokertest.RunInvalidText(t,
+		func(t *testing.T, onError func(error)) ratchet.Broker {
+			return newBroker(t, u, natsbroker.WithOnError(onError))
+		},
+		func(t *testing.T, b ratchet.Broker, topic string, data []byte) {
+			m := &nats.Msg{Subject: b.(*natsbroker.Broker).Subject(topic), Data: data,
+				Header: nats.Header{natsbroker.TypeHeader: {"text"}}}
+			if err := nc.PublishMsg(m); err != nil {
+				t.Fatal(err)
+			}
+			if err := nc.Flush(); err != nil {
+				t.Fatal(err)
+			}
+		})
 }

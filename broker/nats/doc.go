@@ -54,11 +54,21 @@
 // The payload of a NATS message is the payload of the WebSocket message. A
 // binary message carries the header "Ratchet-Type: binary" (TypeHeader). A
 // message without the header, as any NATS client publishes it
-// (nats pub ratchet.news hello), is delivered as text, or as binary when the
-// payload is not valid UTF-8, which a WebSocket text message cannot carry.
+// (nats pub ratchet.news hello), or with "Ratchet-Type: text", is delivered
+// as text.
+//
+// Text must be valid UTF-8: a WebSocket text frame that is not makes a
+// browser fail the whole connection, so one bad message to every connection
+// would disconnect them all. A text payload that is not valid UTF-8 is
+// therefore delivered as binary (a Blob in the browser's onmessage, a
+// "binary" event on an event stream), intact, and reported: logged as a
+// warning and handed to the WithOnError function as an error wrapping
+// ratchet.ErrInvalidUTF8.
 //
 // # Presence
 //
 // NewPresence returns the node's ratchet.Presence, on a JetStream key-value
-// bucket (nats-server -js): see its documentation.
+// bucket (nats-server -js) named after the broker's prefix
+// ("ratchet-presence" for the default "ratchet.", "myapp-presence" for
+// "myapp."; see PresenceBucket): see its documentation.
 package nats

@@ -2,27 +2,32 @@ package nats
 
 import (
 	"context"
-	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ratchetgo/ratchet"
-	"github.com/ratchetgo/ratchet/internal/presencecount"
+	"github.com/ratchetgo/ratchet/internal/presencenode"
 )
 
-// Presence defaults.
+// Presence defaults. DefaultPresenceBucket is the bucket of a broker with
+// the default prefix; see WithPresenceBucket for the others.
 const (
 	DefaultPresenceBucket = "ratchet-presence"
 	DefaultPresenceTTL    = 30 * time.Second
 )
+
+// minPresenceTTL is the shortest TTL WithPresenceTTL accepts: the bucket's
+// TTL, which the server enforces with some delay.
+const minPresenceTTL = 100 * time.Millisecond
 
 // ErrPresenceClosed is returned by a Presence used after Close.
 var ErrPresenceClosed = errors.New("ratchet/nats: presence closed")
@@ -31,13 +36,15 @@ var ErrPresenceClosed = errors.New("ratchet/nats: presence closed")
 type PresenceOption func(*presenceOptions)
 
 type presenceOptions struct {
+	presencenode.Options
 	bucket string
-	ttl    time.Duration
-	nodeID string
 }
 
-// WithPresenceBucket sets the name of the key-value bucket (default
-// "ratchet-presence"), shared by every node of one application.
+// WithPresenceBucket sets the name of the key-value bucket, shared by every
+// node of one application. By default it follows the broker's prefix (see
+// PresenceBucket), so that applications with their own prefix on one NATS
+// have their own presence: "ratchet-presence" for the default prefix
+// "ratchet.", "myapp-presence" for "myapp.".
 func WithPresenceBucket(name string) PresenceOption {
 	return func(o *presenceOptions) { o.bucket = name }
 }
@@ -47,13 +54,13 @@ func WithPresenceBucket(name string) PresenceOption {
 // the bucket's TTL: every node of one application must use the same. A node
 // refreshes its entries every TTL/3.
 func WithPresenceTTL(d time.Duration) PresenceOption {
-	return func(o *presenceOptions) { o.ttl = d }
+	return func(o *presenceOptions) { o.TTL = d }
 }
 
 // WithNodeID names this node in the presence keys (default: random hex). Two
 // live nodes must not share one. It must be made of letters, digits, '-' and
 // '_'.
-func WithNodeID(id string) PresenceOption { return func(o *presenceOptions) { o.nodeID = id } }
+func WithNodeID(id string) PresenceOption { return func(o *presenceOptions) { o.NodeID = id } }
 
 // Presence is a ratchet.Presence on a JetStream key-value bucket, for one
 // node.
@@ -71,22 +78,13 @@ func WithNodeID(id string) PresenceOption { return func(o *presenceOptions) { o.
 // every watch of their topic: with many users, a longer TTL keeps that
 // traffic low.
 type Presence struct {
-	b  *Broker
-	kv jetstream.KeyValue
-	o  presenceOptions
-
-	hb    sync.RWMutex           // see the Redis Presence
-	joins *presencecount.Counter // this node's joins by (topic, user)
-
-	mu      sync.Mutex
-	watches map[*watch]struct{}
-	closed  bool
-
-	stop chan struct{}
-	done chan struct{}
+	b    *Broker
+	kv   jetstream.KeyValue
+	o    presenceOptions
+	node *presencenode.Node
 }
 
-type member = presencecount.Member
+type member = presencenode.Member
 
 var _ ratchet.Presence = (*Presence)(nil)
 
@@ -94,18 +92,11 @@ var _ ratchet.Presence = (*Presence)(nil)
 // options, on b's connection (JetStream must be enabled: nats-server -js),
 // and starts this node's heartbeat. Close it before closing b.
 func NewPresence(ctx context.Context, b *Broker, opts ...PresenceOption) (*Presence, error) {
-	o := presenceOptions{bucket: DefaultPresenceBucket, ttl: DefaultPresenceTTL}
+	o := presenceOptions{bucket: PresenceBucket(b.o.Prefix), Options: presencenode.Options{TTL: DefaultPresenceTTL}}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if o.ttl < 100*time.Millisecond {
-		o.ttl = DefaultPresenceTTL
-	}
-	if o.nodeID == "" {
-		var id [12]byte
-		_, _ = rand.Read(id[:])
-		o.nodeID = hex.EncodeToString(id[:])
-	}
+	o.Check(DefaultPresenceTTL, minPresenceTTL)
 	js, err := jetstream.New(b.nc)
 	if err != nil {
 		return nil, fmt.Errorf("ratchet/nats: presence: %w", err)
@@ -114,24 +105,58 @@ func NewPresence(ctx context.Context, b *Broker, opts ...PresenceOption) (*Prese
 		Bucket:      o.bucket,
 		Description: "ratchet presence: topic.user.node keys",
 		History:     1,
-		TTL:         o.ttl,
+		TTL:         o.TTL,
 		Storage:     jetstream.MemoryStorage,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ratchet/nats: presence bucket %q: %w", o.bucket, err)
 	}
-	p := &Presence{
-		b:       b,
-		kv:      kv,
-		o:       o,
-		joins:   presencecount.New(),
-		watches: make(map[*watch]struct{}),
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
-	}
-	go p.heartbeat()
+	p := &Presence{b: b, kv: kv, o: o}
+	p.node = presencenode.Start(o.TTL, presencenode.Backend{
+		Join: func(ctx context.Context, m member) error {
+			if _, err := p.kv.Put(ctx, p.key(m), []byte(m.User)); err != nil {
+				return fmt.Errorf("ratchet/nats: presence join: %w", err)
+			}
+			return nil
+		},
+		Leave: func(ctx context.Context, m member) error {
+			if err := p.kv.Delete(ctx, p.key(m)); err != nil {
+				return fmt.Errorf("ratchet/nats: presence leave: %w", err)
+			}
+			return nil
+		},
+		Beat:   p.beat,
+		Remove: p.remove,
+		BeatFailed: func(err error) {
+			b.o.Report(slog.LevelWarn, "presence heartbeat failed", fmt.Errorf("ratchet/nats: presence heartbeat: %w", err))
+		},
+		Closed: ErrPresenceClosed,
+	})
 	return p, nil
 }
+
+// PresenceBucket returns the default presence bucket of a broker with the
+// given prefix: the prefix without its final dot, followed by "-presence".
+// Characters a bucket name cannot hold (it takes letters, digits, '-' and
+// '_') become '_', and the bucket name then ends with a hash of the prefix,
+// so that two prefixes never share a bucket.
+func PresenceBucket(prefix string) string {
+	base := strings.TrimSuffix(prefix, ".")
+	safe := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			return r
+		}
+		return '_'
+	}, base)
+	if safe == base {
+		return base + "-presence"
+	}
+	sum := sha256.Sum256([]byte(prefix))
+	return safe + "-presence-" + hex.EncodeToString(sum[:4])
+}
+
+// Bucket returns the name of the key-value bucket the presence uses.
+func (p *Presence) Bucket() string { return p.o.bucket }
 
 func enc(s string) string { return "b" + base64.RawURLEncoding.EncodeToString([]byte(s)) }
 
@@ -143,7 +168,7 @@ func dec(s string) (string, bool) {
 	return string(b), err == nil
 }
 
-func (p *Presence) key(m member) string { return enc(m.Topic) + "." + enc(m.User) + "." + p.o.nodeID }
+func (p *Presence) key(m member) string { return enc(m.Topic) + "." + enc(m.User) + "." + p.o.NodeID }
 
 // parseKey returns the user and node of a key of the bucket.
 func parseKey(key string) (user, node string, ok bool) {
@@ -157,42 +182,14 @@ func parseKey(key string) (user, node string, ok bool) {
 
 // Join implements ratchet.Presence.
 func (p *Presence) Join(ctx context.Context, topic, user string) error {
-	m := member{Topic: topic, User: user}
-	p.hb.RLock()
-	defer p.hb.RUnlock()
-	if p.isClosed() {
-		return ErrPresenceClosed
-	}
-	return p.joins.Join(m, func() error {
-		if _, err := p.kv.Put(ctx, p.key(m), []byte(user)); err != nil {
-			return fmt.Errorf("ratchet/nats: presence join: %w", err)
-		}
-		return nil
-	})
+	return p.node.Join(ctx, member{Topic: topic, User: user})
 }
 
 // Leave implements ratchet.Presence. When the backend call fails, the
 // entry still expires after the TTL, since the heartbeat no longer
 // refreshes it.
 func (p *Presence) Leave(ctx context.Context, topic, user string) error {
-	m := member{Topic: topic, User: user}
-	p.hb.RLock()
-	defer p.hb.RUnlock()
-	if p.isClosed() {
-		return ErrPresenceClosed
-	}
-	return p.joins.Leave(m, func() error {
-		if err := p.kv.Delete(ctx, p.key(m)); err != nil {
-			return fmt.Errorf("ratchet/nats: presence leave: %w", err)
-		}
-		return nil
-	})
-}
-
-func (p *Presence) isClosed() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.closed
+	return p.node.Leave(ctx, member{Topic: topic, User: user})
 }
 
 // Members implements ratchet.Presence.
@@ -233,16 +230,12 @@ type watch struct {
 	tombs  map[string]time.Time            // key -> when this watch found it expired
 	cancel context.CancelFunc
 	done   chan struct{}
-	once   sync.Once
 }
 
 // Watch implements ratchet.Presence. fn runs on a goroutine of the watch; it
 // must not call stop.
 func (p *Presence) Watch(ctx context.Context, topic string, fn func(ratchet.PresenceEvent)) (func(), error) {
-	p.mu.Lock()
-	closed := p.closed
-	p.mu.Unlock()
-	if closed {
+	if p.node.Closed() {
 		return nil, ErrPresenceClosed
 	}
 	wctx, cancel := context.WithCancel(context.Background())
@@ -275,17 +268,8 @@ func (p *Presence) Watch(ctx context.Context, topic string, fn func(ratchet.Pres
 			return nil, fmt.Errorf("ratchet/nats: presence watch: %w", ctx.Err())
 		}
 	}
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		_ = kw.Stop()
-		cancel()
-		return nil, ErrPresenceClosed
-	}
-	p.watches[w] = struct{}{}
-	p.mu.Unlock()
 	go w.run(wctx)
-	return w.stop, nil
+	return p.node.Watch(w.stop)
 }
 
 func (w *watch) put(e jetstream.KeyValueEntry, notify bool) {
@@ -294,7 +278,7 @@ func (w *watch) put(e jetstream.KeyValueEntry, notify bool) {
 		return
 	}
 	if _, ok := w.tombs[e.Key()]; ok {
-		if time.Since(e.Created()) > w.p.o.ttl {
+		if time.Since(e.Created()) > w.p.o.TTL {
 			return // a refresh from before the key expired, late
 		}
 		delete(w.tombs, e.Key())
@@ -327,7 +311,7 @@ func (w *watch) remove(user, node string) {
 // looked up: only a key the server no longer has is gone. A watch that lags
 // behind the heartbeats thus never drops a live user.
 func (w *watch) prune(ctx context.Context) {
-	ttl := w.p.o.ttl
+	ttl := w.p.o.TTL
 	for user, nodes := range w.state {
 		for node, created := range nodes {
 			if time.Since(created) <= ttl {
@@ -355,7 +339,7 @@ func (w *watch) prune(ctx context.Context) {
 
 func (w *watch) run(ctx context.Context) {
 	defer close(w.done)
-	tick := time.NewTicker(w.p.o.ttl / 6)
+	tick := time.NewTicker(w.p.o.TTL / 6)
 	defer tick.Stop()
 	for {
 		select {
@@ -382,41 +366,15 @@ func (w *watch) run(ctx context.Context) {
 	}
 }
 
+// stop ends the watch: called once, by the node.
 func (w *watch) stop() {
-	w.once.Do(func() {
-		w.cancel()
-		_ = w.w.Stop()
-		<-w.done
-		w.p.mu.Lock()
-		delete(w.p.watches, w)
-		w.p.mu.Unlock()
-	})
-}
-
-func (p *Presence) heartbeat() {
-	defer close(p.done)
-	t := time.NewTicker(p.o.ttl / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-p.stop:
-			return
-		case <-t.C:
-		}
-		if err := p.beat(); err != nil {
-			p.b.o.logger.Warn("ratchet/nats: presence heartbeat failed", "error", err)
-			p.b.report(fmt.Errorf("ratchet/nats: presence heartbeat: %w", err))
-		}
-	}
+	w.cancel()
+	_ = w.w.Stop()
+	<-w.done
 }
 
 // beat puts this node's keys again, which restarts their TTL.
-func (p *Presence) beat() error {
-	ctx, cancel := context.WithTimeout(context.Background(), p.o.ttl/2)
-	defer cancel()
-	p.hb.Lock()
-	defer p.hb.Unlock()
-	members := p.joins.Members()
+func (p *Presence) beat(ctx context.Context, members []member) error {
 	var errs []error
 	for _, m := range members {
 		if _, err := p.kv.Put(ctx, p.key(m), []byte(m.User)); err != nil {
@@ -429,27 +387,12 @@ func (p *Presence) beat() error {
 	return errors.Join(errs...)
 }
 
-// Close implements ratchet.Presence.
-func (p *Presence) Close(ctx context.Context) error {
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return nil
-	}
-	p.closed = true
-	watches := make([]*watch, 0, len(p.watches))
-	for w := range p.watches {
-		watches = append(watches, w)
-	}
-	p.mu.Unlock()
-	close(p.stop)
-	<-p.done
-	for _, w := range watches {
-		w.stop()
-	}
-	p.hb.Lock()
-	defer p.hb.Unlock()
-	members := p.joins.Reset()
+// Close implements ratchet.Presence: it stops the heartbeat and the
+// watches, and deletes this node's keys.
+func (p *Presence) Close(ctx context.Context) error { return p.node.Close(ctx) }
+
+// remove deletes this node's keys of members.
+func (p *Presence) remove(ctx context.Context, members []member) error {
 	var errs []error
 	for _, m := range members {
 		if err := p.kv.Delete(ctx, p.key(m)); err != nil {
@@ -467,10 +410,4 @@ func (p *Presence) Close(ctx context.Context) error {
 
 // crash stops the heartbeat without removing anything, as a dying node
 // would. For tests.
-func (p *Presence) crash() {
-	p.mu.Lock()
-	p.closed = true
-	p.mu.Unlock()
-	close(p.stop)
-	<-p.done
-}
+func (p *Presence) crash() { p.node.Crash() }

@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,78 +13,74 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/ratchetgo/ratchet"
+	"github.com/ratchetgo/ratchet/internal/brokeropt"
+	"github.com/ratchetgo/ratchet/internal/topicsubs"
 )
 
 // Defaults of the options.
 const (
 	DefaultPrefix         = "ratchet:"
-	DefaultMinBackoff     = 100 * time.Millisecond
-	DefaultMaxBackoff     = 5 * time.Second
-	DefaultHealthInterval = 5 * time.Second
-	DefaultDialTimeout    = 5 * time.Second
+	DefaultMinBackoff     = brokeropt.DefaultMinBackoff
+	DefaultMaxBackoff     = brokeropt.DefaultMaxBackoff
+	DefaultHealthInterval = brokeropt.DefaultHealthInterval
+	DefaultDialTimeout    = brokeropt.DefaultDialTimeout
 )
 
 // ErrUnavailable is wrapped by the errors of a Broker whose subscriber
-// connection to Redis is down.
-var ErrUnavailable = errors.New("ratchet/redis: redis unavailable")
+// connection to Redis is down. It wraps ratchet.ErrBrokerUnavailable.
+var ErrUnavailable = fmt.Errorf("ratchet/redis: redis unavailable: %w", ratchet.ErrBrokerUnavailable)
 
 // Option configures a Broker.
-type Option func(*options)
-
-type options struct {
-	prefix         string
-	logger         *slog.Logger
-	onError        func(error)
-	onReconnect    func()
-	minBackoff     time.Duration
-	maxBackoff     time.Duration
-	healthInterval time.Duration
-	dialTimeout    time.Duration
-}
+type Option func(*brokeropt.Options)
 
 // WithPrefix sets the string put in front of every topic to make its Redis
 // channel name (default "ratchet:"), so that several applications can share
 // one Redis. A topic "news" is then the channel "ratchet:news".
-func WithPrefix(prefix string) Option { return func(o *options) { o.prefix = prefix } }
+func WithPrefix(prefix string) Option { return func(o *brokeropt.Options) { o.Prefix = prefix } }
 
 // WithLogger sets where connection losses and reconnections are logged
 // (default slog.Default()).
-func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+func WithLogger(l *slog.Logger) Option { return func(o *brokeropt.Options) { o.Logger = l } }
 
 // WithOnError sets a function called, from the broker's goroutine, with every
-// connection error: the one that ended a connection (an outage begins, and
-// Outages counts it) and each failed reconnection attempt after it. It is
-// also called with a *ratchet.PanicError when a deliver function panics.
+// connection error: the one that ended a connection (an outage begins;
+// Outages counts it once this function has returned) and each failed
+// reconnection attempt after it. It is
+// also called with a *ratchet.PanicError when a deliver function panics,
+// and with an error wrapping ratchet.ErrInvalidUTF8 for a raw payload that
+// is not valid UTF-8 (delivered as binary, see the package documentation).
 // It must not block.
-func WithOnError(fn func(error)) Option { return func(o *options) { o.onError = fn } }
+func WithOnError(fn func(error)) Option { return func(o *brokeropt.Options) { o.OnError = fn } }
 
 // WithOnReconnect sets a function called, from the broker's goroutine, each
 // time the broker is connected again after an outage, once Redis confirmed
 // the re-subscription of every topic that still has subscribers. It must not
 // block.
-func WithOnReconnect(fn func()) Option { return func(o *options) { o.onReconnect = fn } }
+func WithOnReconnect(fn func()) Option { return func(o *brokeropt.Options) { o.OnReconnect = fn } }
 
 // WithBackoff sets the delays between reconnection attempts: the first
 // waits min, each next one twice as long up to max, with ±20% jitter
 // (defaults 100ms and 5s).
 func WithBackoff(min, max time.Duration) Option {
-	return func(o *options) { o.minBackoff, o.maxBackoff = min, max }
+	return func(o *brokeropt.Options) { o.MinBackoff, o.MaxBackoff = min, max }
 }
 
 // WithHealthInterval sets how long the subscriber connection may stay silent
 // before the broker sends a PING; a connection that then stays silent for as
 // long again is considered lost (default 5s). It bounds how long a Redis that
 // vanished without closing its sockets goes unnoticed.
-func WithHealthInterval(d time.Duration) Option { return func(o *options) { o.healthInterval = d } }
+func WithHealthInterval(d time.Duration) Option {
+	return func(o *brokeropt.Options) { o.HealthInterval = d }
+}
 
 // WithDialTimeout bounds each (re)connection attempt (default 5s).
-func WithDialTimeout(d time.Duration) Option { return func(o *options) { o.dialTimeout = d } }
+func WithDialTimeout(d time.Duration) Option { return func(o *brokeropt.Options) { o.DialTimeout = d } }
 
 // Broker is a ratchet.Broker on Redis pub/sub. See the package documentation.
 // Its methods are safe for concurrent use.
 type Broker struct {
 	client *goredis.Client
-	o      options
+	o      brokeropt.Options
 	ctx    context.Context // canceled by Close
 	cancel context.CancelFunc
 
@@ -98,11 +92,11 @@ type Broker struct {
 	mu      sync.Mutex
 	topics  map[string]*topic // by Redis channel
 	pending map[string]int    // SUBSCRIBEs sent on ps, not yet confirmed
+	resub   map[string]bool   // channels re-subscribed on ps, not yet confirmed
 	ps      *goredis.PubSub   // the current connection; nil while down
 	lost    chan struct{}     // closed when the current connection is lost
-	closed  bool
 
-	isClosed atomic.Bool
+	closed   atomic.Bool // set under mu
 	up       atomic.Bool
 	outages  atomic.Uint64
 	pubs     sync.WaitGroup // Publish calls in flight
@@ -113,17 +107,10 @@ type Broker struct {
 
 type topic struct {
 	channel   string
-	subs      []*subscription // copy on write: the dispatcher reads it unlocked
-	confirmed chan struct{}   // closed once Redis confirmed the SUBSCRIBE
-	done      bool            // confirmed is closed
-}
-
-type subscription struct {
-	b       *Broker
-	t       *topic
-	mu      sync.Mutex // held while delivering
-	deliver func(ratchet.Message)
-	once    sync.Once
+	report    func(error) // what went wrong delivering
+	subs      topicsubs.List
+	confirmed chan struct{} // closed once Redis confirmed the SUBSCRIBE
+	done      bool          // confirmed is closed
 }
 
 // New returns a Broker publishing with client and receiving on one pub/sub
@@ -138,31 +125,11 @@ type subscription struct {
 // context's error, while the command finishes (or times out per client's
 // ReadTimeout) in the background.
 func New(ctx context.Context, client *goredis.Client, opts ...Option) (*Broker, error) {
-	o := options{
-		prefix:         DefaultPrefix,
-		minBackoff:     DefaultMinBackoff,
-		maxBackoff:     DefaultMaxBackoff,
-		healthInterval: DefaultHealthInterval,
-		dialTimeout:    DefaultDialTimeout,
-	}
+	o := brokeropt.New("ratchet/redis", DefaultPrefix)
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if o.logger == nil {
-		o.logger = slog.Default()
-	}
-	if o.minBackoff <= 0 {
-		o.minBackoff = DefaultMinBackoff
-	}
-	if o.maxBackoff < o.minBackoff {
-		o.maxBackoff = o.minBackoff
-	}
-	if o.healthInterval <= 0 {
-		o.healthInterval = DefaultHealthInterval
-	}
-	if o.dialTimeout <= 0 {
-		o.dialTimeout = DefaultDialTimeout
-	}
+	o.Check()
 	b := &Broker{
 		client:   client,
 		o:        o,
@@ -177,19 +144,23 @@ func New(ctx context.Context, client *goredis.Client, opts ...Option) (*Broker, 
 		b.cancel()
 		return nil, fmt.Errorf("ratchet/redis: connect: %w", err)
 	}
+	b.up.Store(true) // nothing to re-subscribe yet
 	go b.run(ps)
 	return b, nil
 }
 
 // Channel returns the Redis channel that carries topic: the prefix followed
 // by the topic.
-func (b *Broker) Channel(topic string) string { return b.o.prefix + topic }
+func (b *Broker) Channel(topic string) string { return b.o.Prefix + topic }
 
 // Outages returns how many times the subscriber connection to Redis was lost
 // since New.
 func (b *Broker) Outages() uint64 { return b.outages.Load() }
 
-// Connected reports whether the subscriber connection to Redis is up.
+// Connected reports whether the subscriber connection to Redis is up and,
+// after an outage, Redis has confirmed the re-subscription of every topic:
+// whether the broker's subscriptions are in effect. While it reports false,
+// ratchet.Hub.Subscribe fails with ratchet.ErrBrokerUnavailable.
 func (b *Broker) Connected() bool { return b.up.Load() }
 
 // Publish implements ratchet.Broker: it sends msg on the topic's channel and
@@ -199,7 +170,7 @@ func (b *Broker) Publish(ctx context.Context, topic string, msg ratchet.Message)
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if b.isClosed.Load() {
+	if b.closed.Load() {
 		return ratchet.ErrBrokerClosed
 	}
 	channel, payload := b.Channel(topic), Encode(msg)
@@ -246,17 +217,16 @@ func (b *Broker) Subscribe(ctx context.Context, topicName string, deliver func(r
 	}
 	s, err := b.subscribeChannel(ctx, b.Channel(topicName), deliver)
 	if err != nil {
-		return nil, err // not a nil *subscription in a non-nil interface
+		return nil, err // not a nil *topicsubs.Sub in a non-nil interface
 	}
 	return s, nil
 }
 
 // subscribeChannel is Subscribe on a Redis channel named in full.
-func (b *Broker) subscribeChannel(ctx context.Context, channel string, deliver func(ratchet.Message)) (*subscription, error) {
-
+func (b *Broker) subscribeChannel(ctx context.Context, channel string, deliver func(ratchet.Message)) (*topicsubs.Sub, error) {
 	b.ctl.Lock()
 	b.mu.Lock()
-	if b.closed {
+	if b.closed.Load() {
 		b.mu.Unlock()
 		b.ctl.Unlock()
 		return nil, ratchet.ErrBrokerClosed
@@ -265,12 +235,10 @@ func (b *Broker) subscribeChannel(ctx context.Context, channel string, deliver f
 	created := t == nil
 	if created {
 		t = &topic{channel: channel, confirmed: make(chan struct{})}
+		t.report = func(err error) { b.o.ReportDelivery("channel "+channel, err) }
 		b.topics[channel] = t
 	}
-	s := &subscription{b: b, t: t, deliver: deliver}
-	subs := make([]*subscription, len(t.subs), len(t.subs)+1)
-	copy(subs, t.subs)
-	t.subs = append(subs, s)
+	s := t.subs.Add(deliver, func(ctx context.Context, s *topicsubs.Sub) error { return b.unsubscribe(ctx, t, s) })
 	ps, lost := b.ps, b.lost
 	if created && ps != nil {
 		b.pending[channel]++
@@ -298,36 +266,22 @@ func (b *Broker) subscribeChannel(ctx context.Context, channel string, deliver f
 			err = ratchet.ErrBrokerClosed
 		}
 	}
-	s.Unsubscribe(context.Background())
+	_ = brokeropt.Cleanup(s.Unsubscribe)
 	if errors.Is(err, ratchet.ErrBrokerClosed) {
 		return nil, err
 	}
 	return nil, fmt.Errorf("ratchet/redis: subscribe %q: %w", channel, err)
 }
 
-// Unsubscribe implements ratchet.Subscription. Deliveries stop whatever
-// happens; the last subscription of a topic then UNSUBSCRIBEs its channel,
-// and an error from that command is returned.
-func (s *subscription) Unsubscribe(ctx context.Context) error {
-	var err error
-	s.once.Do(func() { err = s.b.unsubscribe(ctx, s) })
-	return err
-}
-
-func (b *Broker) unsubscribe(ctx context.Context, s *subscription) error {
+// unsubscribe is the broker's part of a subscription's Unsubscribe
+// (ratchet.Subscription): the last subscription of a topic UNSUBSCRIBEs its
+// channel, and an error from that command is returned. Deliveries stop
+// whatever happens.
+func (b *Broker) unsubscribe(ctx context.Context, t *topic, s *topicsubs.Sub) error {
 	b.ctl.Lock()
 	b.mu.Lock()
-	t := s.t
 	var ps *goredis.PubSub
-	for i, x := range t.subs {
-		if x == s {
-			subs := make([]*subscription, 0, len(t.subs)-1)
-			subs = append(subs, t.subs[:i]...)
-			t.subs = append(subs, t.subs[i+1:]...)
-			break
-		}
-	}
-	if len(t.subs) == 0 && b.topics[t.channel] == t {
+	if t.subs.Remove(s) == 0 && b.topics[t.channel] == t {
 		delete(b.topics, t.channel)
 		ps = b.ps
 	}
@@ -337,10 +291,6 @@ func (b *Broker) unsubscribe(ctx context.Context, s *subscription) error {
 		err = ps.Unsubscribe(ctx, t.channel)
 	}
 	b.ctl.Unlock()
-
-	s.mu.Lock() // waits for a delivery in progress
-	s.deliver = nil
-	s.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("ratchet/redis: unsubscribe: %w", err)
 	}
@@ -353,18 +303,17 @@ func (b *Broker) unsubscribe(ctx context.Context, s *subscription) error {
 func (b *Broker) Close() error {
 	b.ctl.Lock()
 	b.mu.Lock()
-	if b.closed {
+	if b.closed.Load() {
 		b.mu.Unlock()
 		b.ctl.Unlock()
 		return nil
 	}
-	b.closed = true
-	b.isClosed.Store(true)
+	b.closed.Store(true)
 	ps := b.ps
 	b.ps = nil
-	var subs []*subscription
+	var subs []*topicsubs.Sub
 	for _, t := range b.topics {
-		subs = append(subs, t.subs...)
+		subs = append(subs, t.subs.Clear()...)
 	}
 	b.topics = nil
 	b.mu.Unlock()
@@ -376,9 +325,7 @@ func (b *Broker) Close() error {
 	}
 	<-b.loopDone
 	for _, s := range subs {
-		s.mu.Lock()
-		s.deliver = nil
-		s.mu.Unlock()
+		s.Stop()
 	}
 	b.pubs.Wait()
 	b.up.Store(false)
@@ -388,7 +335,7 @@ func (b *Broker) Close() error {
 // dial opens a pub/sub connection, subscribes every topic that has
 // subscribers and installs it as the current connection.
 func (b *Broker) dial(ctx context.Context) (*goredis.PubSub, error) {
-	ctx, cancel := context.WithTimeout(ctx, b.o.dialTimeout)
+	ctx, cancel := context.WithTimeout(ctx, b.o.DialTimeout)
 	defer cancel()
 	ps := b.client.Subscribe(b.ctx) // no channel: connects on first use
 	if err := ps.Ping(ctx); err != nil {
@@ -398,16 +345,18 @@ func (b *Broker) dial(ctx context.Context) (*goredis.PubSub, error) {
 	b.ctl.Lock()
 	defer b.ctl.Unlock()
 	b.mu.Lock()
-	if b.closed {
+	if b.closed.Load() {
 		b.mu.Unlock()
 		_ = ps.Close()
 		return nil, ratchet.ErrBrokerClosed
 	}
 	channels := make([]string, 0, len(b.topics))
 	clear(b.pending)
+	b.resub = make(map[string]bool, len(b.topics))
 	for ch := range b.topics {
 		channels = append(channels, ch)
 		b.pending[ch] = 1
+		b.resub[ch] = true
 	}
 	b.ps = ps
 	b.mu.Unlock()
@@ -420,7 +369,6 @@ func (b *Broker) dial(ctx context.Context) (*goredis.PubSub, error) {
 			return nil, err
 		}
 	}
-	b.up.Store(true)
 	return ps, nil
 }
 
@@ -431,12 +379,14 @@ func (b *Broker) run(ps *goredis.PubSub) {
 	for {
 		err := b.receive(ps)
 		b.drop(ps)
-		if b.isClosed.Load() {
+		if b.closed.Load() {
 			return
 		}
-		n := b.outages.Add(1)
-		b.o.logger.Warn("ratchet/redis: connection to redis lost; reconnecting", "error", err, "outage", n)
-		b.report(fmt.Errorf("%w: connection lost: %w", ErrUnavailable, err))
+		// Report, then count: whoever sees Outages move finds the outage
+		// reported.
+		b.o.Report(slog.LevelWarn, "connection to redis lost; reconnecting",
+			fmt.Errorf("%w: connection lost: %w", ErrUnavailable, err), "outage", b.outages.Load()+1)
+		b.outages.Add(1)
 		down := time.Now()
 		if ps = b.reconnect(); ps == nil {
 			return
@@ -445,45 +395,35 @@ func (b *Broker) run(ps *goredis.PubSub) {
 	}
 }
 
-// reconnected announces the end of an outage.
-func (b *Broker) reconnected() {
-	b.o.logger.Info("ratchet/redis: reconnected to redis", "downtime", time.Since(b.downSince).Round(time.Millisecond))
-	if b.o.onReconnect != nil {
-		b.o.onReconnect()
-	}
-}
-
-func (b *Broker) confirmedAll() bool {
+// resubscribed reports whether Redis confirmed every re-subscription made
+// when the current connection was opened.
+func (b *Broker) resubscribed() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return len(b.pending) == 0
+	return len(b.resub) == 0
 }
 
-func (b *Broker) report(err error) {
-	if b.o.onError != nil {
-		b.o.onError(err)
-	}
-}
-
-// receive reads ps until it fails or stays silent too long.
+// receive reads ps until it fails or stays silent too long. After an
+// outage, the broker is up again once the re-subscriptions are confirmed.
 func (b *Broker) receive(ps *goredis.PubSub) error {
 	pinged := false
-	announce := !b.downSince.IsZero()
+	resubscribing := !b.downSince.IsZero()
 	for {
-		if announce && b.confirmedAll() {
-			announce = false
-			b.reconnected()
+		if resubscribing && b.resubscribed() {
+			resubscribing = false
+			b.up.Store(true)
+			b.o.Reconnected(b.downSince)
 		}
-		v, err := ps.ReceiveTimeout(b.ctx, b.o.healthInterval)
+		v, err := ps.ReceiveTimeout(b.ctx, b.o.HealthInterval)
 		if err != nil {
 			var ne net.Error
-			if !errors.As(err, &ne) || !ne.Timeout() || b.isClosed.Load() {
+			if !errors.As(err, &ne) || !ne.Timeout() || b.closed.Load() {
 				return err
 			}
 			if pinged {
-				return fmt.Errorf("no answer to PING within %v", b.o.healthInterval)
+				return fmt.Errorf("no answer to PING within %v", b.o.HealthInterval)
 			}
-			ctx, cancel := context.WithTimeout(b.ctx, b.o.healthInterval)
+			ctx, cancel := context.WithTimeout(b.ctx, b.o.HealthInterval)
 			err = ps.Ping(ctx)
 			cancel()
 			if err != nil {
@@ -522,10 +462,9 @@ func (b *Broker) drop(ps *goredis.PubSub) {
 // reconnect dials with backoff until it succeeds (it returns the new
 // connection) or the broker is closed (it returns nil).
 func (b *Broker) reconnect() *goredis.PubSub {
-	delay := b.o.minBackoff
-	for {
-		jittered := time.Duration(float64(delay) * (0.8 + 0.4*rand.Float64()))
-		timer := time.NewTimer(jittered)
+	for attempt := 1; ; attempt++ {
+		delay := b.o.Backoff(attempt)
+		timer := time.NewTimer(delay)
 		select {
 		case <-b.ctx.Done():
 			timer.Stop()
@@ -536,18 +475,17 @@ func (b *Broker) reconnect() *goredis.PubSub {
 		if err == nil {
 			return ps
 		}
-		if b.isClosed.Load() {
+		if b.closed.Load() {
 			return nil
 		}
-		b.o.logger.Debug("ratchet/redis: reconnection failed", "error", err, "retry_in", delay)
-		b.report(fmt.Errorf("%w: reconnect: %w", ErrUnavailable, err))
-		delay = min(2*delay, b.o.maxBackoff)
+		b.o.Report(slog.LevelDebug, "reconnection failed", fmt.Errorf("%w: reconnect: %w", ErrUnavailable, err))
 	}
 }
 
 func (b *Broker) confirm(channel string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	delete(b.resub, channel) // the first confirmation after dial is dial's
 	if n := b.pending[channel] - 1; n > 0 {
 		b.pending[channel] = n
 		return
@@ -562,33 +500,11 @@ func (b *Broker) confirm(channel string) {
 func (b *Broker) dispatch(channel, payload string) {
 	b.mu.Lock()
 	t := b.topics[channel]
-	var subs []*subscription
 	// Until Redis confirmed this topic's SUBSCRIBE, what arrives on the
 	// channel was published for an earlier subscription, already gone.
-	if t != nil && t.done {
-		subs = t.subs
-	}
+	ready := t != nil && t.done && t.subs.Len() > 0
 	b.mu.Unlock()
-	if len(subs) == 0 {
-		return
+	if ready {
+		t.subs.Deliver(decode(payload), t.report)
 	}
-	msg := decodeString(payload)
-	for _, s := range subs {
-		b.deliver(s, msg)
-	}
-}
-
-func (b *Broker) deliver(s *subscription, msg ratchet.Message) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.deliver == nil {
-		return
-	}
-	defer func() {
-		if v := recover(); v != nil {
-			b.o.logger.Error("ratchet/redis: panic in deliver", "panic", v)
-			b.report(&ratchet.PanicError{Value: v, Stack: debug.Stack()})
-		}
-	}()
-	s.deliver(msg)
 }

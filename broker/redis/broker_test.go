@@ -2,13 +2,10 @@ package redis_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -89,18 +86,10 @@ func TestForeignPublisher(t *testing.T) {
 
 func TestPrefix(t *testing.T) {
 	addr := redisAddr(t)
-	a := newBroker(t, addr, redis.WithPrefix("app-a:"))
-	b := newBroker(t, addr, redis.WithPrefix("app-b:"))
-	topic := brokertest.Topic(t)
-	ca, cb := brokertest.NewCollector(4), brokertest.NewCollector(4)
-	brokertest.Subscribe(t, a, topic, ca)
-	brokertest.Subscribe(t, b, topic, cb)
-	brokertest.Publish(t, a, topic, ratchet.Text("for a"))
-	ca.Expect(t, ratchet.Text("for a"))
-	brokertest.Publish(t, b, topic, ratchet.Text("for b"))
-	cb.Expect(t, ratchet.Text("for b"))
-	ca.None(t)
-	if got := a.Channel("x"); got != "app-a:x" {
+	brokertest.RunPrefix(t, func(t *testing.T, prefix string) ratchet.Broker {
+		return newBroker(t, addr, redis.WithPrefix(prefix))
+	}, "app-a:", "app-b:")
+	if got := newBroker(t, addr, redis.WithPrefix("app-a:")).Channel("x"); got != "app-a:x" {
 		t.Fatalf("Channel = %q", got)
 	}
 }
@@ -136,149 +125,60 @@ func TestSubscribesOnlyWhileNeeded(t *testing.T) {
 	_ = s2.Unsubscribe(ctx)
 	_ = s3.Unsubscribe(ctx)
 	// UNSUBSCRIBE is acknowledged asynchronously: poll.
-	deadline := time.Now().Add(5 * time.Second)
-	for numsub(t1)+numsub(t2) != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("channels still subscribed after the last local subscription left")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	brokertest.WaitFor(t, "channels unsubscribed after the last local subscription left",
+		func() bool { return numsub(t1)+numsub(t2) == 0 })
 }
 
-// Kill Redis under a node, check that publishing fails within its context
-// and the outage is reported, restart Redis on the same port, and check that
-// the subscription still in place receives again.
 func TestKillAndRestart(t *testing.T) {
+	brokertest.RunKillAndRestart(t, outage)
+}
+
+func TestSubscribeWhileDown(t *testing.T) {
+	brokertest.RunSubscribeWhileDown(t, outage)
+}
+
+// outage runs the outage suites on Redis servers of the test's own.
+var outage = brokertest.Outage{
+	Server: startRedis,
+	NewNode: func(t *testing.T, srv *brokertest.Process, c brokertest.NodeConfig) brokertest.OutageNode {
+		return newBroker(t, fmt.Sprintf("127.0.0.1:%d", srv.Port()),
+			redis.WithBackoff(20*time.Millisecond, 200*time.Millisecond),
+			redis.WithHealthInterval(c.HealthInterval), redis.WithDialTimeout(c.HealthInterval),
+			redis.WithOnError(c.OnError), redis.WithOnReconnect(c.OnReconnect))
+	},
+	Unavailable: redis.ErrUnavailable,
+}
+
+// startRedis starts a Redis of the test's own, without persistence.
+func startRedis(t *testing.T) *brokertest.Process {
 	port := brokertest.FreePort(t)
-	srv := brokertest.StartProcess(t, redisServer, port,
+	return brokertest.StartProcess(t, redisServer, port,
 		"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-
-	var (
-		mu         sync.Mutex
-		errs       []error
-		reconnects atomic.Int32
-	)
-	reconnected := make(chan struct{}, 1)
-	opts := []redis.Option{
-		redis.WithBackoff(20*time.Millisecond, 200*time.Millisecond),
-		redis.WithHealthInterval(500 * time.Millisecond),
-		redis.WithOnError(func(err error) { mu.Lock(); errs = append(errs, err); mu.Unlock() }),
-		redis.WithOnReconnect(func() {
-			reconnects.Add(1)
-			select {
-			case reconnected <- struct{}{}:
-			default:
-			}
-		}),
-	}
-	a := newBroker(t, addr, opts...)
-	b := newBroker(t, addr, opts...)
-	topic := brokertest.Topic(t)
-	c := brokertest.NewCollector(64)
-	brokertest.Subscribe(t, b, topic, c)
-	brokertest.Publish(t, a, topic, ratchet.Text("before"))
-	c.Expect(t, ratchet.Text("before"))
-
-	srv.Kill()
-
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	start := time.Now()
-	err := a.Publish(ctx, topic, ratchet.Text("during"))
-	cancel()
-	if err == nil {
-		t.Fatal("Publish succeeded with Redis down")
-	}
-	if d := time.Since(start); d > 2*time.Second+brokertest.Slack {
-		t.Fatalf("Publish took %v, past its 2s context", d)
-	}
-	t.Logf("Publish while down: %v after %v", err, time.Since(start).Round(time.Millisecond))
-
-	// A short context bounds Publish even when every attempt would wait.
-	ctx, cancel = context.WithTimeout(context.Background(), 50*time.Millisecond)
-	start = time.Now()
-	err = a.Publish(ctx, topic, ratchet.Text("during"))
-	cancel()
-	if err == nil || time.Since(start) > 50*time.Millisecond+brokertest.Slack {
-		t.Fatalf("Publish with a 50ms context: %v after %v", err, time.Since(start))
-	}
-
-	brokertest.WaitFor(t, "outage reported", func() bool { return b.Outages() == 1 && a.Outages() == 1 })
-	if b.Connected() {
-		t.Fatal("Connected() true with Redis down")
-	}
-	mu.Lock()
-	if len(errs) == 0 || !errors.Is(errs[0], redis.ErrUnavailable) {
-		t.Fatalf("OnError got %v, want errors wrapping ErrUnavailable", errs)
-	}
-	mu.Unlock()
-
-	// A subscription made during the outage is registered and subscribed on
-	// reconnection.
-	during := brokertest.NewCollector(8)
-	brokertest.Subscribe(t, b, topic+"-during", during)
-
-	srv.Start()
-	brokertest.WaitFor(t, "both reconnected", func() bool { return a.Connected() && b.Connected() })
-	brokertest.WaitFor(t, "OnReconnect", func() bool { return reconnects.Load() == 2 })
-
-	// The resubscription may land a moment after Connected: publish until
-	// one arrives, then check the rest arrive in order.
-	brokertest.WaitFor(t, "publishes flow again", func() bool {
-		brokertest.Publish(t, a, topic, ratchet.Text("probe"))
-		time.Sleep(50 * time.Millisecond)
-		return c.Count() > 1
-	})
-	for i := range 10 {
-		brokertest.Publish(t, a, topic, ratchet.Text(fmt.Sprint("after-", i)))
-	}
-	next := 0
-	for next < 10 {
-		m := c.Next(t).String()
-		if m == "probe" {
-			continue
-		}
-		if m != fmt.Sprint("after-", next) {
-			t.Fatalf("got %q, want after-%d", m, next)
-		}
-		next++
-	}
-	brokertest.Publish(t, a, topic+"-during", ratchet.Text("subscribed while down"))
-	during.Expect(t, ratchet.Text("subscribed while down"))
-	if n := b.Outages(); n != 1 {
-		t.Fatalf("Outages() = %d, want 1", n)
-	}
 }
 
 // A Redis that stops answering without closing its sockets (SIGSTOP) is
-// detected by the PING health check.
-func TestSilentRedis(t *testing.T) {
-	port := brokertest.FreePort(t)
-	srv := brokertest.StartProcess(t, redisServer, port,
-		"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	b := newBroker(t, addr, redis.WithHealthInterval(200*time.Millisecond),
-		redis.WithBackoff(20*time.Millisecond, 100*time.Millisecond), redis.WithDialTimeout(200*time.Millisecond))
-	brokertest.Subscribe(t, b, brokertest.Topic(t), brokertest.NewCollector(1))
-	srv.Stop()
-	brokertest.WaitFor(t, "silent Redis detected", func() bool { return b.Outages() == 1 })
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	start := time.Now()
-	if err := b.Publish(ctx, "x", ratchet.Text("x")); err == nil {
-		t.Fatal("Publish to a stopped Redis succeeded")
-	}
-	if d := time.Since(start); d > 100*time.Millisecond+brokertest.Slack {
-		t.Fatalf("Publish took %v with a 100ms context", d)
-	}
-	srv.Continue()
-	brokertest.WaitFor(t, "reconnected", b.Connected)
-	// Close waits for the publish still in flight on the stopped Redis.
-}
+// detected by the PING health check, and Publish stays within its context.
+func TestSilentRedis(t *testing.T) { brokertest.RunSilentServer(t, outage) }
 
 // Two Apps, each with a Hub on its own Redis broker: a WebSocket client on
 // node B gets what node A publishes.
 func TestTwoApps(t *testing.T) {
 	addr := redisAddr(t)
 	brokertest.RunApps(t, func(t *testing.T) ratchet.Broker { return newBroker(t, addr) })
+}
+
+// A payload that is not UTF-8, PUBLISHed by another program (redis-cli,
+// PHP), reaches browsers as binary and is reported; no one is cut off.
+func TestInvalidTextFromOutside(t *testing.T) {
+	addr := redisAddr(t)
+	raw := newClient(t, addr)
+	brokertest.RunInvalidText(t,
+		func(t *testing.T, onError func(error)) ratchet.Broker {
+			return newBroker(t, addr, redis.WithOnError(onError))
+		},
+		func(t *testing.T, b ratchet.Broker, topic string, data []byte) {
+			if err := raw.Publish(context.Background(), b.(*redis.Broker).Channel(topic), data).Err(); err != nil {
+				t.Fatal(err)
+			}
+		})
 }

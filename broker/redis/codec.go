@@ -5,9 +5,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/ratchetgo/ratchet"
+	"github.com/ratchetgo/ratchet/internal/topicsubs"
 )
 
 // envelope is the JSON form of a message that cannot travel as a raw
@@ -42,24 +42,19 @@ func Encode(m ratchet.Message) []byte {
 // an envelope, else a text message holding the payload, else (when the
 // payload is not valid UTF-8, which a text message must be) a binary one.
 func Decode(payload []byte) ratchet.Message {
-	if m, ok := decodeEnvelope(payload); ok {
-		return m
-	}
-	if utf8.Valid(payload) {
-		return ratchet.Message{Type: ratchet.MessageText, Data: payload}
-	}
-	return ratchet.Message{Type: ratchet.MessageBinary, Data: payload}
+	m, _ := topicsubs.Checked(decode(string(payload)))
+	return m
 }
 
-// decodeString is Decode for the string payloads go-redis hands out.
-func decodeString(payload string) ratchet.Message {
+// decode is Decode, for the string payloads go-redis hands out, without the
+// UTF-8 check: the delivery makes it, and reports a payload that fails it.
+func decode(payload string) ratchet.Message {
 	if len(payload) > 0 && payload[0] == '{' && strings.Contains(payload, `"ratchet"`) {
-		return Decode([]byte(payload))
+		if m, ok := decodeEnvelope([]byte(payload)); ok {
+			return m
+		}
 	}
-	if utf8.ValidString(payload) {
-		return ratchet.Message{Type: ratchet.MessageText, Data: []byte(payload)}
-	}
-	return ratchet.Message{Type: ratchet.MessageBinary, Data: []byte(payload)}
+	return ratchet.Message{Type: ratchet.MessageText, Data: []byte(payload)}
 }
 
 // decodeEnvelope reports whether p is an envelope, and its message. Only an

@@ -64,16 +64,23 @@
 //
 // Only a JSON object with exactly the three fields ratchet (the number 1),
 // type ("text" or "binary") and data (a string) is an envelope: application
-// JSON such as {"type":"chat","data":"hi"} travels as the text it is. A raw
-// payload that is not valid UTF-8, which a WebSocket text message cannot
-// carry, is delivered as a binary message. Encode and Decode implement the
-// format.
+// JSON such as {"type":"chat","data":"hi"} travels as the text it is.
+// Encode and Decode implement the format.
+//
+// Text must be valid UTF-8: a WebSocket text frame that is not makes a
+// browser fail the whole connection, so one bad message to every connection
+// would disconnect them all. A raw payload that is not valid UTF-8 is
+// therefore delivered as binary (a Blob in the browser's onmessage, a
+// "binary" event on an event stream), intact, and reported: logged as a
+// warning and handed to the WithOnError function as an error wrapping
+// ratchet.ErrInvalidUTF8. Publish binary data in an envelope instead.
 //
 // # Presence
 //
 // NewPresence returns the node's ratchet.Presence on the same client and
-// pub/sub connection. Its data, under its own prefix P ("ratchet-presence:"
-// by default), for a topic T:
+// pub/sub connection. Its data, under its own prefix P, which follows the
+// broker's ("ratchet-presence:" for the default "ratchet:", "myapp-presence:"
+// for "myapp:"; see PresencePrefix), for a topic T:
 //
 //   - P+"m:"+T, a sorted set of the users present, each scored with the time
 //     (Unix ms, Redis clock) its last entry expires;

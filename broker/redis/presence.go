@@ -2,40 +2,48 @@ package redis
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/ratchetgo/ratchet"
-	"github.com/ratchetgo/ratchet/internal/presencecount"
+	"github.com/ratchetgo/ratchet/internal/brokeropt"
+	"github.com/ratchetgo/ratchet/internal/presencenode"
 )
 
-// Presence defaults.
+// Presence defaults. DefaultPresencePrefix is the presence prefix of a
+// broker with the default prefix; see WithPresencePrefix for the others.
 const (
 	DefaultPresencePrefix = "ratchet-presence:"
 	DefaultPresenceTTL    = 30 * time.Second
 )
 
+// minPresenceTTL is the shortest TTL WithPresenceTTL accepts: Redis expires
+// by the millisecond, and a heartbeat must fit within a third of it.
+const minPresenceTTL = 30 * time.Millisecond
+
 // PresenceOption configures a Presence.
 type PresenceOption func(*presenceOptions)
 
 type presenceOptions struct {
+	presencenode.Options
 	prefix string
-	ttl    time.Duration
-	nodeID string
 }
 
 // WithPresencePrefix sets the prefix of the keys and channels the presence
-// uses (default "ratchet-presence:"). It must differ from the broker's topic
-// prefix, and be shared by every node of one application.
+// uses, shared by every node of one application. No channel of a topic may
+// start with it. By default it follows the broker's prefix (see
+// PresencePrefix), so that applications with their own prefix on one Redis
+// have their own presence: "ratchet-presence:" for the default prefix
+// "ratchet:", "myapp-presence:" for "myapp:".
 func WithPresencePrefix(prefix string) PresenceOption {
 	return func(o *presenceOptions) { o.prefix = prefix }
 }
@@ -45,12 +53,12 @@ func WithPresencePrefix(prefix string) PresenceOption {
 // refreshes its entries every TTL/3, and reaps expired ones of the topics it
 // uses, publishing their leave events, as often.
 func WithPresenceTTL(d time.Duration) PresenceOption {
-	return func(o *presenceOptions) { o.ttl = d }
+	return func(o *presenceOptions) { o.TTL = d }
 }
 
 // WithNodeID names this node in the presence entries (default: random). Two
 // live nodes must not share one.
-func WithNodeID(id string) PresenceOption { return func(o *presenceOptions) { o.nodeID = id } }
+func WithNodeID(id string) PresenceOption { return func(o *presenceOptions) { o.NodeID = id } }
 
 // Presence is a ratchet.Presence on Redis, for one node. See the package
 // documentation for the keys and the events channel.
@@ -58,30 +66,13 @@ type Presence struct {
 	b      *Broker
 	client *goredis.Client
 	o      presenceOptions
-
-	// hb is held for writing by a heartbeat while it refreshes, and for
-	// reading by Join and Leave, so a refresh never resurrects an entry that
-	// a Leave just removed.
-	hb    sync.RWMutex
-	joins *presencecount.Counter // this node's joins by (topic, user)
+	node   *presencenode.Node
 
 	mu      sync.Mutex
-	watched map[string]int // watches by topic
-	watches map[*watch]struct{}
-	closed  bool
-
-	stop chan struct{}
-	done chan struct{}
+	watched map[string]int // watches by topic, whose expired entries the heartbeat reaps
 }
 
-type member = presencecount.Member
-
-type watch struct {
-	p     *Presence
-	topic string
-	sub   *subscription
-	once  sync.Once
-}
+type member = presencenode.Member
 
 // presenceEvent is the JSON published on a topic's events channel.
 type presenceEvent struct {
@@ -155,29 +146,32 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
 // pub/sub connection (for Watch), and starts its heartbeat. Close it before
 // closing b.
 func NewPresence(b *Broker, opts ...PresenceOption) *Presence {
-	o := presenceOptions{prefix: DefaultPresencePrefix, ttl: DefaultPresenceTTL}
+	o := presenceOptions{prefix: PresencePrefix(b.o.Prefix), Options: presencenode.Options{TTL: DefaultPresenceTTL}}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if o.ttl < 30*time.Millisecond {
-		o.ttl = DefaultPresenceTTL
-	}
-	if o.nodeID == "" {
-		var id [12]byte
-		_, _ = rand.Read(id[:])
-		o.nodeID = hex.EncodeToString(id[:])
-	}
-	p := &Presence{
-		b:       b,
-		client:  b.client,
-		o:       o,
-		joins:   presencecount.New(),
-		watched: make(map[string]int),
-		watches: make(map[*watch]struct{}),
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
-	}
-	go p.heartbeat()
+	o.Check(DefaultPresenceTTL, minPresenceTTL)
+	p := &Presence{b: b, client: b.client, o: o, watched: make(map[string]int)}
+	p.node = presencenode.Start(o.TTL, presencenode.Backend{
+		Join: func(ctx context.Context, m member) error {
+			if err := p.runJoin(ctx, p.client, m).Err(); err != nil {
+				return fmt.Errorf("ratchet/redis: presence join: %w", err)
+			}
+			return nil
+		},
+		Leave: func(ctx context.Context, m member) error {
+			if err := p.runLeave(ctx, p.client, m).Err(); err != nil {
+				return fmt.Errorf("ratchet/redis: presence leave: %w", err)
+			}
+			return nil
+		},
+		Beat:   p.beat,
+		Remove: p.remove,
+		BeatFailed: func(err error) {
+			b.o.Report(slog.LevelWarn, "presence heartbeat failed", fmt.Errorf("ratchet/redis: presence heartbeat: %w", err))
+		},
+		Closed: ErrPresenceClosed,
+	})
 	return p
 }
 
@@ -185,6 +179,19 @@ var _ ratchet.Presence = (*Presence)(nil)
 
 // ErrPresenceClosed is returned by a Presence used after Close.
 var ErrPresenceClosed = errors.New("ratchet/redis: presence closed")
+
+// PresencePrefix returns the default presence prefix of a broker with the
+// given prefix: the prefix without its final colon, followed by
+// "-presence:". A prefix that does not end with a colon is followed by
+// "@presence:" instead: no client topic starts with "@"
+// (ratchet.ReservedTopicPrefix), so no topic's channel can be a presence
+// key or channel.
+func PresencePrefix(prefix string) string {
+	if base, ok := strings.CutSuffix(prefix, ":"); ok {
+		return base + "-presence:"
+	}
+	return prefix + "@presence:"
+}
 
 // MembersKey returns the sorted set holding topic's members: each user,
 // scored with the time (Unix milliseconds, Redis clock) its entry expires.
@@ -206,55 +213,36 @@ func event(kind, user string) string {
 
 // Join implements ratchet.Presence.
 func (p *Presence) Join(ctx context.Context, topic, user string) error {
-	m := member{Topic: topic, User: user}
-	p.hb.RLock()
-	defer p.hb.RUnlock()
-	if p.isClosed() {
-		return ErrPresenceClosed
-	}
-	return p.joins.Join(m, func() error {
-		if err := p.runJoin(ctx, p.client, m).Err(); err != nil {
-			return fmt.Errorf("ratchet/redis: presence join: %w", err)
-		}
-		return nil
-	})
-}
-
-func (p *Presence) runJoin(ctx context.Context, c goredis.Scripter, m member) *goredis.Cmd {
-	return joinScript.Run(ctx, c,
-		[]string{p.MembersKey(m.Topic), p.userKeyPrefix(m.Topic) + m.User},
-		p.o.nodeID, p.o.ttl.Milliseconds(), m.User, p.EventsChannel(m.Topic),
-		event("join", m.User), event("leave", m.User))
-}
-
-func (p *Presence) runLeave(ctx context.Context, c goredis.Scripter, m member) *goredis.Cmd {
-	return leaveScript.Run(ctx, c,
-		[]string{p.MembersKey(m.Topic), p.userKeyPrefix(m.Topic) + m.User},
-		p.o.nodeID, m.User, p.EventsChannel(m.Topic), event("leave", m.User))
+	return p.node.Join(ctx, member{Topic: topic, User: user})
 }
 
 // Leave implements ratchet.Presence. When the backend call fails, the
 // entry still expires after the TTL, since the heartbeat no longer
 // refreshes it.
 func (p *Presence) Leave(ctx context.Context, topic, user string) error {
-	m := member{Topic: topic, User: user}
-	p.hb.RLock()
-	defer p.hb.RUnlock()
-	if p.isClosed() {
-		return ErrPresenceClosed
-	}
-	return p.joins.Leave(m, func() error {
-		if err := p.runLeave(ctx, p.client, m).Err(); err != nil {
-			return fmt.Errorf("ratchet/redis: presence leave: %w", err)
-		}
-		return nil
-	})
+	return p.node.Leave(ctx, member{Topic: topic, User: user})
 }
 
-func (p *Presence) isClosed() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.closed
+// The scripts' keys and arguments for a member, whether run at once or in
+// a pipeline.
+func (p *Presence) joinArgs(m member) ([]string, []any) {
+	return []string{p.MembersKey(m.Topic), p.userKeyPrefix(m.Topic) + m.User},
+		[]any{p.o.NodeID, p.o.TTL.Milliseconds(), m.User, p.EventsChannel(m.Topic), event("join", m.User), event("leave", m.User)}
+}
+
+func (p *Presence) leaveArgs(m member) ([]string, []any) {
+	return []string{p.MembersKey(m.Topic), p.userKeyPrefix(m.Topic) + m.User},
+		[]any{p.o.NodeID, m.User, p.EventsChannel(m.Topic), event("leave", m.User)}
+}
+
+func (p *Presence) runJoin(ctx context.Context, c goredis.Scripter, m member) *goredis.Cmd {
+	keys, args := p.joinArgs(m)
+	return joinScript.Run(ctx, c, keys, args...)
+}
+
+func (p *Presence) runLeave(ctx context.Context, c goredis.Scripter, m member) *goredis.Cmd {
+	keys, args := p.leaveArgs(m)
+	return leaveScript.Run(ctx, c, keys, args...)
 }
 
 // Members implements ratchet.Presence.
@@ -272,14 +260,12 @@ func (p *Presence) Members(ctx context.Context, topic string) ([]string, error) 
 // heartbeat reaps the topic's expired entries, so watching nodes see the
 // leaves of users whose node died.
 func (p *Presence) Watch(ctx context.Context, topic string, fn func(ratchet.PresenceEvent)) (func(), error) {
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
+	if p.node.Closed() {
 		return nil, ErrPresenceClosed
 	}
+	p.mu.Lock()
 	p.watched[topic]++
 	p.mu.Unlock()
-	w := &watch{p: p, topic: topic}
 	sub, err := p.b.subscribeChannel(ctx, p.EventsChannel(topic), func(m ratchet.Message) {
 		var e presenceEvent
 		if json.Unmarshal(m.Data, &e) != nil || e.User == "" {
@@ -300,20 +286,9 @@ func (p *Presence) Watch(ctx context.Context, topic string, fn func(ratchet.Pres
 		p.unwatch(topic)
 		return nil, fmt.Errorf("ratchet/redis: presence watch: %w", err)
 	}
-	w.sub = sub
-	p.mu.Lock()
-	p.watches[w] = struct{}{}
-	p.mu.Unlock()
-	return w.stop, nil
-}
-
-func (w *watch) stop() {
-	w.once.Do(func() {
-		_ = w.sub.Unsubscribe(context.Background())
-		w.p.mu.Lock()
-		delete(w.p.watches, w)
-		w.p.mu.Unlock()
-		w.p.unwatch(w.topic)
+	return p.node.Watch(func() {
+		_ = brokeropt.Cleanup(sub.Unsubscribe)
+		p.unwatch(topic)
 	})
 }
 
@@ -325,31 +300,9 @@ func (p *Presence) unwatch(topic string) {
 	p.mu.Unlock()
 }
 
-func (p *Presence) heartbeat() {
-	defer close(p.done)
-	t := time.NewTicker(p.o.ttl / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-p.stop:
-			return
-		case <-t.C:
-		}
-		if err := p.beat(); err != nil {
-			p.b.o.logger.Warn("ratchet/redis: presence heartbeat failed", "error", err)
-			p.b.report(fmt.Errorf("ratchet/redis: presence heartbeat: %w", err))
-		}
-	}
-}
-
 // beat refreshes this node's entries and reaps the expired ones of the
 // topics this node uses, in one pipeline.
-func (p *Presence) beat() error {
-	ctx, cancel := context.WithTimeout(context.Background(), p.o.ttl/2)
-	defer cancel()
-	p.hb.Lock()
-	defer p.hb.Unlock()
-	members := p.joins.Members()
+func (p *Presence) beat(ctx context.Context, members []member) error {
 	p.mu.Lock()
 	topics := make(map[string]bool, len(p.watched))
 	for _, m := range members {
@@ -371,10 +324,8 @@ func (p *Presence) beat() error {
 	}
 	pipe := p.client.Pipeline()
 	for _, m := range members {
-		joinScript.EvalSha(ctx, pipe,
-			[]string{p.MembersKey(m.Topic), p.userKeyPrefix(m.Topic) + m.User},
-			p.o.nodeID, p.o.ttl.Milliseconds(), m.User, p.EventsChannel(m.Topic),
-			event("join", m.User), event("leave", m.User))
+		keys, args := p.joinArgs(m)
+		joinScript.EvalSha(ctx, pipe, keys, args...)
 	}
 	for t := range topics {
 		reapScript.EvalSha(ctx, pipe, []string{p.MembersKey(t)}, p.userKeyPrefix(t), p.EventsChannel(t))
@@ -383,38 +334,19 @@ func (p *Presence) beat() error {
 	return err
 }
 
-// Close implements ratchet.Presence.
-func (p *Presence) Close(ctx context.Context) error {
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return nil
-	}
-	p.closed = true
-	watches := make([]*watch, 0, len(p.watches))
-	for w := range p.watches {
-		watches = append(watches, w)
-	}
-	p.mu.Unlock()
-	close(p.stop)
-	<-p.done
-	for _, w := range watches {
-		w.stop()
-	}
-	p.hb.Lock()
-	defer p.hb.Unlock()
-	members := p.joins.Reset()
-	if len(members) == 0 {
-		return nil
-	}
+// Close implements ratchet.Presence: it stops the heartbeat and the
+// watches, and removes this node's entries.
+func (p *Presence) Close(ctx context.Context) error { return p.node.Close(ctx) }
+
+// remove removes this node's entries of members, in one pipeline.
+func (p *Presence) remove(ctx context.Context, members []member) error {
 	if err := leaveScript.Load(ctx, p.client).Err(); err != nil {
 		return fmt.Errorf("ratchet/redis: presence close: %w", err)
 	}
 	pipe := p.client.Pipeline()
 	for _, m := range members {
-		leaveScript.EvalSha(ctx, pipe,
-			[]string{p.MembersKey(m.Topic), p.userKeyPrefix(m.Topic) + m.User},
-			p.o.nodeID, m.User, p.EventsChannel(m.Topic), event("leave", m.User))
+		keys, args := p.leaveArgs(m)
+		leaveScript.EvalSha(ctx, pipe, keys, args...)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("ratchet/redis: presence close: %w", err)
@@ -424,10 +356,4 @@ func (p *Presence) Close(ctx context.Context) error {
 
 // crash stops the heartbeat without removing anything, as a dying node
 // would. For tests.
-func (p *Presence) crash() {
-	p.mu.Lock()
-	p.closed = true
-	p.mu.Unlock()
-	close(p.stop)
-	<-p.done
-}
+func (p *Presence) crash() { p.node.Crash() }

@@ -17,3 +17,26 @@ func TestPresence(t *testing.T) {
 		},
 		func(p ratchet.Presence) { redis.Crash(p.(*redis.Presence)) })
 }
+
+// Two applications with their own broker prefix on one Redis have their own
+// presence.
+func TestPresencePrefixes(t *testing.T) {
+	addr := redisAddr(t)
+	unique := brokertest.Topic(t)
+	brokertest.RunPresencePrefixes(t, func(t *testing.T, prefix string) ratchet.Presence {
+		return redis.NewPresence(newBroker(t, addr, redis.WithPrefix(prefix)))
+	}, "a-"+unique+":", "b-"+unique+":")
+}
+
+func TestPresencePrefix(t *testing.T) {
+	for prefix, want := range map[string]string{
+		redis.DefaultPrefix: redis.DefaultPresencePrefix,
+		"myapp:":            "myapp-presence:",
+		"myapp":             "myapp@presence:",
+		"":                  "@presence:",
+	} {
+		if got := redis.PresencePrefix(prefix); got != want {
+			t.Errorf("PresencePrefix(%q) = %q, want %q", prefix, got, want)
+		}
+	}
+}

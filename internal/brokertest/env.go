@@ -159,28 +159,27 @@ func (p *Process) Kill() {
 // answers nothing, like a hung server or a partitioned network.
 // It returns once every thread of the process is stopped.
 func (p *Process) Stop() {
+	p.t.Helper()
 	_ = p.cmd.Process.Signal(syscall.SIGSTOP)
+	WaitFor(p.t, p.bin+" stopped", p.stopped)
+}
+
+// stopped reports whether every thread of the process is stopped (true
+// without /proc: there is no telling).
+func (p *Process) stopped() bool {
 	dir := fmt.Sprintf("/proc/%d/task", p.cmd.Process.Pid)
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		tasks, err := os.ReadDir(dir)
-		if err != nil {
-			return // no /proc: hope for the best
-		}
-		stopped := true
-		for _, task := range tasks {
-			stat, err := os.ReadFile(dir + "/" + task.Name() + "/stat")
-			// The state follows the parenthesised command name.
-			if i := strings.LastIndexByte(string(stat), ')'); err == nil && i >= 0 && i+2 < len(stat) && stat[i+2] != 'T' {
-				stopped = false
-			}
-		}
-		if stopped {
-			return
-		}
-		time.Sleep(time.Millisecond)
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return true
 	}
-	p.t.Fatalf("%s did not stop", p.bin)
+	for _, task := range tasks {
+		stat, err := os.ReadFile(dir + "/" + task.Name() + "/stat")
+		// The state follows the parenthesised command name.
+		if i := strings.LastIndexByte(string(stat), ')'); err == nil && i >= 0 && i+2 < len(stat) && stat[i+2] != 'T' {
+			return false
+		}
+	}
+	return true
 }
 
 // Continue resumes a process frozen by Stop.

@@ -185,3 +185,35 @@ func testPresenceStopWatch(t *testing.T, node func(*testing.T, time.Duration) ra
 	other.Expect(t, ratchet.PresenceLeave, "erin", 5*time.Second)
 	got.None(t, 50*time.Millisecond)
 }
+
+// NewPrefixedPresence returns the Presence of a new node of the cluster
+// whose broker has the given prefix (and the presence its default
+// settings). The suite closes it.
+type NewPrefixedPresence func(t *testing.T, prefix string) ratchet.Presence
+
+// RunPresencePrefixes checks that applications with different broker
+// prefixes on one server have separate presence, and nodes of one
+// application share theirs.
+func RunPresencePrefixes(t *testing.T, newPresence NewPrefixedPresence, prefixA, prefixB string) {
+	ctx := context.Background()
+	node := func(prefix string) ratchet.Presence {
+		p := newPresence(t, prefix)
+		t.Cleanup(func() { _ = p.Close(ctx) })
+		return p
+	}
+	a1, a2, b := node(prefixA), node(prefixA), node(prefixB)
+	topic := Topic(t)
+	evA, evB := Watch(t, a2, topic), Watch(t, b, topic)
+	// Each watch sees one topic's events in order: had alice's join reached
+	// b, it would come before bob's, and bob's before alice's leave on a2.
+	must(t, a1.Join(ctx, topic, "alice"))
+	evA.Expect(t, ratchet.PresenceJoin, "alice", 5*time.Second)
+	must(t, b.Join(ctx, topic, "bob"))
+	evB.Expect(t, ratchet.PresenceJoin, "bob", 5*time.Second)
+	Members(t, a2, topic, "alice")
+	Members(t, b, topic, "bob")
+	must(t, a1.Leave(ctx, topic, "alice"))
+	evA.Expect(t, ratchet.PresenceLeave, "alice", 5*time.Second)
+	must(t, b.Leave(ctx, topic, "bob"))
+	evB.Expect(t, ratchet.PresenceLeave, "bob", 5*time.Second)
+}

@@ -382,3 +382,31 @@ func testConcurrent(t *testing.T, node func(*testing.T) ratchet.Broker) {
 	Publish(t, a, churn, ratchet.Text("after churn"))
 	c.Expect(t, ratchet.Text("after churn"))
 }
+
+// NewPrefixedNode returns a new node of the cluster whose topics carry
+// prefix on the server. The suite closes it.
+type NewPrefixedNode func(t *testing.T, prefix string) ratchet.Broker
+
+// RunPrefix checks that nodes with different prefixes do not share topics,
+// and nodes with the same prefix do.
+func RunPrefix(t *testing.T, newNode NewPrefixedNode, prefixA, prefixB string) {
+	node := func(prefix string) ratchet.Broker {
+		b := newNode(t, prefix)
+		t.Cleanup(func() { _ = b.Close() })
+		return b
+	}
+	a, a2, b := node(prefixA), node(prefixA), node(prefixB)
+	topic := Topic(t)
+	ca, ca2, cb := NewCollector(4), NewCollector(4), NewCollector(4)
+	Subscribe(t, a, topic, ca)
+	Subscribe(t, a2, topic, ca2)
+	Subscribe(t, b, topic, cb)
+	Publish(t, a, topic, ratchet.Text("for a"))
+	ca.Expect(t, ratchet.Text("for a"))
+	ca2.Expect(t, ratchet.Text("for a"))
+	Publish(t, b, topic, ratchet.Text("for b"))
+	cb.Expect(t, ratchet.Text("for b"))
+	ca.None(t)
+	ca2.None(t)
+	cb.None(t)
+}
