@@ -108,7 +108,7 @@ func Start(t testing.TB, pkgs []string, script string, args ...string) *Process 
 	t.Cleanup(func() {
 		p.Stop()
 		if t.Failed() {
-			t.Logf("node %s: %v; standard error:\n%s", script, p.err, p.Stderr())
+			t.Logf("node %s ended (%v); its standard error:\n%s", script, p.err, p.Stderr())
 		}
 	})
 	return p
@@ -147,11 +147,11 @@ func (p *Process) Next() []byte {
 	case line, ok := <-p.lines:
 		if !ok {
 			<-p.exited
-			p.t.Fatalf("jstest: the script exited (%v); standard error:\n%s", p.err, p.Stderr())
+			p.t.Fatalf("jstest: the script exited: %v", p.err) // Start's cleanup logs its standard error
 		}
 		return line
 	case <-time.After(LineTimeout):
-		p.t.Fatalf("jstest: no line from the script within %v; standard error:\n%s", LineTimeout, p.Stderr())
+		p.t.Fatalf("jstest: no line from the script within %v", LineTimeout)
 	}
 	return nil
 }
