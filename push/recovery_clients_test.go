@@ -262,7 +262,8 @@ func receive[T any](t *testing.T, ch <-chan T, what string) T {
 }
 
 // clientLine is what an EventSource saw, one line per callback: an event
-// (message, reset, binary) with its lastEventId, or open, or error.
+// (message, position, reset, binary) with its lastEventId, or open, or
+// error.
 // testdata/sse-client.mjs and recoveryPage write the same lines.
 type clientLine struct {
 	Type    string `json:"type"`
@@ -305,7 +306,7 @@ const out = (line) => window.lines.push(line);
 const es = new EventSource("/events" + location.search);
 es.onopen = () => out({ type: "open" });
 es.onerror = () => out({ type: "error" });
-for (const type of ["message", "reset", "binary"]) {
+for (const type of ["message", "position", "reset", "binary"]) {
   es.addEventListener(type, (e) => out({ type, id: e.lastEventId, data: e.data }));
 }
 </script>
@@ -364,7 +365,7 @@ func message(pos ratchet.Position, data string) clientLine {
 }
 
 // topicEvent is the line of an event of type typ about topic's position
-// (reset), whose data is {"topic":..,"position":..}.
+// (position, reset), whose data is {"topic":..,"position":..}.
 func topicEvent(t *testing.T, typ, topic string, pos ratchet.Position) clientLine {
 	data, err := json.Marshal(struct {
 		Topic    string `json:"topic"`
@@ -422,10 +423,11 @@ func runRecovery(t *testing.T, nodes []*pushNode, newClient clientFunc, rc recov
 	c := newClient(t, f, topic)
 	require.Equal(t, visit{node: 0}, f.visit(t))
 	expect(t, c, clientLine{Type: "open"})
-
-	// What the client has: with no message yet, the position of the
-	// stream's start (an id-only block), which the test cannot see here.
-	var has ratchet.Position
+	// What the client has: the stream's start, then each message.
+	start, err := nodes[0].hub.History(context.Background(), topic, ratchet.Position{}, 0)
+	require.NoError(t, err)
+	has := start.Latest
+	expect(t, c, topicEvent(t, "position", topic, has))
 	if !rc.beforeFirst {
 		has = publishAt(t, nodes[0].hub, topic, "first")
 		expect(t, c, message(has, "first"))
@@ -439,14 +441,7 @@ func runRecovery(t *testing.T, nodes []*pushNode, newClient clientFunc, rc recov
 	}
 	expect(t, c, clientLine{Type: "error"})
 	lastEventID := f.heldRequest(t)
-	if rc.beforeFirst {
-		var err error
-		has, err = ratchet.ParsePosition(lastEventID)
-		require.NoError(t, err, "Last-Event-ID %q", lastEventID)
-		require.False(t, has.IsZero(), "the client reconnects without the stream's start position: it would miss what was published meanwhile")
-	} else {
-		require.Equal(t, has.String(), lastEventID, "Last-Event-ID of the reconnect")
-	}
+	require.Equal(t, has.String(), lastEventID, "Last-Event-ID of the reconnect")
 
 	f.target.Store(int32(rc.reconnectTo))
 	missed := make([]ratchet.Position, missedCount)
@@ -500,6 +495,7 @@ var recoveryCases = []struct {
 	{"same node, connection dropped", singleNode, recoveryCase{size: 10, cut: cutByFront}},
 	{"other node", memoryCluster, recoveryCase{size: 10, cut: cutByFront, reconnectTo: 1}},
 	{"other node, stream ended by the server", memoryCluster, recoveryCase{size: 10, cut: cutByNode, reconnectTo: 1}},
+	{"cut before the first message", singleNode, recoveryCase{size: 10, cut: cutByNode, beforeFirst: true}},
 	{"history too short: reset", singleNode, recoveryCase{size: 3, cut: cutByNode}},
 	{"history too short on the other node: reset", memoryCluster, recoveryCase{size: 3, cut: cutByFront, reconnectTo: 1}},
 }

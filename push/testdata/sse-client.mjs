@@ -5,7 +5,7 @@
 // Connects to URL and writes one JSON line to stdout per callback:
 //   {"type":"open"}
 //   {"type":"error","message":".."}   the stream ended or failed (it reconnects)
-//   {"type":"message"|"reset"|"binary","id":"..","data":".."}
+//   {"type":"message"|"position"|"reset"|"binary","id":"..","data":".."}
 //                                     an event; id is its lastEventId
 // It runs until it is killed.
 import { EventSource } from "eventsource";
@@ -21,6 +21,6 @@ const out = (line) => process.stdout.write(JSON.stringify(line) + "\n");
 const es = new EventSource(url);
 es.onopen = () => out({ type: "open" });
 es.onerror = (e) => out({ type: "error", message: e.message ?? "" });
-for (const type of ["message", "reset", "binary"]) {
+for (const type of ["message", "position", "reset", "binary"]) {
   es.addEventListener(type, (e) => out({ type, id: e.lastEventId, data: e.data }));
 }
