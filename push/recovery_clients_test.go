@@ -175,8 +175,13 @@ func newFront(t *testing.T, nodes []*pushNode) *front {
 		p.FlushInterval = -1
 		p.ErrorLog = log.New(io.Discard, "", 0) // cut streams are the point
 		p.ModifyResponse = func(res *http.Response) error {
-			f.visits <- visit{node: i, lastEventID: res.Request.Header.Get("Last-Event-ID"), recovery: res.Header.Get(RecoveryHeader)}
-			return nil
+			v := visit{node: i, lastEventID: res.Request.Header.Get("Last-Event-ID"), recovery: res.Header.Get(RecoveryHeader)}
+			select {
+			case f.visits <- v:
+				return nil
+			case <-res.Request.Context().Done():
+				return res.Request.Context().Err()
+			}
 		}
 		f.proxies = append(f.proxies, p)
 	}
