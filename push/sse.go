@@ -325,9 +325,14 @@ func (s *SSE) remove(c *stream) {
 
 // appendItem appends what the stream writes for it, moving the stream's
 // cursor (or counter) on: an event for a message, an event of type reset
-// for a topic that could not be recovered, an id-only block (which sets the
-// EventSource's lastEventId without firing an event) for a topic's starting
-// position. Only the handler goroutine calls it.
+// for a topic that could not be recovered, an event of type position for a
+// topic's starting position. Only the handler goroutine calls it.
+//
+// The starting position is an event with data, not an id-only block: a
+// browser's EventSource takes the id of either, but clients built on the
+// npm package eventsource(-parser) keep only the ids of events with data,
+// and would reconnect without Last-Event-ID, missing what was published
+// meanwhile. Only listeners of type position see the event.
 func (c *stream) appendItem(b []byte, it sseItem) []byte {
 	if c.cursor == nil {
 		c.lastID++
@@ -341,10 +346,10 @@ func (c *stream) appendItem(b []byte, it sseItem) []byte {
 	b = append(b, "id: "...)
 	b = appendCursor(b, c.cursor)
 	switch it.kind {
-	case itemMark:
-		return append(b, "\n\n"...)
-	case itemReset:
-		b = append(b, "\nevent: reset\ndata: {\"topic\":"...)
+	case itemMark, itemReset:
+		b = append(b, "\nevent: "...)
+		b = append(b, it.kind.eventType()...)
+		b = append(b, "\ndata: {\"topic\":"...)
 		b = appendJSONString(b, c.topics[it.topic])
 		b = append(b, `,"position":"`...)
 		b, _ = it.pos.AppendText(b)
@@ -424,6 +429,21 @@ const (
 	itemReset            // a topic whose missed messages could not be recovered
 )
 
+// The event types of a topic's position: where it starts when nothing was
+// recovered, or where it goes on after a gap that could not be filled. The
+// data of both is {"topic":"news","position":"k3x9:17"}.
+const (
+	eventPosition = "position"
+	eventReset    = "reset"
+)
+
+func (k itemKind) eventType() string {
+	if k == itemReset {
+		return eventReset
+	}
+	return eventPosition
+}
+
 var (
 	_ ratchet.Conn              = (*stream)(nil)
 	_ ratchet.UserSetter        = (*stream)(nil)
@@ -467,7 +487,7 @@ func (c *stream) mark(i int, rec ratchet.Recovery) {
 	if !rec.Recovered {
 		it.kind = itemReset
 	}
-	if c.cursor == nil || (it.kind == itemMark && rec.Sent > 0) {
+	if c.cursor == nil || (it.kind == itemMark && (rec.Sent > 0 || rec.Position.IsZero())) {
 		return // no history, or the recovered events carry the position
 	}
 	_ = c.push(it)
