@@ -201,12 +201,15 @@
 // SSE: each event's id is the stream's cursor, the position of each of its
 // topics in the order of the topic parameters, joined by commas (empty for
 // a topic without history); a stream of one topic has that topic's position.
-// The stream starts with an id-only block holding the starting cursor, so
-// that even a browser that saw no event yet resumes from it:
+// Each history topic's starting position comes first, as an event of type
+// position (seen only by listeners of that type), so that even a browser
+// that saw no message yet resumes from it:
 //
 //	retry: 3000
 //
 //	id: k3x9:17,,p0aa:4
+//	event: position
+//	data: {"topic":"news","position":"k3x9:17"}
 //
 //	id: k3x9:18,,p0aa:4
 //	data: hello

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,7 +21,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratchetgo/ratchet"
-	"github.com/ratchetgo/ratchet/internal/brokertest"
 	"github.com/ratchetgo/ratchet/internal/browsertest"
 	"github.com/ratchetgo/ratchet/internal/jstest"
 )
@@ -424,7 +424,7 @@ type recoveryCase struct {
 func runRecovery(t *testing.T, nodes []*pushNode, newClient clientFunc, rc recoveryCase) {
 	php := requirePHP(t)
 	f := newFront(t, nodes)
-	topic := brokertest.Topic(t)
+	topic := "recovery-" + strings.NewReplacer("/", "-", " ", "-").Replace(t.Name())
 	c := newClient(t, f, topic)
 	require.Equal(t, visit{node: 0}, f.visit(t))
 	expect(t, c, clientLine{Type: "open"})

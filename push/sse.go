@@ -141,8 +141,10 @@ func (s *SSE) resumeFrom(r *http.Request, c *stream) ([]ratchet.Position, error)
 		since, err := parseCursor(id[0], len(c.topics))
 		if err != nil {
 			since = make([]ratchet.Position, len(c.topics))
-			for i := range since {
-				since[i] = unknownPosition
+			for i, t := range c.topics {
+				if _, ok := s.hub.HistoryPolicy(t); ok {
+					since[i] = unknownPosition
+				}
 			}
 		} else {
 			copy(c.cursor, since) // what the client has, until events move it on

@@ -14,12 +14,11 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/ratchetgo/ratchet"
-	"github.com/ratchetgo/ratchet/push"
 )
 
 // RunChaos publishes messages (half from each of two nodes) on one topic
-// with history while subscribers WebSocket clients of the push endpoint
-// keep disconnecting and reconnecting, each time to a node picked at random,
+// with history while subscribers, WebSocket clients of a resuming component
+// (resumeComponent), keep disconnecting and reconnecting, each time to a node picked at random,
 // resuming from the position of the last message they got (?since=). Every
 // subscriber must end with every message exactly once, in position order,
 // and never be told that recovery failed (history holds them all).
@@ -196,12 +195,44 @@ func (s *chaosSubscriber) read(ctx context.Context, c *websocket.Conn, budget, w
 	return nil
 }
 
-// pushNode serves the push endpoint at /push on a Hub with history on b.
+// resumeComponent subscribes each connection to ?topic= with the envelope,
+// from ?since= when given, and answers like the push endpoint does:
+// {"subscribed":topic,"position":p[,"recovered":bool]} before live messages.
+// (brokertest cannot import push: push's tests import brokertest.)
+func resumeComponent(hub *ratchet.Hub) ratchet.MessageComponent {
+	return ratchet.ComponentFuncs{Open: func(c ratchet.Conn) {
+		ctx, cancel := context.WithTimeout(c.Context(), Wait)
+		defer cancel()
+		q := c.Request().URL.Query()
+		topic := q.Get("topic")
+		since, err := ratchet.ParsePosition(q.Get("since"))
+		if err != nil {
+			_ = c.Close(ratchet.StatusPolicyViolation, "since")
+			return
+		}
+		_, err = hub.SubscribeWith(ctx, c, topic, ratchet.SubscribeOptions{
+			Since: since, Envelope: true,
+			Ready: func(r ratchet.Recovery) {
+				reply := map[string]any{"subscribed": topic, "position": r.Position.String()}
+				if !since.IsZero() {
+					reply["recovered"] = r.Recovered
+				}
+				b, _ := json.Marshal(reply)
+				_ = c.Send(ratchet.Message{Type: ratchet.MessageText, Data: b})
+			},
+		})
+		if err != nil {
+			_ = c.Close(ratchet.StatusTryAgainLater, "subscribe failed")
+		}
+	}}
+}
+
+// pushNode serves resumeComponent at /push on a Hub with history on b.
 func pushNode(t *testing.T, b ratchet.Broker, policy ratchet.HistoryPolicy, queue int) (*ratchet.Hub, string) {
 	hub := ratchet.NewHub(ratchet.WithBroker(b), ratchet.WithHistory("*", policy))
 	app := ratchet.NewApp("", 0)
 	// The publishers do not wait for the readers: queues hold what they lag.
-	app.Route("/push", push.NewEndpoint(hub), []string{"*"}, ratchet.WithSendQueue(queue+16))
+	app.Route("/push", resumeComponent(hub), []string{"*"}, ratchet.WithSendQueue(queue+16))
 	srv := httptest.NewServer(app)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

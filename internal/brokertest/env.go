@@ -17,22 +17,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ratchetgo/ratchet/internal/testenv"
 )
 
-// CI reports whether the tests run under CI (CI=true), where missing servers
-// are a failure instead of a reason to skip.
-func CI() bool { return os.Getenv("CI") == "true" }
-
-// SkipOrFail skips the test with a message saying how to run it, or fails it
-// under CI=true, where every integration test must run.
-func SkipOrFail(t testing.TB, format string, args ...any) {
-	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if CI() {
-		t.Fatalf("%s (CI=true: integration tests must run)", msg)
-	}
-	t.Skipf("%s", msg)
-}
+// CI and SkipOrFail are testenv's, for the broker tests that use them.
+var (
+	CI         = testenv.CI
+	SkipOrFail = testenv.SkipOrFail
+)
 
 // Addr returns the value of the environment variable env, or def.
 func Addr(env, def string) string {

@@ -17,7 +17,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/ratchetgo/ratchet/internal/brokertest"
+	"github.com/ratchetgo/ratchet/internal/testenv"
 )
 
 // ChromiumPath is where Debian's chromium package puts the browser.
@@ -31,7 +31,7 @@ const Timeout = 90 * time.Second
 func Require(t testing.TB) {
 	t.Helper()
 	if _, err := os.Stat(ChromiumPath); err != nil {
-		brokertest.SkipOrFail(t, "%s not found (%v); install it with: apt-get install -y chromium", ChromiumPath, err)
+		testenv.SkipOrFail(t, "%s not found (%v); install it with: apt-get install -y chromium", ChromiumPath, err)
 	}
 }
 

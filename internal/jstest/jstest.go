@@ -21,7 +21,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ratchetgo/ratchet/internal/brokertest"
+	"github.com/ratchetgo/ratchet/internal/testenv"
 )
 
 // LineTimeout bounds how long Process.Next waits for a line: far longer than
@@ -56,12 +56,12 @@ func Require(t testing.TB, pkgs ...string) string {
 	t.Helper()
 	node, err := exec.LookPath("node")
 	if err != nil {
-		brokertest.SkipOrFail(t, "node is not installed: apt-get install -y nodejs npm, then npm ci at the repository root")
+		testenv.SkipOrFail(t, "node is not installed: apt-get install -y nodejs npm, then npm ci at the repository root")
 	}
 	root := Root(t)
 	for _, pkg := range pkgs {
 		if _, err := os.Stat(filepath.Join(root, "node_modules", pkg, "package.json")); err != nil {
-			brokertest.SkipOrFail(t, "npm package %s is not installed: run npm ci at the repository root (%s)", pkg, root)
+			testenv.SkipOrFail(t, "npm package %s is not installed: run npm ci at the repository root (%s)", pkg, root)
 		}
 	}
 	return node
