@@ -104,6 +104,7 @@ func TestOriginPolicy(t *testing.T) {
 	app.Route("/any", echo, []string{"*"})
 	app.Route("/own", echo, nil)
 	app.Route("/list", echo, []string{"*.example.com", "trusted.test:8443", "https://secure.test"})
+	app.Route("/files", echo, []string{"null", "*.example.com"})
 	addr := startApp(t, app)
 	try := func(path, origin string) int {
 		h := http.Header{}
@@ -123,6 +124,16 @@ func TestOriginPolicy(t *testing.T) {
 	assert.Equal(t, 403, try("/list", "http://trusted.test:9999"))
 	assert.Equal(t, 101, try("/list", "https://secure.test"))
 	assert.Equal(t, 403, try("/list", "http://secure.test"))
+
+	// "null": a page opened from a file, a sandboxed frame. "*" takes every
+	// origin; a list takes "null" only when it names it.
+	assert.Equal(t, 101, try("/any", "null"))
+	assert.Equal(t, 101, try("/any", "::not a url"), `"*" takes every origin`)
+	assert.Equal(t, 403, try("/own", "null"))
+	assert.Equal(t, 403, try("/list", "null"))
+	assert.Equal(t, 101, try("/files", "null"))
+	assert.Equal(t, 101, try("/files", "https://chat.example.com"))
+	assert.Equal(t, 403, try("/files", "http://null"))
 }
 
 func TestPathWildcards(t *testing.T) {

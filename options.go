@@ -113,10 +113,13 @@ func WithAuthenticate(f Authenticator) WsOption { return func(c *wsConfig) { c.a
 func WithLogger(l *slog.Logger) WsOption { return func(c *wsConfig) { c.logger = l } }
 
 // WithOrigins sets which browser origins may connect, for a WsServer used on
-// its own. "*" allows any origin; other entries are host patterns matched
-// case-insensitively with path.Match against the origin's host name (or
-// host:port when the pattern has a port, or scheme://host when it has a
-// scheme). Without it, only pages from the request's own host may connect.
+// its own. "*" allows any origin, the opaque origin "null" included; other
+// entries are host patterns matched case-insensitively with path.Match
+// against the origin's host name (or host:port when the pattern has a port,
+// or scheme://host when it has a scheme). "null", the Origin of pages opened
+// from a file:// URL and of sandboxed frames, matches no host pattern: list
+// "null" itself to let such pages in. Without WithOrigins, only pages from
+// the request's own host may connect.
 // Requests with no Origin header (non-browser clients) are always allowed.
 // App.Route sets this from its allowedOrigins argument.
 func WithOrigins(patterns ...string) WsOption {

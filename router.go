@@ -14,7 +14,7 @@ import (
 // other methods get 405, other hosts and paths 404.
 //
 // allowedOrigins is the origin policy for browsers: []string{"*"} allows any
-// page; an empty list allows only pages served from httpHost (Ratchet's
+// page, file:// pages (Origin: null) included; an empty list allows only pages served from httpHost (Ratchet's
 // default; any same-host page when httpHost is "" or "*"); otherwise host
 // patterns, see WithOrigins.
 //
