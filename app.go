@@ -19,8 +19,10 @@ import (
 //	log.Fatal(app.Run())
 //
 // It is also an http.Handler, so it can be mounted on an existing server
-// instead of calling Run: then port is unused (pass 0), and httpHost "" lets
-// the routes answer any host. Under http.StripPrefix, Conn.Request().URL.Path
+// instead of calling Run: then port is unused (pass 0), httpHost "" lets
+// the routes answer any host, and the limits Run and Serve set on their
+// http.Server (WithHandshakeTimeout, WithMaxHeaderBytes) are yours to set
+// on your own. Under http.StripPrefix, Conn.Request().URL.Path
 // is the stripped path. In tests with httptest, a route of an App whose
 // httpHost is "localhost" needs that Host header (websocket.DialOptions.Host).
 type App struct {
@@ -29,6 +31,7 @@ type App struct {
 	address          string
 	tlsConfig        *tls.Config
 	handshakeTimeout time.Duration
+	maxHeaderBytes   int
 	defaults         []WsOption
 
 	mux http.ServeMux
@@ -53,6 +56,7 @@ func NewApp(httpHost string, port int, opts ...Option) *App {
 		port:             port,
 		address:          DefaultAddress,
 		handshakeTimeout: DefaultHandshakeTimeout,
+		maxHeaderBytes:   DefaultMaxHeaderBytes,
 	}
 	for _, o := range opts {
 		o.applyApp(a)
@@ -113,7 +117,11 @@ func (a *App) Serve(l net.Listener) error {
 		cfg.NextProtos = []string{"http/1.1"} // WebSocket needs HTTP/1.1 (no RFC 8441 here)
 		l = tls.NewListener(l, cfg)
 	}
-	hs := &http.Server{Handler: a, ReadHeaderTimeout: a.handshakeTimeout}
+	hs := &http.Server{
+		Handler:           a,
+		ReadHeaderTimeout: a.handshakeTimeout,
+		MaxHeaderBytes:    a.maxHeaderBytes,
+	}
 	a.https = append(a.https, hs)
 	a.mu.Unlock()
 	return hs.Serve(l)

@@ -477,3 +477,25 @@ func TestCompressedBroadcast(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []byte{0x81, 5, 's', 'h', 'o', 'r', 't'}, frame)
 }
+
+// Request headers are bounded on App.Serve, since a connection keeps its
+// upgrade request for life: larger ones are refused with 431 before any
+// handler runs.
+func TestAppMaxHeaderBytes(t *testing.T) {
+	status := func(addr string, headerBytes int) int {
+		h := http.Header{"X-Padding": {strings.Repeat("p", headerBytes)}}
+		return dialStatus(t, "ws://"+addr+"/ws", &websocket.DialOptions{Host: "localhost", HTTPHeader: h})
+	}
+
+	app := ratchet.NewApp("localhost", 0)
+	app.Route("/ws", echo, nil)
+	addr := startApp(t, app)
+	assert.Equal(t, http.StatusSwitchingProtocols, status(addr, ratchet.DefaultMaxHeaderBytes/2))
+	assert.Equal(t, http.StatusRequestHeaderFieldsTooLarge, status(addr, 2*ratchet.DefaultMaxHeaderBytes))
+
+	roomy := ratchet.NewApp("localhost", 0, ratchet.WithMaxHeaderBytes(4*ratchet.DefaultMaxHeaderBytes))
+	roomy.Route("/ws", echo, nil)
+	roomyAddr := startApp(t, roomy)
+	assert.Equal(t, http.StatusSwitchingProtocols, status(roomyAddr, 2*ratchet.DefaultMaxHeaderBytes))
+	assert.Equal(t, http.StatusRequestHeaderFieldsTooLarge, status(roomyAddr, 8*ratchet.DefaultMaxHeaderBytes))
+}

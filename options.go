@@ -15,6 +15,7 @@ const (
 	DefaultKeepaliveInterval = 30 * time.Second // Ratchet's ping interval
 	DefaultKeepaliveTimeout  = 20 * time.Second // how long a pong may take
 	DefaultHandshakeTimeout  = 10 * time.Second // to read the HTTP upgrade request (App.Run/Serve)
+	DefaultMaxHeaderBytes    = 32 << 10         // request headers (App.Run/Serve); Conn.Request keeps them
 	DefaultAddress           = "127.0.0.1"      // where App.Run listens, as Ratchet does
 )
 
@@ -149,6 +150,22 @@ func WithTLSConfig(cfg *tls.Config) Option { return appOption(func(a *App) { a.t
 // DefaultHandshakeTimeout.
 func WithHandshakeTimeout(d time.Duration) Option {
 	return appOption(func(a *App) { a.handshakeTimeout = d })
+}
+
+// WithMaxHeaderBytes bounds the request headers, request line included, on
+// a server started by App.Run or App.Serve (http.Server.MaxHeaderBytes);
+// larger ones get 431 Request Header Fields Too Large. A WebSocket
+// connection keeps its upgrade request (Conn.Request) for its whole life, so
+// this bounds what each connection can pin in memory. Default
+// DefaultMaxHeaderBytes; n <= 0 keeps the default. When mounting an App or
+// a WsServer on a server of your own, set its MaxHeaderBytes: net/http's
+// default is 1 MB.
+func WithMaxHeaderBytes(n int) Option {
+	return appOption(func(a *App) {
+		if n > 0 {
+			a.maxHeaderBytes = n
+		}
+	})
 }
 
 // RouteOption configures one route of an App. Every WsOption is also a
