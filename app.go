@@ -21,8 +21,8 @@ import (
 // It is also an http.Handler, so it can be mounted on an existing server
 // instead of calling Run: then port is unused (pass 0), httpHost "" lets
 // the routes answer any host, and the limits Run and Serve set on their
-// http.Server (WithHandshakeTimeout, WithMaxHeaderBytes) are yours to set
-// on your own. Under http.StripPrefix, Conn.Request().URL.Path
+// http.Server (WithHandshakeTimeout, WithReadTimeout, WithIdleTimeout,
+// WithMaxHeaderBytes) are yours to set on your own. Under http.StripPrefix, Conn.Request().URL.Path
 // is the stripped path. In tests with httptest, a route of an App whose
 // httpHost is "localhost" needs that Host header (websocket.DialOptions.Host).
 type App struct {
@@ -31,6 +31,8 @@ type App struct {
 	address          string
 	tlsConfig        *tls.Config
 	handshakeTimeout time.Duration
+	readTimeout      time.Duration
+	idleTimeout      time.Duration
 	maxHeaderBytes   int
 	defaults         []WsOption
 
@@ -56,6 +58,8 @@ func NewApp(httpHost string, port int, opts ...Option) *App {
 		port:             port,
 		address:          DefaultAddress,
 		handshakeTimeout: DefaultHandshakeTimeout,
+		readTimeout:      DefaultReadTimeout,
+		idleTimeout:      DefaultIdleTimeout,
 		maxHeaderBytes:   DefaultMaxHeaderBytes,
 	}
 	for _, o := range opts {
@@ -120,6 +124,8 @@ func (a *App) Serve(l net.Listener) error {
 	hs := &http.Server{
 		Handler:           a,
 		ReadHeaderTimeout: a.handshakeTimeout,
+		ReadTimeout:       a.readTimeout,
+		IdleTimeout:       a.idleTimeout,
 		MaxHeaderBytes:    a.maxHeaderBytes,
 	}
 	a.https = append(a.https, hs)

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratchetgo/ratchet"
+	"github.com/ratchetgo/ratchet/internal/wstest"
 )
 
 // startApp serves app on a loopback port and shuts it down at the end.
@@ -368,24 +370,41 @@ func TestMountOnServeMux(t *testing.T) {
 // not lost in the hijack.
 func TestFrameRightAfterHandshake(t *testing.T) {
 	_, url := serveComponent(t, echo)
-	nc, err := net.Dial("tcp", strings.TrimPrefix(url, "ws://"))
+	_, br := rawUpgrade(t, strings.TrimPrefix(url, "ws://"), "x", maskedText("hi"))
+	assertEcho(t, br, "hi")
+}
+
+// rawUpgrade opens a WebSocket by hand, with the bytes of glued sent in the
+// same write as the request, and returns once the 101 has been read.
+func rawUpgrade(t *testing.T, addr, host string, glued []byte) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
 	require.NoError(t, err)
-	defer nc.Close()
-	// A masked text frame "hi" (mask 0) glued to the request.
-	frame := []byte{0x81, 0x82, 0, 0, 0, 0, 'h', 'i'}
-	req := "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+	t.Cleanup(func() { nc.Close() })
+	req := "GET /ws HTTP/1.1\r\nHost: " + host + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
 		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-	_, err = nc.Write(append([]byte(req), frame...))
+	_, err = nc.Write(append([]byte(req), glued...))
 	require.NoError(t, err)
-	require.NoError(t, nc.SetReadDeadline(time.Now().Add(5*time.Second)))
+	require.NoError(t, nc.SetReadDeadline(time.Now().Add(10*time.Second)))
 	br := bufio.NewReader(nc)
 	resp, err := http.ReadResponse(br, nil)
 	require.NoError(t, err)
-	assert.Equal(t, 101, resp.StatusCode)
-	got := make([]byte, 4)
-	_, err = io.ReadFull(br, got)
+	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+	return nc, br
+}
+
+// maskedText is a client's text frame (mask 0) of a short payload.
+func maskedText(s string) []byte {
+	return append([]byte{0x81, 0x80 | byte(len(s)), 0, 0, 0, 0}, s...)
+}
+
+// assertEcho reads one unmasked server text frame and checks its payload.
+func assertEcho(t *testing.T, br *bufio.Reader, want string) {
+	t.Helper()
+	got := make([]byte, 2+len(want))
+	_, err := io.ReadFull(br, got)
 	require.NoError(t, err)
-	assert.Equal(t, []byte{0x81, 2, 'h', 'i'}, got)
+	assert.Equal(t, append([]byte{0x81, byte(len(want))}, want...), got)
 }
 
 // A peer that never answers the close frame cannot hold Shutdown past its
@@ -498,4 +517,54 @@ func TestAppMaxHeaderBytes(t *testing.T) {
 	roomyAddr := startApp(t, roomy)
 	assert.Equal(t, http.StatusSwitchingProtocols, status(roomyAddr, 2*ratchet.DefaultMaxHeaderBytes))
 	assert.Equal(t, http.StatusRequestHeaderFieldsTooLarge, status(roomyAddr, 8*ratchet.DefaultMaxHeaderBytes))
+}
+
+// App.Serve cuts a request whose body trickles in (WithReadTimeout), while
+// WebSocket connections, whose upgrade requests were read under the same
+// timeout, live on (net/http clears a connection's deadlines when it is
+// hijacked), also one whose first frame came glued to its request.
+func TestAppReadTimeoutSparesWebSockets(t *testing.T) {
+	bodyErr := make(chan error, 1)
+	app := ratchet.NewApp("localhost", 0, ratchet.WithReadTimeout(100*time.Millisecond))
+	app.Route("/ws", echo, nil)
+	app.HandleFunc("POST /upload", func(w http.ResponseWriter, r *http.Request) {
+		_, err := io.ReadAll(r.Body)
+		bodyErr <- err
+	})
+	addr := startApp(t, app)
+
+	dialed := dial(t, "ws://localhost:"+port(addr)+"/ws", nil)
+	gluedConn, glued := rawUpgrade(t, addr, "localhost", maskedText("early"))
+	assertEcho(t, glued, "early")
+
+	// Started after the upgrades, so cut after their deadlines have passed.
+	slow := wstest.SendRaw(t, addr, "POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\nonly part")
+	select {
+	case err := <-bodyErr:
+		require.ErrorIs(t, err, os.ErrDeadlineExceeded, "the handler's read of the body")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler is still reading the body")
+	}
+	wstest.RequireClosed(t, slow, bufio.NewReader(slow))
+
+	write(t, dialed, "still here")
+	_, m := read(t, dialed)
+	assert.Equal(t, "still here", m)
+	_, err := gluedConn.Write(maskedText("me too"))
+	require.NoError(t, err)
+	assertEcho(t, glued, "me too")
+}
+
+// App.Serve closes keep-alive connections that stay idle (WithIdleTimeout).
+func TestAppIdleTimeout(t *testing.T) {
+	app := ratchet.NewApp("localhost", 0, ratchet.WithIdleTimeout(50*time.Millisecond))
+	app.HandleFunc("GET /page", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "page") })
+	addr := startApp(t, app)
+	nc := wstest.SendRaw(t, addr, "GET /page HTTP/1.1\r\nHost: localhost\r\n\r\n")
+	br := bufio.NewReader(nc)
+	resp, body := wstest.ReadResponse(t, nc, br)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, "page", string(body))
+	require.False(t, resp.Close, "a keep-alive answer")
+	wstest.RequireClosed(t, nc, br)
 }

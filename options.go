@@ -16,6 +16,8 @@ const (
 	DefaultKeepaliveTimeout  = 20 * time.Second // how long a pong may take
 	DefaultHandshakeTimeout  = 10 * time.Second // to read the HTTP upgrade request (App.Run/Serve)
 	DefaultMaxHeaderBytes    = 32 << 10         // request headers (App.Run/Serve); Conn.Request keeps them
+	DefaultReadTimeout       = 30 * time.Second // to read a whole request, body included (App.Run/Serve)
+	DefaultIdleTimeout       = 60 * time.Second // a keep-alive connection waiting for its next request (App.Run/Serve)
 	DefaultAddress           = "127.0.0.1"      // where App.Run listens, as Ratchet does
 )
 
@@ -150,6 +152,22 @@ func WithTLSConfig(cfg *tls.Config) Option { return appOption(func(a *App) { a.t
 // DefaultHandshakeTimeout.
 func WithHandshakeTimeout(d time.Duration) Option {
 	return appOption(func(a *App) { a.handshakeTimeout = d })
+}
+
+// WithReadTimeout bounds how long a client may take to send a whole request,
+// body included, on a server started by App.Run or App.Serve
+// (http.Server.ReadTimeout), so that a body trickling in cannot hold a
+// connection. WebSocket connections and event streams, once started, are
+// not bound by it. Default DefaultReadTimeout.
+func WithReadTimeout(d time.Duration) Option {
+	return appOption(func(a *App) { a.readTimeout = d })
+}
+
+// WithIdleTimeout bounds how long a keep-alive connection may wait for its
+// next request on a server started by App.Run or App.Serve
+// (http.Server.IdleTimeout). Default DefaultIdleTimeout.
+func WithIdleTimeout(d time.Duration) Option {
+	return appOption(func(a *App) { a.idleTimeout = d })
 }
 
 // WithMaxHeaderBytes bounds the request headers, request line included, on

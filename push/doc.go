@@ -173,10 +173,15 @@
 //	401 stale_timestamp, replayed    outside the window, or seen before
 //	403 forbidden                    refused by WithPublishAuthorize
 //	405 method_not_allowed           not POST
+//	408 request_timeout              body not received within WithBodyTimeout (10 s)
 //	413 too_large                    body over the limit
 //	415 unsupported_media_type       Content-Type is not application/json
 //	503 unavailable                  the Hub is closed or its Broker failed
 //
-// The checks run in this order: method (405), size (413), authentication
-// (401), content type (415), body (400), authorization (403).
+// The checks run in this order: method (405); the credentials as far as
+// they need no body (401: missing, unsupported, malformed, a stale
+// timestamp, a wrong bearer token); size (413) and time (408) of the body;
+// the signature against the body (401); content type (415); body (400);
+// authorization (403). A refusal before the whole body is in closes the
+// connection without reading the rest of the body.
 package push

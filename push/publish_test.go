@@ -1,12 +1,14 @@
 package push
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratchetgo/ratchet"
+	"github.com/ratchetgo/ratchet/internal/wstest"
 )
 
 func TestPublishAPIAcceptsSignedRequest(t *testing.T) {
@@ -94,7 +97,8 @@ func TestPublishAPIRejects(t *testing.T) {
 		{"stale timestamp", good, signed(testSecret, good, now.Add(-6*time.Minute)), 401, "stale_timestamp"},
 		{"future timestamp", good, signed(testSecret, good, now.Add(6*time.Minute)), 401, "stale_timestamp"},
 		{"bearer not enabled", good, http.Header{"Authorization": {"Bearer x"}}, 401, "unauthorized"},
-		{"too large", append([]byte(`{"topic":"news","data":"`), bytes.Repeat([]byte("x"), 1024)...), http.Header{}, 413, "too_large"},
+		{"too large", append([]byte(`{"topic":"news","data":"`), bytes.Repeat([]byte("x"), 1024)...), signed(testSecret, good, now), 413, "too_large"},
+		{"too large, no auth", append([]byte(`{"topic":"news","data":"`), bytes.Repeat([]byte("x"), 1024)...), http.Header{}, 401, "unauthorized"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			status, out := s.post(t, tc.body, tc.header)
@@ -187,6 +191,9 @@ func TestPublishAPIOversizedChunkedBody(t *testing.T) {
 	req, err := http.NewRequest(http.MethodPost, s.url+"/publish", struct{ io.Reader }{strings.NewReader(body)})
 	require.NoError(t, err)
 	req.Header.Set("Content-Type", "application/json")
+	for k, v := range signed(testSecret, []byte(body), time.Now()) {
+		req.Header[k] = v
+	}
 	status, out := s.do(t, req)
 	require.Equal(t, http.StatusRequestEntityTooLarge, status)
 	require.Equal(t, CodeTooLarge, out["error"])
@@ -309,3 +316,70 @@ func TestParsePublication(t *testing.T) {
 // opensslVector is the output of
 // printf '%s' '1767225600.{"topic":"news","data":"hello"}' | openssl dgst -sha256 -hmac secret
 const opensslVector = "699ce848b761a8bf2b3142800add75a706ce6d2f4786f5608980c6451c55a81b"
+
+// A body that trickles in is cut by WithBodyTimeout, on any server (here
+// one without timeouts of its own): 408, and the connection is closed.
+func TestPublishAPISlowBodyIsCut(t *testing.T) {
+	s := newTestServer(t, serverOpts{publish: []PublishOption{WithBodyTimeout(50 * time.Millisecond)}})
+	c := s.dial(t, "topic=news")
+	expectJSON(t, c, `{"subscribed":"news"}`)
+	body := `{"topic":"news","data":"never whole"}`
+	nc := wstest.SendRaw(t, strings.TrimPrefix(s.url, "http://"), rawPublish(signed(testSecret, []byte(body), time.Now()), len(body))+body[:10])
+	br := bufio.NewReader(nc)
+	resp, answer := wstest.ReadResponse(t, nc, br)
+	require.Equal(t, http.StatusRequestTimeout, resp.StatusCode, "%s", answer)
+	require.JSONEq(t, `{"error":"request_timeout","message":"request body not received in time"}`, string(answer))
+	require.True(t, resp.Close)
+	wstest.RequireClosed(t, nc, br)
+
+	_, err := s.hub.Broadcast(context.Background(), ratchet.Text("end"))
+	require.NoError(t, err)
+	expectText(t, c, "end") // nothing was published
+}
+
+// Credentials that need no body are checked before the body is read: these
+// requests announce a body and never send it, and get their answer at once,
+// on a closed connection. So does a body announced over the size limit.
+func TestPublishAPIChecksHeadersBeforeBody(t *testing.T) {
+	s := newTestServer(t, serverOpts{publish: []PublishOption{WithBearerToken("tok3n"), WithMaxBodySize(1024)}})
+	body := []byte(`{"topic":"news","data":"hello"}`)
+	now := time.Now()
+	badFormat := signed(testSecret, body, now)
+	badFormat.Set(HeaderSignature, "md5=abc")
+	for _, tc := range []struct {
+		name   string
+		header http.Header
+		size   int
+		status int
+		code   string
+	}{
+		{"no credentials", http.Header{}, len(body), 401, "unauthorized"},
+		{"stale timestamp", signed(testSecret, body, now.Add(-6*time.Minute)), len(body), 401, "stale_timestamp"},
+		{"future timestamp", signed(testSecret, body, now.Add(6*time.Minute)), len(body), 401, "stale_timestamp"},
+		{"signature format", badFormat, len(body), 401, "unauthorized"},
+		{"wrong token", http.Header{"Authorization": {"Bearer t0ken"}}, len(body), 401, "bad_token"},
+		{"other scheme", http.Header{"Authorization": {"Basic dG9rM246"}}, len(body), 401, "unauthorized"},
+		{"too large", http.Header{"Authorization": {"Bearer tok3n"}}, 1025, 413, "too_large"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nc := wstest.SendRaw(t, strings.TrimPrefix(s.url, "http://"), rawPublish(tc.header, tc.size))
+			br := bufio.NewReader(nc)
+			resp, answer := wstest.ReadResponse(t, nc, br)
+			require.Equal(t, tc.status, resp.StatusCode, "%s", answer)
+			require.Contains(t, string(answer), `"error":"`+tc.code+`"`)
+			require.True(t, resp.Close)
+			wstest.RequireClosed(t, nc, br)
+		})
+	}
+}
+
+// rawPublish is the head of a POST /publish with the given headers and a
+// body of n bytes, to be sent (or not) after it.
+func rawPublish(h http.Header, n int) string {
+	var b strings.Builder
+	b.WriteString("POST /publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
+	b.WriteString("Content-Length: " + strconv.Itoa(n) + "\r\n")
+	_ = h.Write(&b)
+	b.WriteString("\r\n")
+	return b.String()
+}

@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/base64"
+	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratchetgo/ratchet"
+	"github.com/ratchetgo/ratchet/internal/wstest"
 )
 
 func TestSSEReceivesWithIDs(t *testing.T) {
@@ -210,4 +213,40 @@ func TestSSESlowConsumer(t *testing.T) {
 		require.Equal(t, "after "+strconv.Itoa(i), fast.event(t).Data)
 	}
 	t.Logf("slow client cut off after %d messages of 256 KiB", sent)
+}
+
+// An event stream on App.Serve outlives the server's read timeout, which
+// cuts a request whose body trickles in.
+func TestSSEOutlivesAppReadTimeout(t *testing.T) {
+	bodyErr := make(chan error, 1)
+	p := startPushApp(t, "", map[string]http.HandlerFunc{
+		"POST /upload": func(w http.ResponseWriter, r *http.Request) {
+			_, err := io.ReadAll(r.Body)
+			bodyErr <- err
+		},
+	}, ratchet.WithReadTimeout(100*time.Millisecond))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // bounds the reads below
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.addr+"/events?topic=a", nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	events := newSSEParser(resp.Body)
+	first, err := events.next()
+	require.NoError(t, err)
+	require.True(t, first.isRetry, "subscribed")
+
+	// Started after the stream, so cut after its deadline has passed.
+	wstest.SendRaw(t, p.addr, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly part")
+	select {
+	case err := <-bodyErr:
+		require.ErrorIs(t, err, os.ErrDeadlineExceeded)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow upload was not cut")
+	}
+	publish(t, p.hub, "a", "still here")
+	ev, err := events.next()
+	require.NoError(t, err)
+	require.Equal(t, "still here", ev.Data)
 }
