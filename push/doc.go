@@ -97,8 +97,10 @@
 //
 // Ids count the events of the stream from 1. When the browser reconnects
 // it sends the last id it saw in the Last-Event-ID header, and the new
-// stream counts on from there so that ids keep increasing; messages
-// published while it was away are not replayed. A text message is split at
+// stream counts on from there so that ids keep increasing (a Last-Event-ID
+// that is not a number, or above 2^53-1, the largest integer JavaScript
+// numbers hold exactly, starts over at 1); messages published while it was
+// away are not replayed. A text message is split at
 // every line break (CRLF, LF or CR) into data: fields, which EventSource
 // joins with LF: the text arrives whole, with CR and CRLF turned into LF
 // (publish binary when every byte matters). A binary message is one data:

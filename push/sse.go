@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"math"
 	"net/http"
 	"strconv"
 	"sync"
@@ -39,6 +38,12 @@ type SSE struct {
 	streams ratchet.ConnSet
 	life    lifecycle.Group // streams whose handler has not returned
 }
+
+// maxLastEventID is the largest Last-Event-ID a stream counts on from; a
+// larger one starts over at 1. It is the largest integer JavaScript numbers
+// hold exactly, and leaves room for more events than a stream can carry:
+// ids never wrap.
+const maxLastEventID = 1<<53 - 1
 
 // NewSSE returns an SSE handler for the topics of hub.
 func NewSSE(hub *ratchet.Hub, opts ...Option) *SSE {
@@ -102,7 +107,7 @@ func (s *SSE) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "cannot subscribe", nil)
 		return
 	}
-	if id, err := strconv.ParseUint(r.Header.Get("Last-Event-ID"), 10, 64); err == nil && id < math.MaxUint64 {
+	if id, err := strconv.ParseUint(r.Header.Get("Last-Event-ID"), 10, 64); err == nil && id <= maxLastEventID {
 		c.lastID = id // ids go on from where the client's previous stream stopped
 	}
 	s.stream(w, c)

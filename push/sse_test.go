@@ -98,6 +98,22 @@ func TestSSELastEventIDContinues(t *testing.T) {
 	bad.next(t, false)
 	publish(t, s.hub, "b", "y")
 	require.Equal(t, "1", bad.event(t).ID)
+
+	// Ids never wrap to 0: a Last-Event-ID with no room left to count on
+	// starts over at 1; the largest JavaScript integer still counts on.
+	for last, want := range map[string][]string{
+		"18446744073709551614": {"1", "2"},
+		"18446744073709551615": {"1", "2"},
+		"9007199254740991":     {"9007199254740992", "9007199254740993"},
+		"9007199254740992":     {"1", "2"},
+	} {
+		st, _, _ := s.openSSE(t, "topic=c", http.Header{"Last-Event-Id": {last}})
+		st.next(t, false)
+		publish(t, s.hub, "c", "one")
+		publish(t, s.hub, "c", "two")
+		require.Equal(t, want, []string{st.event(t).ID, st.event(t).ID}, "after Last-Event-ID %s", last)
+		st.resp.Body.Close()
+	}
 }
 
 func TestSSERefusals(t *testing.T) {
