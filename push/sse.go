@@ -18,11 +18,15 @@ import (
 //
 //	hub := ratchet.NewHub()
 //	events := push.NewSSE(hub)
-//	app.Handle("GET /events", events)
+//	app.Handle("/events", events) // no method: it answers the others itself
 //
 //	// in the browser
 //	const es = new EventSource("/events?topic=news&topic=weather");
 //	es.onmessage = e => console.log(e.data);
+//
+// Register it without a method in the pattern, as above: it answers
+// methods other than GET with a JSON 405 itself, where a "GET /events"
+// pattern would leave a POST to the mux's plain-text 405.
 //
 // Each stream is a ratchet.Conn added to the Hub, so Publish, Broadcast and
 // PublishToUser reach it like any WebSocket connection. See the package

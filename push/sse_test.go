@@ -266,3 +266,25 @@ func TestSSEOutlivesAppReadTimeout(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "still here", ev.Data)
 }
+
+// The documented setup, app.Handle("/events", events), answers every
+// method but GET with the same JSON 405, HEAD included.
+func TestSSEDocumentedSetupRefusesOtherMethods(t *testing.T) {
+	p := startPushApp(t, "localhost", nil)
+	for _, method := range []string{http.MethodPost, http.MethodHead, http.MethodPut, http.MethodDelete, http.MethodOptions} {
+		req, err := http.NewRequest(method, "http://"+p.addr+"/events?topic=a", nil)
+		require.NoError(t, err)
+		req.Host = "localhost"
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.NoError(t, err)
+		require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode, method)
+		require.Equal(t, "GET", resp.Header.Get("Allow"), method)
+		require.Equal(t, "application/json", resp.Header.Get("Content-Type"), method)
+		if method != http.MethodHead {
+			require.JSONEq(t, `{"error":"method_not_allowed","message":"use GET"}`, string(body), method)
+		}
+	}
+}

@@ -69,7 +69,7 @@ func main() {
 	app.Route("/push", push.NewEndpoint(hub, authorize), nil,
 		ratchet.WithReadLimit(4<<10), ratchet.WithAuthenticate(userFromQuery))
 	events := push.NewSSE(hub, authorize, push.WithAuthenticate(userFromQuery))
-	app.Handle("GET /events", events)
+	app.Handle("/events", events)
 	app.Handle("/publish", push.NewPublishHandler(hub, push.WithSecret([]byte(secret))))
 	app.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
