@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -567,4 +568,65 @@ func TestAppIdleTimeout(t *testing.T) {
 	require.Equal(t, "page", string(body))
 	require.False(t, resp.Close, "a keep-alive answer")
 	wstest.RequireClosed(t, nc, br)
+}
+
+// A request refused for its host says which host the App serves, in JSON
+// when it speaks JSON, and is logged at debug level.
+func TestAppWrongHostAnswer(t *testing.T) {
+	var logged syncList
+	logger := slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	app := ratchet.NewApp("localhost", 0, ratchet.WithLogger(logger))
+	app.Route("/ws", echo, nil)
+	app.Route("/api", echo, nil, ratchet.WithHost("api.test"))
+	app.HandleFunc("/publish", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "published") })
+	app.HandleFunc("GET other.test/page", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "page") })
+	addr := startApp(t, app)
+
+	do := func(method, host, path string, header http.Header) (*http.Response, string) {
+		req, err := http.NewRequest(method, "http://"+addr+path, strings.NewReader("{}"))
+		require.NoError(t, err)
+		req.Host = host
+		for k, v := range header {
+			req.Header[k] = v
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp, string(b)
+	}
+	wrong := "127.0.0.1:" + port(addr)
+
+	resp, body := do("POST", wrong, "/publish", nil)
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode)
+	assert.Equal(t, "text/plain; charset=utf-8", resp.Header.Get("Content-Type"))
+	assert.Equal(t, `404 page not found: this server answers /publish for host "localhost", not for "`+wrong+`"`+"\n", body)
+
+	json := http.Header{"Content-Type": {"application/json"}}
+	resp, body = do("POST", wrong, "/publish", json)
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode)
+	assert.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+	assert.JSONEq(t, `{"error":"wrong_host","message":"this server answers /publish for host \"localhost\", not for \"`+wrong+`\""}`, body)
+	resp, body = do("GET", "Elsewhere.Test", "/page", http.Header{"Accept": {"application/json, */*"}})
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode)
+	assert.JSONEq(t, `{"error":"wrong_host","message":"this server answers /page for host \"other.test\", not for \"elsewhere.test\""}`, body)
+
+	// The routes, WithHost's host included; a path no host serves stays a
+	// plain 404, and so does a request for a host the App serves.
+	_, body = do("GET", "elsewhere.test", "/api", nil)
+	assert.Contains(t, body, `for host "api.test", not for "elsewhere.test"`)
+	assert.Equal(t, http.StatusNotFound, dialStatus(t, "ws://"+addr+"/ws", nil))
+	resp, body = do("GET", wrong, "/nowhere", nil)
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode)
+	assert.Equal(t, "404 page not found\n", body)
+	_, body = do("GET", "localhost", "/api", nil)
+	assert.Equal(t, "404 page not found\n", body)
+	resp, body = do("POST", "localhost", "/publish", nil)
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, "published", body)
+
+	lines := logged.lines()
+	require.NotEmpty(t, lines)
+	assert.Contains(t, lines[0], `level=DEBUG msg="ratchet: request for a host the app does not serve" host=`+wrong+` serves=[localhost] method=POST path=/publish`)
 }

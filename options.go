@@ -112,7 +112,9 @@ func WithCompression(on bool) WsOption { return func(c *wsConfig) { c.compressio
 func WithAuthenticate(f Authenticator) WsOption { return func(c *wsConfig) { c.authenticate = f } }
 
 // WithLogger sets where connection-level problems that have no other
-// receiver are logged (a panic inside OnError, say). Default slog.Default().
+// receiver are logged (a panic inside OnError, say). Given to NewApp, it is
+// also where the App logs requests refused for their host (at debug
+// level). Default slog.Default().
 func WithLogger(l *slog.Logger) WsOption { return func(c *wsConfig) { c.logger = l } }
 
 // WithOrigins sets which browser origins may connect, for a WsServer used on

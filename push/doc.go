@@ -180,6 +180,10 @@
 //	415 unsupported_media_type       Content-Type is not application/json
 //	503 unavailable                  the Hub is closed or its Broker failed
 //
+// On a ratchet.App, a request for a host the App does not serve (say
+// 127.0.0.1 when its httpHost is "localhost") gets 404 wrong_host, whose
+// message names the host to use.
+//
 // The checks run in this order: method (405); the credentials as far as
 // they need no body (401: missing, unsupported, malformed, a stale
 // timestamp, a wrong bearer token); size (413) and time (408) of the body;

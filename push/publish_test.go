@@ -383,3 +383,24 @@ func rawPublish(h http.Header, n int) string {
 	b.WriteString("\r\n")
 	return b.String()
 }
+
+// A publish request sent to a host the App does not serve (127.0.0.1 for
+// an App of "localhost") gets a JSON 404 that names the App's host.
+func TestPublishAPIWrongHost(t *testing.T) {
+	p := startPushApp(t, "localhost", nil)
+	body := []byte(`{"topic":"news","data":"hello"}`)
+	req, err := http.NewRequest(http.MethodPost, "http://"+p.addr+"/publish", bytes.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range signed(testSecret, body, time.Now()) {
+		req.Header[k] = v
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	answer, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusNotFound, resp.StatusCode)
+	require.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+	require.JSONEq(t, `{"error":"wrong_host","message":"this server answers /publish for host \"localhost\", not for \"`+p.addr+`\""}`, string(answer))
+}
