@@ -56,6 +56,7 @@ type PublishHandler struct {
 	now       func() time.Time
 	authorize func(r *http.Request, p *Publication) error
 	replay    *replayCache
+	empty     []string // options given an empty credential, for NewPublishHandler's panic
 }
 
 // PublishOption configures a PublishHandler.
@@ -64,7 +65,12 @@ type PublishOption func(*PublishHandler)
 // WithSecret enables signed requests, verified with this shared secret
 // (HMAC-SHA256, see Sign). Use at least 32 random bytes.
 func WithSecret(secret []byte) PublishOption {
-	return func(h *PublishHandler) { h.secret = append([]byte(nil), secret...) }
+	return func(h *PublishHandler) {
+		h.secret = append([]byte(nil), secret...)
+		if len(secret) == 0 {
+			h.empty = append(h.empty, "WithSecret")
+		}
+	}
 }
 
 // WithBearerToken enables requests carrying "Authorization: Bearer <token>",
@@ -73,6 +79,9 @@ func WithSecret(secret []byte) PublishOption {
 func WithBearerToken(token string) PublishOption {
 	return func(h *PublishHandler) {
 		h.token, h.hasToken = sha256.Sum256([]byte(token)), token != ""
+		if token == "" {
+			h.empty = append(h.empty, "WithBearerToken")
+		}
 	}
 }
 
@@ -138,7 +147,9 @@ func WithPublishAuthorize(f func(r *http.Request, p *Publication) error) Publish
 
 // NewPublishHandler returns a handler publishing to hub. It panics unless
 // WithSecret or WithBearerToken gives it a non-empty credential: a publish
-// API open to anyone is never what is meant.
+// API open to anyone is never what is meant. The panic names the option
+// that got an empty credential, most often read from an environment
+// variable that is not set: check it before, and fail with its name.
 func NewPublishHandler(hub *ratchet.Hub, opts ...PublishOption) *PublishHandler {
 	h := &PublishHandler{
 		hub:       hub,
@@ -152,6 +163,10 @@ func NewPublishHandler(hub *ratchet.Hub, opts ...PublishOption) *PublishHandler 
 		o(h)
 	}
 	if len(h.secret) == 0 && !h.hasToken {
+		if len(h.empty) > 0 {
+			panic("push: NewPublishHandler: empty credential from " + strings.Join(h.empty, " and ") +
+				" (is the variable it is read from set?); a publish API needs a non-empty secret or bearer token")
+		}
 		panic("push: NewPublishHandler needs WithSecret or WithBearerToken with a non-empty credential")
 	}
 	h.replay = newReplayCache(h.cacheSize, h.skew)

@@ -6,8 +6,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -258,10 +260,20 @@ func TestPublishAPIClosedHub(t *testing.T) {
 	require.Equal(t, CodeUnavailable, out["error"])
 }
 
+// Without a credential NewPublishHandler panics, naming the option that got
+// an empty one: os.Getenv of a variable that is not set, most often.
 func TestNewPublishHandlerNeedsCredentials(t *testing.T) {
-	require.Panics(t, func() { NewPublishHandler(ratchet.NewHub()) })
-	require.Panics(t, func() { NewPublishHandler(ratchet.NewHub(), WithSecret(nil), WithBearerToken("")) })
+	require.PanicsWithValue(t, "push: NewPublishHandler needs WithSecret or WithBearerToken with a non-empty credential",
+		func() { NewPublishHandler(ratchet.NewHub()) })
+	const empty = "push: NewPublishHandler: empty credential from %s (is the variable it is read from set?); a publish API needs a non-empty secret or bearer token"
+	require.PanicsWithValue(t, fmt.Sprintf(empty, "WithSecret"),
+		func() {
+			NewPublishHandler(ratchet.NewHub(), WithSecret([]byte(os.Getenv("RATCHET_TEST_UNSET_VARIABLE"))))
+		})
+	require.PanicsWithValue(t, fmt.Sprintf(empty, "WithSecret and WithBearerToken"),
+		func() { NewPublishHandler(ratchet.NewHub(), WithSecret(nil), WithBearerToken("")) })
 	require.NotPanics(t, func() { NewPublishHandler(ratchet.NewHub(), WithBearerToken("x")) })
+	require.NotPanics(t, func() { NewPublishHandler(ratchet.NewHub(), WithSecret(nil), WithBearerToken("x")) })
 }
 
 func TestSignMatchesSpec(t *testing.T) {
