@@ -589,11 +589,7 @@ func TestAppWrongHostAnswer(t *testing.T) {
 		for k, v := range header {
 			req.Header[k] = v
 		}
-		resp, err := http.DefaultClient.Do(req)
-		require.NoError(t, err)
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		require.NoError(t, err)
+		resp, b := wstest.Do(t, req)
 		return resp, string(b)
 	}
 	wrong := "127.0.0.1:" + port(addr)

@@ -407,11 +407,7 @@ func TestPublishAPIWrongHost(t *testing.T) {
 	for k, v := range signed(testSecret, body, time.Now()) {
 		req.Header[k] = v
 	}
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	answer, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
+	resp, answer := wstest.Do(t, req)
 	require.Equal(t, http.StatusNotFound, resp.StatusCode)
 	require.Equal(t, "application/json", resp.Header.Get("Content-Type"))
 	require.JSONEq(t, `{"error":"wrong_host","message":"this server answers /publish for host \"localhost\", not for \"`+p.addr+`\""}`, string(answer))

@@ -275,11 +275,7 @@ func TestSSEDocumentedSetupRefusesOtherMethods(t *testing.T) {
 		req, err := http.NewRequest(method, "http://"+p.addr+"/events?topic=a", nil)
 		require.NoError(t, err)
 		req.Host = "localhost"
-		resp, err := http.DefaultClient.Do(req)
-		require.NoError(t, err)
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		require.NoError(t, err)
+		resp, body := wstest.Do(t, req)
 		require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode, method)
 		require.Equal(t, "GET", resp.Header.Get("Allow"), method)
 		require.Equal(t, "application/json", resp.Header.Get("Content-Type"), method)

@@ -44,3 +44,15 @@ func RequireClosed(t testing.TB, nc net.Conn, br *bufio.Reader) {
 	_, err := io.ReadAll(br)
 	require.NoError(t, err, "the server should close the connection, not leave it to our deadline")
 }
+
+// Do sends req with http.DefaultClient and returns the response with its
+// whole body, failing the test on error.
+func Do(t testing.TB, req *http.Request) (*http.Response, []byte) {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp, body
+}
