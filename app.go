@@ -26,8 +26,8 @@ import (
 // instead of calling Run: then port is unused (pass 0), httpHost "" lets
 // the routes answer any host, and the limits Run and Serve set on their
 // http.Server (WithHandshakeTimeout, WithReadTimeout, WithIdleTimeout,
-// WithMaxHeaderBytes) are yours to set on your own. Under http.StripPrefix, Conn.Request().URL.Path
-// is the stripped path. In tests with httptest, a route of an App whose
+// WithMaxHeaderBytes) are yours to set on your own. Under
+// http.StripPrefix, Conn.Request().URL.Path is the stripped path. In tests with httptest, a route of an App whose
 // httpHost is "localhost" needs that Host header (websocket.DialOptions.Host).
 type App struct {
 	httpHost         string

@@ -14,9 +14,9 @@ import (
 // other methods get 405, other hosts and paths 404.
 //
 // allowedOrigins is the origin policy for browsers: []string{"*"} allows any
-// page, file:// pages (Origin: null) included; an empty list allows only pages served from httpHost (Ratchet's
-// default; any same-host page when httpHost is "" or "*"); otherwise host
-// patterns, see WithOrigins.
+// page, file:// pages (Origin: null) included; an empty list allows only
+// pages served from httpHost (Ratchet's default; any same-host page when
+// httpHost is "" or "*"); otherwise host patterns, see WithOrigins.
 //
 // Like ServeMux, Route panics if the pattern conflicts with one already
 // registered.
