@@ -3,12 +3,16 @@ package ratchet
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -19,9 +23,11 @@ import (
 //	log.Fatal(app.Run())
 //
 // It is also an http.Handler, so it can be mounted on an existing server
-// instead of calling Run: then port is unused (pass 0), and httpHost "" lets
-// the routes answer any host. Under http.StripPrefix, Conn.Request().URL.Path
-// is the stripped path. In tests with httptest, a route of an App whose
+// instead of calling Run: then port is unused (pass 0), httpHost "" lets
+// the routes answer any host, and the limits Run and Serve set on their
+// http.Server (WithHandshakeTimeout, WithReadTimeout, WithIdleTimeout,
+// WithMaxHeaderBytes) are yours to set on your own. Under
+// http.StripPrefix, Conn.Request().URL.Path is the stripped path. In tests with httptest, a route of an App whose
 // httpHost is "localhost" needs that Host header (websocket.DialOptions.Host).
 type App struct {
 	httpHost         string
@@ -29,9 +35,14 @@ type App struct {
 	address          string
 	tlsConfig        *tls.Config
 	handshakeTimeout time.Duration
+	readTimeout      time.Duration
+	idleTimeout      time.Duration
+	maxHeaderBytes   int
 	defaults         []WsOption
+	logger           *slog.Logger // WithLogger among the defaults; nil: slog.Default()
 
-	mux http.ServeMux
+	mux   http.ServeMux
+	hosts atomic.Pointer[[]string] // every host a pattern names, lower case
 
 	mu          sync.Mutex
 	servers     []*WsServer
@@ -53,22 +64,124 @@ func NewApp(httpHost string, port int, opts ...Option) *App {
 		port:             port,
 		address:          DefaultAddress,
 		handshakeTimeout: DefaultHandshakeTimeout,
+		readTimeout:      DefaultReadTimeout,
+		idleTimeout:      DefaultIdleTimeout,
+		maxHeaderBytes:   DefaultMaxHeaderBytes,
 	}
 	for _, o := range opts {
 		o.applyApp(a)
 	}
+	var cfg wsConfig
+	for _, o := range a.defaults {
+		o(&cfg)
+	}
+	a.logger = cfg.logger
 	return a
 }
 
 // ServeHTTP dispatches to the routes and handlers. Host names match without
 // regard to case or port; unknown paths and hosts get 404.
+//
+// A request that no route or handler takes for its host, but one would for
+// another host, gets a 404 that names the hosts that would take it, and a
+// debug line in the App's log (WithLogger): with httpHost "localhost",
+// http://127.0.0.1:8080/ is such a request. The answer is JSON,
+// {"error":"wrong_host","message":"..."}, when the request sends or accepts
+// JSON (Content-Type or Accept application/json), as a publish request of
+// package push does; plain text otherwise.
 func (a *App) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if lower := strings.ToLower(r.Host); lower != r.Host {
 		r2 := *r
 		r2.Host = lower
 		r = &r2
 	}
+	if hosts := a.hostsServing(r); len(hosts) > 0 {
+		a.wrongHost(w, r, hosts)
+		return
+	}
 	a.mux.ServeHTTP(w, r)
+}
+
+// hostsServing returns the hosts whose patterns would take r when none
+// takes it for its own host; nil at no cost when r's host is one the App
+// names, or when it names none.
+func (a *App) hostsServing(r *http.Request) []string {
+	hosts := a.hosts.Load()
+	if hosts == nil {
+		return nil
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if slices.Contains(*hosts, host) {
+		return nil
+	}
+	if _, pattern := a.mux.Handler(r); pattern != "" {
+		return nil // a pattern for any host takes it
+	}
+	var serving []string
+	for _, h := range *hosts {
+		r2 := *r
+		r2.Host = h
+		if _, pattern := a.mux.Handler(&r2); pattern != "" {
+			serving = append(serving, h)
+		}
+	}
+	return serving
+}
+
+// wrongHost answers a request that only other hosts' patterns take.
+func (a *App) wrongHost(w http.ResponseWriter, r *http.Request, hosts []string) {
+	quoted := make([]string, len(hosts))
+	for i, h := range hosts {
+		quoted[i] = strconv.Quote(h)
+	}
+	msg := "this server answers " + r.URL.Path + " for host " + strings.Join(quoted, " or ") +
+		", not for " + strconv.Quote(r.Host)
+	(&wsConfig{logger: a.logger}).log().Debug("ratchet: request for a host the app does not serve",
+		"host", r.Host, "serves", hosts, "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr)
+	if !wantsJSON(r) {
+		http.Error(w, "404 page not found: "+msg, http.StatusNotFound)
+		return
+	}
+	b, _ := json.Marshal(struct {
+		Error   string `json:"error"`
+		Message string `json:"message"`
+	}{"wrong_host", msg})
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusNotFound)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// wantsJSON reports whether r sends or accepts JSON.
+func wantsJSON(r *http.Request) bool {
+	for _, v := range []string{r.Header.Get("Content-Type"), r.Header.Get("Accept")} {
+		if strings.Contains(strings.ToLower(v), "application/json") {
+			return true
+		}
+	}
+	return false
+}
+
+// nameHost records a host that a pattern names, for hostsServing.
+func (a *App) nameHost(host string) {
+	if anyHost(host) {
+		return
+	}
+	host = strings.ToLower(host)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var hosts []string
+	if p := a.hosts.Load(); p != nil {
+		hosts = *p
+	}
+	if !slices.Contains(hosts, host) {
+		hosts = append(slices.Clip(hosts), host)
+		a.hosts.Store(&hosts)
+	}
 }
 
 // Run listens on the App's address and port and serves until Shutdown, when
@@ -113,7 +226,13 @@ func (a *App) Serve(l net.Listener) error {
 		cfg.NextProtos = []string{"http/1.1"} // WebSocket needs HTTP/1.1 (no RFC 8441 here)
 		l = tls.NewListener(l, cfg)
 	}
-	hs := &http.Server{Handler: a, ReadHeaderTimeout: a.handshakeTimeout}
+	hs := &http.Server{
+		Handler:           a,
+		ReadHeaderTimeout: a.handshakeTimeout,
+		ReadTimeout:       a.readTimeout,
+		IdleTimeout:       a.idleTimeout,
+		MaxHeaderBytes:    a.maxHeaderBytes,
+	}
 	a.https = append(a.https, hs)
 	a.mu.Unlock()
 	return hs.Serve(l)

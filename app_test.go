@@ -10,9 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -22,6 +24,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratchetgo/ratchet"
+	"github.com/ratchetgo/ratchet/internal/wstest"
 )
 
 // startApp serves app on a loopback port and shuts it down at the end.
@@ -104,6 +107,7 @@ func TestOriginPolicy(t *testing.T) {
 	app.Route("/any", echo, []string{"*"})
 	app.Route("/own", echo, nil)
 	app.Route("/list", echo, []string{"*.example.com", "trusted.test:8443", "https://secure.test"})
+	app.Route("/files", echo, []string{"null", "*.example.com"})
 	addr := startApp(t, app)
 	try := func(path, origin string) int {
 		h := http.Header{}
@@ -123,6 +127,16 @@ func TestOriginPolicy(t *testing.T) {
 	assert.Equal(t, 403, try("/list", "http://trusted.test:9999"))
 	assert.Equal(t, 101, try("/list", "https://secure.test"))
 	assert.Equal(t, 403, try("/list", "http://secure.test"))
+
+	// "null": a page opened from a file, a sandboxed frame. "*" takes every
+	// origin; a list takes "null" only when it names it.
+	assert.Equal(t, 101, try("/any", "null"))
+	assert.Equal(t, 101, try("/any", "::not a url"), `"*" takes every origin`)
+	assert.Equal(t, 403, try("/own", "null"))
+	assert.Equal(t, 403, try("/list", "null"))
+	assert.Equal(t, 101, try("/files", "null"))
+	assert.Equal(t, 101, try("/files", "https://chat.example.com"))
+	assert.Equal(t, 403, try("/files", "http://null"))
 }
 
 func TestPathWildcards(t *testing.T) {
@@ -357,24 +371,41 @@ func TestMountOnServeMux(t *testing.T) {
 // not lost in the hijack.
 func TestFrameRightAfterHandshake(t *testing.T) {
 	_, url := serveComponent(t, echo)
-	nc, err := net.Dial("tcp", strings.TrimPrefix(url, "ws://"))
+	_, br := rawUpgrade(t, strings.TrimPrefix(url, "ws://"), "x", maskedText("hi"))
+	assertEcho(t, br, "hi")
+}
+
+// rawUpgrade opens a WebSocket by hand, with the bytes of glued sent in the
+// same write as the request, and returns once the 101 has been read.
+func rawUpgrade(t *testing.T, addr, host string, glued []byte) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
 	require.NoError(t, err)
-	defer nc.Close()
-	// A masked text frame "hi" (mask 0) glued to the request.
-	frame := []byte{0x81, 0x82, 0, 0, 0, 0, 'h', 'i'}
-	req := "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+	t.Cleanup(func() { nc.Close() })
+	req := "GET /ws HTTP/1.1\r\nHost: " + host + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
 		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-	_, err = nc.Write(append([]byte(req), frame...))
+	_, err = nc.Write(append([]byte(req), glued...))
 	require.NoError(t, err)
-	require.NoError(t, nc.SetReadDeadline(time.Now().Add(5*time.Second)))
+	require.NoError(t, nc.SetReadDeadline(time.Now().Add(10*time.Second)))
 	br := bufio.NewReader(nc)
 	resp, err := http.ReadResponse(br, nil)
 	require.NoError(t, err)
-	assert.Equal(t, 101, resp.StatusCode)
-	got := make([]byte, 4)
-	_, err = io.ReadFull(br, got)
+	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+	return nc, br
+}
+
+// maskedText is a client's text frame (mask 0) of a short payload.
+func maskedText(s string) []byte {
+	return append([]byte{0x81, 0x80 | byte(len(s)), 0, 0, 0, 0}, s...)
+}
+
+// assertEcho reads one unmasked server text frame and checks its payload.
+func assertEcho(t *testing.T, br *bufio.Reader, want string) {
+	t.Helper()
+	got := make([]byte, 2+len(want))
+	_, err := io.ReadFull(br, got)
 	require.NoError(t, err)
-	assert.Equal(t, []byte{0x81, 2, 'h', 'i'}, got)
+	assert.Equal(t, append([]byte{0x81, byte(len(want))}, want...), got)
 }
 
 // A peer that never answers the close frame cannot hold Shutdown past its
@@ -465,4 +496,133 @@ func TestCompressedBroadcast(t *testing.T) {
 	_, err = io.ReadFull(br, frame)
 	require.NoError(t, err)
 	assert.Equal(t, []byte{0x81, 5, 's', 'h', 'o', 'r', 't'}, frame)
+}
+
+// Request headers are bounded on App.Serve, since a connection keeps its
+// upgrade request for life: larger ones are refused with 431 before any
+// handler runs.
+func TestAppMaxHeaderBytes(t *testing.T) {
+	status := func(addr string, headerBytes int) int {
+		h := http.Header{"X-Padding": {strings.Repeat("p", headerBytes)}}
+		return dialStatus(t, "ws://"+addr+"/ws", &websocket.DialOptions{Host: "localhost", HTTPHeader: h})
+	}
+
+	app := ratchet.NewApp("localhost", 0)
+	app.Route("/ws", echo, nil)
+	addr := startApp(t, app)
+	assert.Equal(t, http.StatusSwitchingProtocols, status(addr, ratchet.DefaultMaxHeaderBytes/2))
+	assert.Equal(t, http.StatusRequestHeaderFieldsTooLarge, status(addr, 2*ratchet.DefaultMaxHeaderBytes))
+
+	roomy := ratchet.NewApp("localhost", 0, ratchet.WithMaxHeaderBytes(4*ratchet.DefaultMaxHeaderBytes))
+	roomy.Route("/ws", echo, nil)
+	roomyAddr := startApp(t, roomy)
+	assert.Equal(t, http.StatusSwitchingProtocols, status(roomyAddr, 2*ratchet.DefaultMaxHeaderBytes))
+	assert.Equal(t, http.StatusRequestHeaderFieldsTooLarge, status(roomyAddr, 8*ratchet.DefaultMaxHeaderBytes))
+}
+
+// App.Serve cuts a request whose body trickles in (WithReadTimeout), while
+// WebSocket connections, whose upgrade requests were read under the same
+// timeout, live on (net/http clears a connection's deadlines when it is
+// hijacked), also one whose first frame came glued to its request.
+func TestAppReadTimeoutSparesWebSockets(t *testing.T) {
+	bodyErr := make(chan error, 1)
+	app := ratchet.NewApp("localhost", 0, ratchet.WithReadTimeout(100*time.Millisecond))
+	app.Route("/ws", echo, nil)
+	app.HandleFunc("POST /upload", func(w http.ResponseWriter, r *http.Request) {
+		_, err := io.ReadAll(r.Body)
+		bodyErr <- err
+	})
+	addr := startApp(t, app)
+
+	dialed := dial(t, "ws://localhost:"+port(addr)+"/ws", nil)
+	gluedConn, glued := rawUpgrade(t, addr, "localhost", maskedText("early"))
+	assertEcho(t, glued, "early")
+
+	// Started after the upgrades, so cut after their deadlines have passed.
+	slow := wstest.SendRaw(t, addr, "POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\nonly part")
+	select {
+	case err := <-bodyErr:
+		require.ErrorIs(t, err, os.ErrDeadlineExceeded, "the handler's read of the body")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler is still reading the body")
+	}
+	wstest.RequireClosed(t, slow, bufio.NewReader(slow))
+
+	write(t, dialed, "still here")
+	_, m := read(t, dialed)
+	assert.Equal(t, "still here", m)
+	_, err := gluedConn.Write(maskedText("me too"))
+	require.NoError(t, err)
+	assertEcho(t, glued, "me too")
+}
+
+// App.Serve closes keep-alive connections that stay idle (WithIdleTimeout).
+func TestAppIdleTimeout(t *testing.T) {
+	app := ratchet.NewApp("localhost", 0, ratchet.WithIdleTimeout(50*time.Millisecond))
+	app.HandleFunc("GET /page", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "page") })
+	addr := startApp(t, app)
+	nc := wstest.SendRaw(t, addr, "GET /page HTTP/1.1\r\nHost: localhost\r\n\r\n")
+	br := bufio.NewReader(nc)
+	resp, body := wstest.ReadResponse(t, nc, br)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, "page", string(body))
+	require.False(t, resp.Close, "a keep-alive answer")
+	wstest.RequireClosed(t, nc, br)
+}
+
+// A request refused for its host says which host the App serves, in JSON
+// when it speaks JSON, and is logged at debug level.
+func TestAppWrongHostAnswer(t *testing.T) {
+	var logged syncList
+	logger := slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	app := ratchet.NewApp("localhost", 0, ratchet.WithLogger(logger))
+	app.Route("/ws", echo, nil)
+	app.Route("/api", echo, nil, ratchet.WithHost("api.test"))
+	app.HandleFunc("/publish", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "published") })
+	app.HandleFunc("GET other.test/page", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "page") })
+	addr := startApp(t, app)
+
+	do := func(method, host, path string, header http.Header) (*http.Response, string) {
+		req, err := http.NewRequest(method, "http://"+addr+path, strings.NewReader("{}"))
+		require.NoError(t, err)
+		req.Host = host
+		for k, v := range header {
+			req.Header[k] = v
+		}
+		resp, b := wstest.Do(t, req)
+		return resp, string(b)
+	}
+	wrong := "127.0.0.1:" + port(addr)
+
+	resp, body := do("POST", wrong, "/publish", nil)
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode)
+	assert.Equal(t, "text/plain; charset=utf-8", resp.Header.Get("Content-Type"))
+	assert.Equal(t, `404 page not found: this server answers /publish for host "localhost", not for "`+wrong+`"`+"\n", body)
+
+	json := http.Header{"Content-Type": {"application/json"}}
+	resp, body = do("POST", wrong, "/publish", json)
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode)
+	assert.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+	assert.JSONEq(t, `{"error":"wrong_host","message":"this server answers /publish for host \"localhost\", not for \"`+wrong+`\""}`, body)
+	resp, body = do("GET", "Elsewhere.Test", "/page", http.Header{"Accept": {"application/json, */*"}})
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode)
+	assert.JSONEq(t, `{"error":"wrong_host","message":"this server answers /page for host \"other.test\", not for \"elsewhere.test\""}`, body)
+
+	// The routes, WithHost's host included; a path no host serves stays a
+	// plain 404, and so does a request for a host the App serves.
+	_, body = do("GET", "elsewhere.test", "/api", nil)
+	assert.Contains(t, body, `for host "api.test", not for "elsewhere.test"`)
+	assert.Equal(t, http.StatusNotFound, dialStatus(t, "ws://"+addr+"/ws", nil))
+	resp, body = do("GET", wrong, "/nowhere", nil)
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode)
+	assert.Equal(t, "404 page not found\n", body)
+	_, body = do("GET", "localhost", "/api", nil)
+	assert.Equal(t, "404 page not found\n", body)
+	resp, body = do("POST", "localhost", "/publish", nil)
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, "published", body)
+
+	lines := logged.lines()
+	require.NotEmpty(t, lines)
+	assert.Contains(t, lines[0], `level=DEBUG msg="ratchet: request for a host the app does not serve" host=`+wrong+` serves=[localhost] method=POST path=/publish`)
 }

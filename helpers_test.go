@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -128,4 +129,16 @@ func (l *syncList) add(format string, args ...any) {
 	l.mu.Lock()
 	l.s = append(l.s, fmt.Sprintf(format, args...))
 	l.mu.Unlock()
+}
+
+// Write makes a syncList an io.Writer of lines, for a logger.
+func (l *syncList) Write(p []byte) (int, error) {
+	l.add("%s", p)
+	return len(p), nil
+}
+
+func (l *syncList) lines() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.s)
 }

@@ -15,6 +15,9 @@ const (
 	DefaultKeepaliveInterval = 30 * time.Second // Ratchet's ping interval
 	DefaultKeepaliveTimeout  = 20 * time.Second // how long a pong may take
 	DefaultHandshakeTimeout  = 10 * time.Second // to read the HTTP upgrade request (App.Run/Serve)
+	DefaultMaxHeaderBytes    = 32 << 10         // request headers (App.Run/Serve); Conn.Request keeps them
+	DefaultReadTimeout       = 30 * time.Second // to read a whole request, body included (App.Run/Serve)
+	DefaultIdleTimeout       = 60 * time.Second // a keep-alive connection waiting for its next request (App.Run/Serve)
 	DefaultAddress           = "127.0.0.1"      // where App.Run listens, as Ratchet does
 )
 
@@ -109,14 +112,19 @@ func WithCompression(on bool) WsOption { return func(c *wsConfig) { c.compressio
 func WithAuthenticate(f Authenticator) WsOption { return func(c *wsConfig) { c.authenticate = f } }
 
 // WithLogger sets where connection-level problems that have no other
-// receiver are logged (a panic inside OnError, say). Default slog.Default().
+// receiver are logged (a panic inside OnError, say). Given to NewApp, it is
+// also where the App logs requests refused for their host (at debug
+// level). Default slog.Default().
 func WithLogger(l *slog.Logger) WsOption { return func(c *wsConfig) { c.logger = l } }
 
 // WithOrigins sets which browser origins may connect, for a WsServer used on
-// its own. "*" allows any origin; other entries are host patterns matched
-// case-insensitively with path.Match against the origin's host name (or
-// host:port when the pattern has a port, or scheme://host when it has a
-// scheme). Without it, only pages from the request's own host may connect.
+// its own. "*" allows any origin, the opaque origin "null" included; other
+// entries are host patterns matched case-insensitively with path.Match
+// against the origin's host name (or host:port when the pattern has a port,
+// or scheme://host when it has a scheme). "null", the Origin of pages opened
+// from a file:// URL and of sandboxed frames, matches no host pattern: list
+// "null" itself to let such pages in. Without WithOrigins, only pages from
+// the request's own host may connect.
 // Requests with no Origin header (non-browser clients) are always allowed.
 // App.Route sets this from its allowedOrigins argument.
 func WithOrigins(patterns ...string) WsOption {
@@ -146,6 +154,38 @@ func WithTLSConfig(cfg *tls.Config) Option { return appOption(func(a *App) { a.t
 // DefaultHandshakeTimeout.
 func WithHandshakeTimeout(d time.Duration) Option {
 	return appOption(func(a *App) { a.handshakeTimeout = d })
+}
+
+// WithReadTimeout bounds how long a client may take to send a whole request,
+// body included, on a server started by App.Run or App.Serve
+// (http.Server.ReadTimeout), so that a body trickling in cannot hold a
+// connection. WebSocket connections and event streams, once started, are
+// not bound by it. Default DefaultReadTimeout.
+func WithReadTimeout(d time.Duration) Option {
+	return appOption(func(a *App) { a.readTimeout = d })
+}
+
+// WithIdleTimeout bounds how long a keep-alive connection may wait for its
+// next request on a server started by App.Run or App.Serve
+// (http.Server.IdleTimeout). Default DefaultIdleTimeout.
+func WithIdleTimeout(d time.Duration) Option {
+	return appOption(func(a *App) { a.idleTimeout = d })
+}
+
+// WithMaxHeaderBytes bounds the request headers, request line included, on
+// a server started by App.Run or App.Serve (http.Server.MaxHeaderBytes);
+// larger ones get 431 Request Header Fields Too Large. A WebSocket
+// connection keeps its upgrade request (Conn.Request) for its whole life, so
+// this bounds what each connection can pin in memory. Default
+// DefaultMaxHeaderBytes; n <= 0 keeps the default. When mounting an App or
+// a WsServer on a server of your own, set its MaxHeaderBytes: net/http's
+// default is 1 MB.
+func WithMaxHeaderBytes(n int) Option {
+	return appOption(func(a *App) {
+		if n > 0 {
+			a.maxHeaderBytes = n
+		}
+	})
 }
 
 // RouteOption configures one route of an App. Every WsOption is also a

@@ -14,9 +14,9 @@ import (
 // other methods get 405, other hosts and paths 404.
 //
 // allowedOrigins is the origin policy for browsers: []string{"*"} allows any
-// page; an empty list allows only pages served from httpHost (Ratchet's
-// default; any same-host page when httpHost is "" or "*"); otherwise host
-// patterns, see WithOrigins.
+// page, file:// pages (Origin: null) included; an empty list allows only
+// pages served from httpHost (Ratchet's default; any same-host page when
+// httpHost is "" or "*"); otherwise host patterns, see WithOrigins.
 //
 // Like ServeMux, Route panics if the pattern conflicts with one already
 // registered.
@@ -37,6 +37,7 @@ func (a *App) Route(path string, c MessageComponent, allowedOrigins []string, op
 	a.servers = append(a.servers, s)
 	a.mu.Unlock()
 	a.mux.Handle("GET "+hostPattern(rc.host)+path, s)
+	a.nameHost(rc.host)
 	return s
 }
 
@@ -57,13 +58,17 @@ func (a *App) Handle(pattern string, h http.Handler) {
 	if !hasMethod {
 		method, rest = "", pattern
 	}
-	if strings.HasPrefix(strings.TrimSpace(rest), "/") {
-		rest = hostPattern(a.httpHost) + strings.TrimSpace(rest)
+	host := a.httpHost
+	if rest = strings.TrimSpace(rest); strings.HasPrefix(rest, "/") {
+		rest = hostPattern(host) + rest
+	} else {
+		host, _, _ = strings.Cut(rest, "/")
 	}
 	if method != "" {
 		rest = method + " " + rest
 	}
 	a.mux.Handle(rest, h)
+	a.nameHost(host)
 }
 
 // HandleFunc is Handle for a function.

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -188,8 +189,14 @@ func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // checkOrigin applies the origin policy; see WithOrigins.
 func checkOrigin(r *http.Request, patterns []string) error {
 	origin := r.Header.Get("Origin")
-	if origin == "" {
+	if origin == "" || slices.Contains(patterns, "*") {
 		return nil
+	}
+	if origin == opaqueOrigin {
+		if slices.ContainsFunc(patterns, func(p string) bool { return strings.EqualFold(p, opaqueOrigin) }) {
+			return nil
+		}
+		return errOriginNotAllowed
 	}
 	u, err := url.Parse(origin)
 	if err != nil || u.Host == "" {
@@ -199,11 +206,11 @@ func checkOrigin(r *http.Request, patterns []string) error {
 		if strings.EqualFold(u.Host, r.Host) {
 			return nil
 		}
-		return errors.New("ratchet: origin not allowed")
+		return errOriginNotAllowed
 	}
 	for _, p := range patterns {
-		if p == "*" {
-			return nil
+		if strings.EqualFold(p, opaqueOrigin) {
+			continue // not a host name
 		}
 		target := u.Hostname()
 		switch {
@@ -216,5 +223,11 @@ func checkOrigin(r *http.Request, patterns []string) error {
 			return nil
 		}
 	}
-	return errors.New("ratchet: origin not allowed")
+	return errOriginNotAllowed
 }
+
+// opaqueOrigin is the Origin a browser sends for a page without an origin
+// of its own: a file:// page, a sandboxed frame, a data: URL (RFC 6454 §7.3).
+const opaqueOrigin = "null"
+
+var errOriginNotAllowed = errors.New("ratchet: origin not allowed")

@@ -105,10 +105,12 @@
 //
 // On a stream whose topics keep no history, ids count the events of the
 // stream from 1; when the browser reconnects it sends the last id it saw in
-// the Last-Event-ID header, the new stream counts on from there, and
-// messages published while it was away are lost. When a topic keeps history
-// the ids are positions, and a reconnecting browser gets what it missed
-// (see History). A text message is split at
+// the Last-Event-ID header, the new stream counts on from there (a
+// Last-Event-ID that is not a number, or above 2^53-1, the largest integer
+// JavaScript numbers hold exactly, starts over at 1), and messages
+// published while it was away are lost. When a topic keeps history the ids
+// are positions, and a reconnecting browser gets what it missed (see
+// History). A text message is split at
 // every line break (CRLF, LF or CR) into data: fields, which EventSource
 // joins with LF: the text arrives whole, with CR and CRLF turned into LF
 // (publish binary when every byte matters). A binary message is one data:
@@ -184,12 +186,21 @@
 //	401 stale_timestamp, replayed    outside the window, or seen before
 //	403 forbidden                    refused by WithPublishAuthorize
 //	405 method_not_allowed           not POST
+//	408 request_timeout              body not received within WithBodyTimeout (10 s)
 //	413 too_large                    body over the limit
 //	415 unsupported_media_type       Content-Type is not application/json
 //	503 unavailable                  the Hub is closed or its Broker failed
 //
-// The checks run in this order: method (405), size (413), authentication
-// (401), content type (415), body (400), authorization (403).
+// On a ratchet.App, a request for a host the App does not serve (say
+// 127.0.0.1 when its httpHost is "localhost") gets 404 wrong_host, whose
+// message names the host to use.
+//
+// The checks run in this order: method (405); the credentials as far as
+// they need no body (401: missing, unsupported, malformed, a stale
+// timestamp, a wrong bearer token); size (413) and time (408) of the body;
+// the signature against the body (401); content type (415); body (400);
+// authorization (403). A refusal before the whole body is in closes the
+// connection without reading the rest of the body.
 //
 // # History
 //

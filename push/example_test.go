@@ -21,7 +21,7 @@ func Example() {
 	hub := ratchet.NewHub()
 	app := ratchet.NewApp("localhost", 8080)
 	app.Route("/push", push.NewEndpoint(hub), nil, ratchet.WithReadLimit(4<<10))
-	app.Handle("GET /events", push.NewSSE(hub))
+	app.Handle("/events", push.NewSSE(hub))
 	app.Handle("/publish", push.NewPublishHandler(hub, push.WithSecret([]byte("a long random secret"))))
 
 	go func() {
@@ -52,7 +52,7 @@ func ExampleAuthorizer() {
 	}
 	app := ratchet.NewApp("localhost", 8080)
 	app.Route("/push", push.NewEndpoint(hub, authorize), nil, ratchet.WithAuthenticate(session))
-	app.Handle("GET /events", push.NewSSE(hub, authorize, push.WithAuthenticate(session)))
+	app.Handle("/events", push.NewSSE(hub, authorize, push.WithAuthenticate(session)))
 }
 
 func lookupSession(string) (string, error) { return "alice", nil }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -356,4 +357,37 @@ func (s *testServer) postSigned(t *testing.T, body string) (int, map[string]any)
 func (s *testServer) waitConns(t *testing.T, n int) {
 	t.Helper()
 	require.Eventually(t, func() bool { return s.hub.Len() == n }, 5*time.Second, time.Millisecond, "want %d connections", n)
+}
+
+// pushApp is the README's setup on a ratchet.App, served on a loopback
+// port: the Endpoint at /push, the SSE handler at /events, the publish
+// handler at /publish, and extra handlers given by the test.
+type pushApp struct {
+	hub  *ratchet.Hub
+	app  *ratchet.App
+	addr string // host:port
+}
+
+func startPushApp(t *testing.T, httpHost string, extra map[string]http.HandlerFunc, opts ...ratchet.Option) *pushApp {
+	t.Helper()
+	p := &pushApp{hub: ratchet.NewHub(), app: ratchet.NewApp(httpHost, 0, opts...)}
+	p.app.Route("/push", NewEndpoint(p.hub), nil, ratchet.WithReadLimit(4<<10))
+	p.app.Handle("/events", NewSSE(p.hub))
+	p.app.Handle("/publish", NewPublishHandler(p.hub, WithSecret([]byte(testSecret))))
+	for pattern, h := range extra {
+		p.app.HandleFunc(pattern, h)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	p.addr = l.Addr().String()
+	served := make(chan error, 1)
+	go func() { served <- p.app.Serve(l) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		require.NoError(t, p.app.Shutdown(ctx))
+		require.ErrorIs(t, <-served, ratchet.ErrServerClosed)
+		require.NoError(t, p.hub.Close(ctx))
+	})
+	return p
 }

@@ -11,6 +11,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -21,9 +22,10 @@ import (
 
 // Defaults of the publish handler. Each has an option to change it.
 const (
-	DefaultMaxBodySize     = 64 << 10        // bytes of a publish request body
-	DefaultMaxSkew         = 5 * time.Minute // how far a signed timestamp may be from the server's clock
-	DefaultReplayCacheSize = 1 << 16         // signatures remembered against replays
+	DefaultMaxBodySize     = 64 << 10         // bytes of a publish request body
+	DefaultMaxSkew         = 5 * time.Minute  // how far a signed timestamp may be from the server's clock
+	DefaultReplayCacheSize = 1 << 16          // signatures remembered against replays
+	DefaultBodyTimeout     = 10 * time.Second // to receive a publish request body
 )
 
 // MaxIDLen bounds the optional "id" of a publish request body.
@@ -48,11 +50,13 @@ type PublishHandler struct {
 	token     [sha256.Size]byte
 	hasToken  bool
 	maxBody   int64
+	bodyTime  time.Duration
 	skew      time.Duration
 	cacheSize int
 	now       func() time.Time
 	authorize func(r *http.Request, p *Publication) error
 	replay    *replayCache
+	empty     []string // options given an empty credential, for NewPublishHandler's panic
 }
 
 // PublishOption configures a PublishHandler.
@@ -61,7 +65,12 @@ type PublishOption func(*PublishHandler)
 // WithSecret enables signed requests, verified with this shared secret
 // (HMAC-SHA256, see Sign). Use at least 32 random bytes.
 func WithSecret(secret []byte) PublishOption {
-	return func(h *PublishHandler) { h.secret = append([]byte(nil), secret...) }
+	return func(h *PublishHandler) {
+		h.secret = append([]byte(nil), secret...)
+		if len(secret) == 0 {
+			h.empty = append(h.empty, "WithSecret")
+		}
+	}
 }
 
 // WithBearerToken enables requests carrying "Authorization: Bearer <token>",
@@ -70,6 +79,9 @@ func WithSecret(secret []byte) PublishOption {
 func WithBearerToken(token string) PublishOption {
 	return func(h *PublishHandler) {
 		h.token, h.hasToken = sha256.Sum256([]byte(token)), token != ""
+		if token == "" {
+			h.empty = append(h.empty, "WithBearerToken")
+		}
 	}
 }
 
@@ -79,6 +91,20 @@ func WithMaxBodySize(n int64) PublishOption {
 	return func(h *PublishHandler) {
 		if n > 0 {
 			h.maxBody = n
+		}
+	}
+}
+
+// WithBodyTimeout bounds how long a client may take to send a request
+// body, counted from when the handler starts reading it; a body not
+// received in time gets 408 and the connection is closed. It is a read
+// deadline on the connection (http.ResponseController), so it holds on any
+// server, and replaces the server's ReadTimeout for this request. Default
+// DefaultBodyTimeout; d <= 0 keeps the default.
+func WithBodyTimeout(d time.Duration) PublishOption {
+	return func(h *PublishHandler) {
+		if d > 0 {
+			h.bodyTime = d
 		}
 	}
 }
@@ -121,11 +147,14 @@ func WithPublishAuthorize(f func(r *http.Request, p *Publication) error) Publish
 
 // NewPublishHandler returns a handler publishing to hub. It panics unless
 // WithSecret or WithBearerToken gives it a non-empty credential: a publish
-// API open to anyone is never what is meant.
+// API open to anyone is never what is meant. The panic names the option
+// that got an empty credential, most often read from an environment
+// variable that is not set: check it before, and fail with its name.
 func NewPublishHandler(hub *ratchet.Hub, opts ...PublishOption) *PublishHandler {
 	h := &PublishHandler{
 		hub:       hub,
 		maxBody:   DefaultMaxBodySize,
+		bodyTime:  DefaultBodyTimeout,
 		skew:      DefaultMaxSkew,
 		cacheSize: DefaultReplayCacheSize,
 		now:       time.Now,
@@ -134,6 +163,10 @@ func NewPublishHandler(hub *ratchet.Hub, opts ...PublishOption) *PublishHandler 
 		o(h)
 	}
 	if len(h.secret) == 0 && !h.hasToken {
+		if len(h.empty) > 0 {
+			panic("push: NewPublishHandler: empty credential from " + strings.Join(h.empty, " and ") +
+				" (is the variable it is read from set?); a publish API needs a non-empty secret or bearer token")
+		}
 		panic("push: NewPublishHandler needs WithSecret or WithBearerToken with a non-empty credential")
 	}
 	h.replay = newReplayCache(h.cacheSize, h.skew)
@@ -151,30 +184,44 @@ type publishResult struct {
 }
 
 // ServeHTTP handles one publish request. The checks run in this order:
-// method (405), body size (413), authentication (401), Content-Type (415),
-// body (400), WithPublishAuthorize (403); then the message is published and
-// the answer is 200 with the number of local connections it was queued for,
-// or 503 when the Hub is closed or its Broker fails.
+// method (405); the credentials as far as they can be checked without the
+// body (401: none, unsupported, malformed, a stale timestamp, a wrong bearer
+// token); body size (413) and time (408); the signature against the body
+// (401); Content-Type (415); body (400); WithPublishAuthorize (403). Then
+// the message is published and the answer is 200 with the number of local
+// connections it was queued for, or 503 when the Hub is closed or its
+// Broker fails. A refusal before the body has been read closes the
+// connection instead of reading the body.
 func (h *PublishHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// Until the whole body is in, an answer ends the connection: net/http
+	// would otherwise read the rest of the body, from a client that may
+	// never send it, to reuse the connection, before the answer and after.
+	rc := http.NewResponseController(w)
+	w.Header().Set("Connection", "close")
+	bodyRead := false
+	defer func() {
+		if !bodyRead {
+			_ = rc.SetReadDeadline(time.Unix(1, 0)) // read no more
+		}
+	}()
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use POST", nil)
 		return
 	}
-	body, status, err := h.readBody(w, r)
+	if code, err := h.authenticateHeaders(r); err != nil {
+		h.unauthorized(w, code, err)
+		return
+	}
+	body, status, code, err := h.readBody(w, rc, r)
 	if err != nil {
-		code := CodeMalformed
-		if status == http.StatusRequestEntityTooLarge {
-			code = CodeTooLarge
-		}
 		writeError(w, status, code, err.Error(), nil)
 		return
 	}
-	if code, err := h.authenticate(r, body); err != nil {
-		if h.hasToken {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="ratchet push"`)
-		}
-		writeError(w, http.StatusUnauthorized, code, err.Error(), nil)
+	bodyRead = true
+	w.Header().Del("Connection")
+	if code, err := h.authenticateBody(r, body); err != nil {
+		h.unauthorized(w, code, err)
 		return
 	}
 	if !isJSON(r.Header.Get("Content-Type")) {
@@ -210,31 +257,52 @@ func (h *PublishHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, publishResult{Topic: p.Topic, User: p.User, Delivered: n, Position: pos.String()})
 }
 
-func (h *PublishHandler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int, error) {
+// readBody reads the body within the size and time limits. It returns the
+// status and error code of a refusal with its error.
+func (h *PublishHandler) readBody(w http.ResponseWriter, rc *http.ResponseController, r *http.Request) ([]byte, int, string, error) {
 	tooLarge := errors.New("request body over the size limit")
 	if r.ContentLength > h.maxBody {
-		return nil, http.StatusRequestEntityTooLarge, tooLarge
+		return nil, http.StatusRequestEntityTooLarge, CodeTooLarge, tooLarge
 	}
+	_ = rc.SetReadDeadline(time.Now().Add(h.bodyTime)) // unsupported: no deadline
+	// At the body's end net/http clears the deadline, for its background read.
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, http.StatusRequestEntityTooLarge, tooLarge
-		}
-		return nil, http.StatusBadRequest, errors.New("cannot read the request body")
+	var mbe *http.MaxBytesError
+	switch {
+	case err == nil:
+		return body, 0, "", nil
+	case errors.As(err, &mbe):
+		return nil, http.StatusRequestEntityTooLarge, CodeTooLarge, tooLarge
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return nil, http.StatusRequestTimeout, "request_timeout", errors.New("request body not received in time")
 	}
-	return body, 0, nil
+	return nil, http.StatusBadRequest, CodeMalformed, errors.New("cannot read the request body")
 }
 
-// authenticate checks the signature or the bearer token, and returns an
-// error code with the error.
-func (h *PublishHandler) authenticate(r *http.Request, body []byte) (string, error) {
-	ts, sig := r.Header.Get(HeaderTimestamp), r.Header.Get(HeaderSignature)
-	if ts != "" || sig != "" {
+func (h *PublishHandler) unauthorized(w http.ResponseWriter, code string, err error) {
+	if h.hasToken {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="ratchet push"`)
+	}
+	writeError(w, http.StatusUnauthorized, code, err.Error(), nil)
+}
+
+// signedRequest returns the signature headers of r, and whether it is a
+// signed request at all.
+func signedRequest(r *http.Request) (ts, sig string, ok bool) {
+	ts, sig = r.Header.Get(HeaderTimestamp), r.Header.Get(HeaderSignature)
+	return ts, sig, ts != "" || sig != ""
+}
+
+// authenticateHeaders checks the credentials as far as it can without the
+// body, and returns an error code with the error: a bearer token entirely,
+// a signed request's timestamp and formats.
+func (h *PublishHandler) authenticateHeaders(r *http.Request) (string, error) {
+	if ts, sig, ok := signedRequest(r); ok {
 		if len(h.secret) == 0 {
 			return "unauthorized", errNoSecret
 		}
-		return h.verifySigned(ts, sig, body)
+		_, _, err := checkSignedHeaders(ts, sig, h.now(), h.skew)
+		return signedCode(err), err
 	}
 	if auth := r.Header.Get("Authorization"); auth != "" {
 		tok, ok := cutPrefixFold(auth, "Bearer ")
@@ -250,23 +318,39 @@ func (h *PublishHandler) authenticate(r *http.Request, body []byte) (string, err
 	return "unauthorized", errors.New("missing authentication: sign the request (X-Ratchet-Timestamp, X-Ratchet-Signature) or send a bearer token")
 }
 
+// authenticateBody checks a signed request's signature against its body,
+// and against replays; authenticateHeaders has checked everything else.
+func (h *PublishHandler) authenticateBody(r *http.Request, body []byte) (string, error) {
+	if ts, sig, ok := signedRequest(r); ok {
+		return h.verifySigned(ts, sig, body)
+	}
+	return "", nil
+}
+
+// verifySigned checks a signed request in full, at one instant: the replay
+// check needs the window the timestamp was checked against.
 func (h *PublishHandler) verifySigned(tsHeader, sigHeader string, body []byte) (string, error) {
 	now := h.now()
 	ts, mac, err := verify(h.secret, tsHeader, sigHeader, body, now, h.skew)
 	if err == nil {
 		err = h.replay.check(mac, ts, now)
 	}
+	return signedCode(err), err
+}
+
+// signedCode returns the error code of a signature verification error.
+func signedCode(err error) string {
 	switch err {
 	case nil:
-		return "", nil
+		return ""
 	case errStale:
-		return "stale_timestamp", err
+		return "stale_timestamp"
 	case errReplay:
-		return "replayed", err
+		return "replayed"
 	case errBadSignature:
-		return "bad_signature", err
+		return "bad_signature"
 	}
-	return "unauthorized", err
+	return "unauthorized"
 }
 
 func isJSON(contentType string) bool {

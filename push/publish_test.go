@@ -1,12 +1,16 @@
 package push
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratchetgo/ratchet"
+	"github.com/ratchetgo/ratchet/internal/wstest"
 )
 
 func TestPublishAPIAcceptsSignedRequest(t *testing.T) {
@@ -94,7 +99,8 @@ func TestPublishAPIRejects(t *testing.T) {
 		{"stale timestamp", good, signed(testSecret, good, now.Add(-6*time.Minute)), 401, "stale_timestamp"},
 		{"future timestamp", good, signed(testSecret, good, now.Add(6*time.Minute)), 401, "stale_timestamp"},
 		{"bearer not enabled", good, http.Header{"Authorization": {"Bearer x"}}, 401, "unauthorized"},
-		{"too large", append([]byte(`{"topic":"news","data":"`), bytes.Repeat([]byte("x"), 1024)...), http.Header{}, 413, "too_large"},
+		{"too large", append([]byte(`{"topic":"news","data":"`), bytes.Repeat([]byte("x"), 1024)...), signed(testSecret, good, now), 413, "too_large"},
+		{"too large, no auth", append([]byte(`{"topic":"news","data":"`), bytes.Repeat([]byte("x"), 1024)...), http.Header{}, 401, "unauthorized"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			status, out := s.post(t, tc.body, tc.header)
@@ -187,6 +193,9 @@ func TestPublishAPIOversizedChunkedBody(t *testing.T) {
 	req, err := http.NewRequest(http.MethodPost, s.url+"/publish", struct{ io.Reader }{strings.NewReader(body)})
 	require.NoError(t, err)
 	req.Header.Set("Content-Type", "application/json")
+	for k, v := range signed(testSecret, []byte(body), time.Now()) {
+		req.Header[k] = v
+	}
 	status, out := s.do(t, req)
 	require.Equal(t, http.StatusRequestEntityTooLarge, status)
 	require.Equal(t, CodeTooLarge, out["error"])
@@ -251,10 +260,20 @@ func TestPublishAPIClosedHub(t *testing.T) {
 	require.Equal(t, CodeUnavailable, out["error"])
 }
 
+// Without a credential NewPublishHandler panics, naming the option that got
+// an empty one: os.Getenv of a variable that is not set, most often.
 func TestNewPublishHandlerNeedsCredentials(t *testing.T) {
-	require.Panics(t, func() { NewPublishHandler(ratchet.NewHub()) })
-	require.Panics(t, func() { NewPublishHandler(ratchet.NewHub(), WithSecret(nil), WithBearerToken("")) })
+	require.PanicsWithValue(t, "push: NewPublishHandler needs WithSecret or WithBearerToken with a non-empty credential",
+		func() { NewPublishHandler(ratchet.NewHub()) })
+	const empty = "push: NewPublishHandler: empty credential from %s (is the variable it is read from set?); a publish API needs a non-empty secret or bearer token"
+	require.PanicsWithValue(t, fmt.Sprintf(empty, "WithSecret"),
+		func() {
+			NewPublishHandler(ratchet.NewHub(), WithSecret([]byte(os.Getenv("RATCHET_TEST_UNSET_VARIABLE"))))
+		})
+	require.PanicsWithValue(t, fmt.Sprintf(empty, "WithSecret and WithBearerToken"),
+		func() { NewPublishHandler(ratchet.NewHub(), WithSecret(nil), WithBearerToken("")) })
 	require.NotPanics(t, func() { NewPublishHandler(ratchet.NewHub(), WithBearerToken("x")) })
+	require.NotPanics(t, func() { NewPublishHandler(ratchet.NewHub(), WithSecret(nil), WithBearerToken("x")) })
 }
 
 func TestSignMatchesSpec(t *testing.T) {
@@ -309,3 +328,87 @@ func TestParsePublication(t *testing.T) {
 // opensslVector is the output of
 // printf '%s' '1767225600.{"topic":"news","data":"hello"}' | openssl dgst -sha256 -hmac secret
 const opensslVector = "699ce848b761a8bf2b3142800add75a706ce6d2f4786f5608980c6451c55a81b"
+
+// A body that trickles in is cut by WithBodyTimeout, on any server (here
+// one without timeouts of its own): 408, and the connection is closed.
+func TestPublishAPISlowBodyIsCut(t *testing.T) {
+	s := newTestServer(t, serverOpts{publish: []PublishOption{WithBodyTimeout(50 * time.Millisecond)}})
+	c := s.dial(t, "topic=news")
+	expectJSON(t, c, `{"subscribed":"news"}`)
+	body := `{"topic":"news","data":"never whole"}`
+	nc := wstest.SendRaw(t, strings.TrimPrefix(s.url, "http://"), rawPublish(signed(testSecret, []byte(body), time.Now()), len(body))+body[:10])
+	br := bufio.NewReader(nc)
+	resp, answer := wstest.ReadResponse(t, nc, br)
+	require.Equal(t, http.StatusRequestTimeout, resp.StatusCode, "%s", answer)
+	require.JSONEq(t, `{"error":"request_timeout","message":"request body not received in time"}`, string(answer))
+	require.True(t, resp.Close)
+	wstest.RequireClosed(t, nc, br)
+
+	_, err := s.hub.Broadcast(context.Background(), ratchet.Text("end"))
+	require.NoError(t, err)
+	expectText(t, c, "end") // nothing was published
+}
+
+// Credentials that need no body are checked before the body is read: these
+// requests announce a body and never send it, and get their answer at once,
+// on a closed connection. So does a body announced over the size limit.
+func TestPublishAPIChecksHeadersBeforeBody(t *testing.T) {
+	s := newTestServer(t, serverOpts{publish: []PublishOption{WithBearerToken("tok3n"), WithMaxBodySize(1024)}})
+	body := []byte(`{"topic":"news","data":"hello"}`)
+	now := time.Now()
+	badFormat := signed(testSecret, body, now)
+	badFormat.Set(HeaderSignature, "md5=abc")
+	for _, tc := range []struct {
+		name   string
+		header http.Header
+		size   int
+		status int
+		code   string
+	}{
+		{"no credentials", http.Header{}, len(body), 401, "unauthorized"},
+		{"stale timestamp", signed(testSecret, body, now.Add(-6*time.Minute)), len(body), 401, "stale_timestamp"},
+		{"future timestamp", signed(testSecret, body, now.Add(6*time.Minute)), len(body), 401, "stale_timestamp"},
+		{"signature format", badFormat, len(body), 401, "unauthorized"},
+		{"wrong token", http.Header{"Authorization": {"Bearer t0ken"}}, len(body), 401, "bad_token"},
+		{"other scheme", http.Header{"Authorization": {"Basic dG9rM246"}}, len(body), 401, "unauthorized"},
+		{"too large", http.Header{"Authorization": {"Bearer tok3n"}}, 1025, 413, "too_large"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nc := wstest.SendRaw(t, strings.TrimPrefix(s.url, "http://"), rawPublish(tc.header, tc.size))
+			br := bufio.NewReader(nc)
+			resp, answer := wstest.ReadResponse(t, nc, br)
+			require.Equal(t, tc.status, resp.StatusCode, "%s", answer)
+			require.Contains(t, string(answer), `"error":"`+tc.code+`"`)
+			require.True(t, resp.Close)
+			wstest.RequireClosed(t, nc, br)
+		})
+	}
+}
+
+// rawPublish is the head of a POST /publish with the given headers and a
+// body of n bytes, to be sent (or not) after it.
+func rawPublish(h http.Header, n int) string {
+	var b strings.Builder
+	b.WriteString("POST /publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
+	b.WriteString("Content-Length: " + strconv.Itoa(n) + "\r\n")
+	_ = h.Write(&b)
+	b.WriteString("\r\n")
+	return b.String()
+}
+
+// A publish request sent to a host the App does not serve (127.0.0.1 for
+// an App of "localhost") gets a JSON 404 that names the App's host.
+func TestPublishAPIWrongHost(t *testing.T) {
+	p := startPushApp(t, "localhost", nil)
+	body := []byte(`{"topic":"news","data":"hello"}`)
+	req, err := http.NewRequest(http.MethodPost, "http://"+p.addr+"/publish", bytes.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range signed(testSecret, body, time.Now()) {
+		req.Header[k] = v
+	}
+	resp, answer := wstest.Do(t, req)
+	require.Equal(t, http.StatusNotFound, resp.StatusCode)
+	require.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+	require.JSONEq(t, `{"error":"wrong_host","message":"this server answers /publish for host \"localhost\", not for \"`+p.addr+`\""}`, string(answer))
+}

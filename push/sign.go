@@ -48,31 +48,42 @@ var (
 	errReplay          = errors.New("request already seen (replay); sign each request anew")
 )
 
-// verify checks a signed request: the timestamp's format and age first
-// (cheap), then the MAC, compared in constant time. It returns the
-// timestamp and the MAC, the key of the replay check.
+// verify checks a signed request: its headers first (checkSignedHeaders),
+// then the MAC, compared in constant time. It returns the timestamp and the
+// MAC, the key of the replay check.
 func verify(secret []byte, tsHeader, sigHeader string, body []byte, now time.Time, window time.Duration) (int64, [sha256.Size]byte, error) {
 	var mac [sha256.Size]byte
-	ts, ok := parseTimestamp(tsHeader)
-	if !ok {
-		return 0, mac, errBadTimestamp
-	}
-	if age := now.Unix() - ts; age > int64(window/time.Second) || -age > int64(window/time.Second) {
-		return 0, mac, errStale
-	}
-	hexSig, ok := cutPrefixFold(sigHeader, SignaturePrefix)
-	if !ok || len(hexSig) != 2*sha256.Size {
-		return 0, mac, errBadSignatureFmt
-	}
-	var got [sha256.Size]byte
-	if _, err := hex.Decode(got[:], []byte(hexSig)); err != nil {
-		return 0, mac, errBadSignatureFmt
+	ts, got, err := checkSignedHeaders(tsHeader, sigHeader, now, window)
+	if err != nil {
+		return 0, mac, err
 	}
 	mac = computeMAC(secret, tsHeader, body)
 	if !hmac.Equal(got[:], mac[:]) {
 		return 0, mac, errBadSignature
 	}
 	return ts, mac, nil
+}
+
+// checkSignedHeaders checks what needs no body: the timestamp's format and
+// age, and the signature's format. It returns the timestamp and the
+// signature's bytes.
+func checkSignedHeaders(tsHeader, sigHeader string, now time.Time, window time.Duration) (int64, [sha256.Size]byte, error) {
+	var sig [sha256.Size]byte
+	ts, ok := parseTimestamp(tsHeader)
+	if !ok {
+		return 0, sig, errBadTimestamp
+	}
+	if age := now.Unix() - ts; age > int64(window/time.Second) || -age > int64(window/time.Second) {
+		return 0, sig, errStale
+	}
+	hexSig, ok := cutPrefixFold(sigHeader, SignaturePrefix)
+	if !ok || len(hexSig) != 2*sha256.Size {
+		return 0, sig, errBadSignatureFmt
+	}
+	if _, err := hex.Decode(sig[:], []byte(hexSig)); err != nil {
+		return 0, sig, errBadSignatureFmt
+	}
+	return ts, sig, nil
 }
 
 // parseTimestamp accepts 1 to 18 decimal digits, no sign, no spaces.

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
-	"math"
 	"net/http"
 	"strconv"
 	"sync"
@@ -20,11 +19,15 @@ import (
 //
 //	hub := ratchet.NewHub()
 //	events := push.NewSSE(hub)
-//	app.Handle("GET /events", events)
+//	app.Handle("/events", events) // no method: it answers the others itself
 //
 //	// in the browser
 //	const es = new EventSource("/events?topic=news&topic=weather");
 //	es.onmessage = e => console.log(e.data);
+//
+// Register it without a method in the pattern, as above: it answers
+// methods other than GET with a JSON 405 itself, where a "GET /events"
+// pattern would leave a POST to the mux's plain-text 405.
 //
 // Each stream is a ratchet.Conn added to the Hub, so Publish, Broadcast and
 // PublishToUser reach it like any WebSocket connection. See the package
@@ -40,6 +43,12 @@ type SSE struct {
 	streams ratchet.ConnSet
 	life    lifecycle.Group // streams whose handler has not returned
 }
+
+// maxLastEventID is the largest Last-Event-ID a stream counts on from; a
+// larger one starts over at 1. It is the largest integer JavaScript numbers
+// hold exactly, and leaves room for more events than a stream can carry:
+// ids never wrap.
+const maxLastEventID = 1<<53 - 1
 
 // NewSSE returns an SSE handler for the topics of hub.
 func NewSSE(hub *ratchet.Hub, opts ...Option) *SSE {
@@ -113,7 +122,7 @@ func (s *SSE) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set(RecoveryHeader, recovery)
 	}
 	if c.cursor == nil {
-		if id, err := strconv.ParseUint(r.Header.Get("Last-Event-ID"), 10, 64); err == nil && id < math.MaxUint64 {
+		if id, err := strconv.ParseUint(r.Header.Get("Last-Event-ID"), 10, 64); err == nil && id <= maxLastEventID {
 			c.lastID = id // ids go on from where the client's previous stream stopped
 		}
 	}

@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/base64"
+	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratchetgo/ratchet"
+	"github.com/ratchetgo/ratchet/internal/wstest"
 )
 
 func TestSSEReceivesWithIDs(t *testing.T) {
@@ -95,6 +98,22 @@ func TestSSELastEventIDContinues(t *testing.T) {
 	bad.next(t, false)
 	publish(t, s.hub, "b", "y")
 	require.Equal(t, "1", bad.event(t).ID)
+
+	// Ids never wrap to 0: a Last-Event-ID with no room left to count on
+	// starts over at 1; the largest JavaScript integer still counts on.
+	for last, want := range map[string][]string{
+		"18446744073709551614": {"1", "2"},
+		"18446744073709551615": {"1", "2"},
+		"9007199254740991":     {"9007199254740992", "9007199254740993"},
+		"9007199254740992":     {"1", "2"},
+	} {
+		st, _, _ := s.openSSE(t, "topic=c", http.Header{"Last-Event-Id": {last}})
+		st.next(t, false)
+		publish(t, s.hub, "c", "one")
+		publish(t, s.hub, "c", "two")
+		require.Equal(t, want, []string{st.event(t).ID, st.event(t).ID}, "after Last-Event-ID %s", last)
+		st.resp.Body.Close()
+	}
 }
 
 func TestSSERefusals(t *testing.T) {
@@ -210,4 +229,58 @@ func TestSSESlowConsumer(t *testing.T) {
 		require.Equal(t, "after "+strconv.Itoa(i), fast.event(t).Data)
 	}
 	t.Logf("slow client cut off after %d messages of 256 KiB", sent)
+}
+
+// An event stream on App.Serve outlives the server's read timeout, which
+// cuts a request whose body trickles in.
+func TestSSEOutlivesAppReadTimeout(t *testing.T) {
+	bodyErr := make(chan error, 1)
+	p := startPushApp(t, "", map[string]http.HandlerFunc{
+		"POST /upload": func(w http.ResponseWriter, r *http.Request) {
+			_, err := io.ReadAll(r.Body)
+			bodyErr <- err
+		},
+	}, ratchet.WithReadTimeout(100*time.Millisecond))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // bounds the reads below
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.addr+"/events?topic=a", nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	events := newSSEParser(resp.Body)
+	first, err := events.next()
+	require.NoError(t, err)
+	require.True(t, first.isRetry, "subscribed")
+
+	// Started after the stream, so cut after its deadline has passed.
+	wstest.SendRaw(t, p.addr, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly part")
+	select {
+	case err := <-bodyErr:
+		require.ErrorIs(t, err, os.ErrDeadlineExceeded)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow upload was not cut")
+	}
+	publish(t, p.hub, "a", "still here")
+	ev, err := events.next()
+	require.NoError(t, err)
+	require.Equal(t, "still here", ev.Data)
+}
+
+// The documented setup, app.Handle("/events", events), answers every
+// method but GET with the same JSON 405, HEAD included.
+func TestSSEDocumentedSetupRefusesOtherMethods(t *testing.T) {
+	p := startPushApp(t, "localhost", nil)
+	for _, method := range []string{http.MethodPost, http.MethodHead, http.MethodPut, http.MethodDelete, http.MethodOptions} {
+		req, err := http.NewRequest(method, "http://"+p.addr+"/events?topic=a", nil)
+		require.NoError(t, err)
+		req.Host = "localhost"
+		resp, body := wstest.Do(t, req)
+		require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode, method)
+		require.Equal(t, "GET", resp.Header.Get("Allow"), method)
+		require.Equal(t, "application/json", resp.Header.Get("Content-Type"), method)
+		if method != http.MethodHead {
+			require.JSONEq(t, `{"error":"method_not_allowed","message":"use GET"}`, string(body), method)
+		}
+	}
 }

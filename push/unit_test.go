@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -82,6 +83,9 @@ func TestParsersAllocateBoundedly(t *testing.T) {
 	req := httptest.NewRequest("POST", "/publish", r)
 	req.ContentLength = -1
 	req.Header.Set("Content-Type", "application/json")
+	ts, sig := Sign([]byte("s"), nil, time.Now()) // fresh: the body is read
+	req.Header.Set(HeaderTimestamp, ts)
+	req.Header.Set(HeaderSignature, sig)
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, req)
 	require.Equal(t, 413, w.Code)

@@ -47,9 +47,10 @@ func (c *Chat) OnError(conn ratchet.Conn, err error) {
 
 func main() {
 	port := flag.Int("port", 8080, "port to listen on")
+	host := flag.String("host", "", `host name the routes answer, e.g. "localhost" ("": any)`)
 	flag.Parse()
 
-	app := newApp("localhost", *port)
+	app := newApp(*host, *port)
 	fmt.Printf("chat: open http://localhost:%d/ in two browser tabs\n", *port)
 	log.Fatal(app.Run())
 }

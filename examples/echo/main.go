@@ -14,9 +14,10 @@ import (
 
 func main() {
 	port := flag.Int("port", 8080, "port to listen on")
+	host := flag.String("host", "", `host name the routes answer, e.g. "localhost" ("": any)`)
 	flag.Parse()
 
-	app := ratchet.NewApp("localhost", *port)
+	app := ratchet.NewApp(*host, *port)
 	app.Route("/echo", ratchet.ComponentFuncs{
 		Message: func(from ratchet.Conn, msg ratchet.Message) {
 			_ = from.Send(msg) // fails only once the connection is closing

@@ -68,9 +68,15 @@ func main() {
 	mux.Handle("/app/", http.StripPrefix("/app", app))
 
 	srv := &http.Server{
-		Addr:              *addr,
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second, // no slowloris on the upgrade requests
+		Addr:    *addr,
+		Handler: mux,
+		// The limits App.Run sets: no slowloris, no trickling bodies, no
+		// idle keep-alive connections held forever, no megabytes of
+		// headers kept by Conn.Request.
+		ReadHeaderTimeout: ratchet.DefaultHandshakeTimeout,
+		ReadTimeout:       ratchet.DefaultReadTimeout,
+		IdleTimeout:       ratchet.DefaultIdleTimeout,
+		MaxHeaderBytes:    ratchet.DefaultMaxHeaderBytes,
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -48,6 +48,7 @@ const devSecret = "dev-secret-change-me"
 
 func main() {
 	port := flag.Int("port", 8080, "port to listen on")
+	host := flag.String("host", "", `host name the routes answer, e.g. "localhost" ("": any)`)
 	flag.Parse()
 
 	secret := os.Getenv("RATCHET_PUSH_SECRET")
@@ -65,11 +66,11 @@ func main() {
 	})
 	userFromQuery := func(r *http.Request) (string, error) { return r.URL.Query().Get("user"), nil }
 
-	app := ratchet.NewApp("localhost", *port)
+	app := ratchet.NewApp(*host, *port)
 	app.Route("/push", push.NewEndpoint(hub, authorize), nil,
 		ratchet.WithReadLimit(4<<10), ratchet.WithAuthenticate(userFromQuery))
 	events := push.NewSSE(hub, authorize, push.WithAuthenticate(userFromQuery))
-	app.Handle("GET /events", events)
+	app.Handle("/events", events)
 	app.Handle("/publish", push.NewPublishHandler(hub, push.WithSecret([]byte(secret))))
 	app.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
