@@ -100,8 +100,7 @@ type HistoryPolicy struct {
 	// Size is how many of the newest messages are kept (at least 1).
 	Size int
 	// TTL is how long a stream is kept after its last publish; then it is
-	// dropped, and the next publish starts a new epoch. 0 keeps it as long as
-	// the storage does.
+	// dropped, and the next publish starts a new epoch (at least 1 ms).
 	TTL time.Duration
 }
 

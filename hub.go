@@ -67,6 +67,7 @@ type hubTopic struct {
 	enveloped ConnSet // get it in the JSON envelope (SubscribeOptions.Envelope)
 	senders   ConnSet // PublicationSenders
 	pending   map[Conn]*pendingLive
+	lastLive  Position // of the newest publication delivered, under deliverMu
 
 	brokerSub Subscription
 	brokerMu  sync.Mutex // serialises this topic's broker (un)subscriptions

@@ -62,11 +62,19 @@ type PublicationSender interface {
 // history is read; a subscriber that reaches it is closed as a slow consumer.
 const maxPendingLive = 4096
 
-// pendingLive holds the live publications a recovering subscriber receives
-// while its history is read.
+// pendingLive is a subscriber that is not in the topic's delivery sets yet.
+// While its history is read and sent, the live publications it receives
+// are held in pubs. Then, until live delivery on this node has caught up
+// with the last position it was sent (a publication already in history may
+// still be on its way from the Broker), deliver sends it directly what
+// follows that position.
 type pendingLive struct {
 	pubs     []Publication
 	overflow bool
+
+	catchingUp bool     // history is sent: deliver sends what follows skip
+	skip       Position // the last position c has
+	envelope   bool
 }
 
 // SubscribeWith adds c to topic like Subscribe, with the options of opts:
@@ -133,7 +141,7 @@ func (h *Hub) join(ctx context.Context, c Conn, topic string, opts SubscribeOpti
 		rec, page, err = h.readMissed(ctx, topic, opts.Since)
 	}
 	if err == nil {
-		err = t.goLive(c, opts, &rec, page)
+		err = t.goLive(ctx, c, opts, &rec, page)
 	}
 	if err != nil {
 		h.undoJoin(ctx, c, topic)
@@ -171,47 +179,86 @@ func (h *Hub) readMissed(ctx context.Context, topic string, since Position) (Rec
 	return rec, page, nil
 }
 
-// goLive sends c what it missed, then moves it from pending to live
-// delivery, while no delivery of the topic runs.
-func (t *hubTopic) goLive(c Conn, opts SubscribeOptions, rec *Recovery, page HistoryPage) error {
-	t.deliverMu.Lock()
-	defer t.deliverMu.Unlock()
-	t.modeMu.Lock()
-	buffered := t.pending[c]
-	delete(t.pending, c)
-	if buffered != nil {
-		t.liveSet(c, opts.Envelope).Add(c)
-	}
-	t.modeMu.Unlock()
-	if buffered == nil {
-		return ErrClosed // left while recovering
-	}
-	if buffered.overflow {
-		t.dropMode(c)
-		_ = c.Close(StatusPolicyViolation, "slow consumer")
-		return ErrSlowConsumer
-	}
-	// last is what the client has: buffered live messages up to it are
-	// dropped (they are in history, or older than the client's position).
+// goLive sends c what it missed, then moves it to live delivery. History
+// is sent without holding up the topic's deliveries (live ones are held for
+// c meanwhile), and may wait for room in c's queue when c can wait for it;
+// the switch to live delivery happens while no delivery of the topic runs.
+func (t *hubTopic) goLive(ctx context.Context, c Conn, opts SubscribeOptions, rec *Recovery, page HistoryPage) error {
+	// last is what the client has: live messages up to it are dropped
+	// (they are in history, or older than the client's position).
 	last := page.Latest
 	if rec.Recovered && !opts.Since.IsZero() {
 		last = opts.Since
 	}
 	for _, p := range page.Publications {
-		sendPublication(c, p, opts.Envelope)
+		if err := sendHistory(ctx, c, p, opts.Envelope); err != nil {
+			return err
+		}
 		last = p.Position
 	}
 	rec.Sent = len(page.Publications)
+
+	t.deliverMu.Lock()
+	defer t.deliverMu.Unlock()
+	t.modeMu.Lock()
+	defer t.modeMu.Unlock()
+	pl := t.pending[c]
+	if pl == nil {
+		return ErrClosed // left while recovering
+	}
+	if pl.overflow {
+		delete(t.pending, c)
+		_ = c.Close(StatusPolicyViolation, "slow consumer")
+		return ErrSlowConsumer
+	}
 	if opts.Ready != nil {
 		opts.Ready(*rec)
 	}
-	for _, p := range buffered.pubs {
-		if !p.Position.IsZero() && p.Position.Epoch == last.Epoch && p.Position.Offset <= last.Offset {
-			continue // already in history, or before the client's position
+	for _, p := range pl.pubs {
+		if !follows(p.Position, last) {
+			continue
 		}
 		sendPublication(c, p, opts.Envelope)
+		if !p.Position.IsZero() {
+			last = p.Position
+		}
 	}
+	if last.IsZero() || !follows(last, t.lastLive) {
+		delete(t.pending, c) // live delivery is at or past last
+		t.liveSet(c, opts.Envelope).Add(c)
+		return nil
+	}
+	*pl = pendingLive{catchingUp: true, skip: last, envelope: opts.Envelope}
 	return nil
+}
+
+// follows reports whether a publication at p comes after the position
+// last: a publication without position always does, and so does one of
+// another epoch.
+func follows(p, last Position) bool {
+	return p.IsZero() || p.Epoch != last.Epoch || p.Offset > last.Offset
+}
+
+// waitSender is implemented by connections that can wait for room in their
+// send queue (this package's WebSocket connections): a recovery larger than
+// the queue then slows down instead of failing.
+type waitSender interface {
+	sendWait(ctx context.Context, msg Message) error
+}
+
+// sendHistory sends one recovered publication to c, waiting for room in
+// its queue when c can.
+func sendHistory(ctx context.Context, c Conn, p Publication, envelope bool) error {
+	ws, ok := c.(waitSender)
+	if !ok || isPublicationSender(c) {
+		sendPublication(c, p, envelope)
+		return nil
+	}
+	msg := p.Message
+	if envelope {
+		msg = Message{Type: MessageText, Data: appendEnvelope(nil, p)}
+	}
+	return ws.sendWait(ctx, msg)
 }
 
 // liveSet is the delivery set c belongs in.
@@ -246,13 +293,25 @@ func (t *hubTopic) dropMode(c Conn) {
 func (t *hubTopic) deliver(p Publication) int {
 	t.deliverMu.Lock()
 	defer t.deliverMu.Unlock()
+	if !p.Position.IsZero() {
+		t.lastLive = p.Position
+	}
 	t.modeMu.Lock()
-	for _, pl := range t.pending {
-		if len(pl.pubs) == maxPendingLive {
+	for c, pl := range t.pending {
+		switch {
+		case pl.catchingUp:
+			switch {
+			case p.Position.IsZero(): // new, but says nothing of catching up
+				sendPublication(c, p, pl.envelope)
+			case follows(p.Position, pl.skip): // caught up: p goes out below
+				delete(t.pending, c)
+				t.liveSet(c, pl.envelope).Add(c)
+			} // else it was sent from history
+		case len(pl.pubs) == maxPendingLive:
 			pl.overflow = true
-			continue
+		default:
+			pl.pubs = append(pl.pubs, p)
 		}
-		pl.pubs = append(pl.pubs, p)
 	}
 	t.modeMu.Unlock()
 	n := t.plain.Broadcast(p.Message)
