@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-
-	"github.com/coder/websocket"
 )
 
 // StatusCode is a WebSocket close code (RFC 6455 §7.4).
@@ -114,13 +112,4 @@ func (e *RejectError) Error() string {
 		return http.StatusText(e.Status)
 	}
 	return e.Reason
-}
-
-// closeStatus returns the close code carried by err, or -1.
-func closeStatus(err error) StatusCode {
-	var ce *CloseError
-	if errors.As(err, &ce) {
-		return ce.Code
-	}
-	return StatusCode(websocket.CloseStatus(err))
 }
