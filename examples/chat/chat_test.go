@@ -23,7 +23,7 @@ const chromiumPath = "/usr/bin/chromium"
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// TestChatInBrowser runs the seed's scenario in a real browser: the chat page
+// TestChatInBrowser runs the chat in a real browser: the chat page
 // open in two tabs of headless Chromium, a message typed into the form of one
 // tab shows up in the log of the other.
 func TestChatInBrowser(t *testing.T) {

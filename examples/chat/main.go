@@ -1,6 +1,7 @@
-// Command chat is the seed article's Ratchet chat server, in Go: a
-// MessageComponent routed at /websocket, and at / the article's browser
-// client. Open http://localhost:8080/ in two tabs and type.
+// Command chat is Ratchet's chat server in Go: a MessageComponent routed at
+// /websocket that relays every message to every other client, and at / a
+// browser page to chat with. Open http://localhost:8080/ in two tabs and
+// type.
 package main
 
 import (
@@ -16,8 +17,8 @@ import (
 //go:embed index.html
 var page []byte
 
-// Chat relays every message to every other client, like the article's
-// MyWebSocketServer.
+// Chat relays every message to every other client, like the
+// MyWebSocketServer of Ratchet's documentation.
 type Chat struct {
 	clients ratchet.ConnSet
 }

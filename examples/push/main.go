@@ -1,6 +1,6 @@
-// Command push is the push server of the seed's use case: a PHP project (or
-// any program) pushes messages into it over HTTP, and it delivers them to
-// browsers in real time over WebSocket and Server-Sent Events.
+// Command push is a push server: a PHP project (or any program) pushes
+// messages into it over HTTP, and it delivers them to browsers in real time
+// over WebSocket and Server-Sent Events.
 //
 //	go run ./examples/push -port 8080
 //	# open http://localhost:8080/ and, in another terminal:
