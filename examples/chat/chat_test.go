@@ -42,7 +42,7 @@ func TestChatInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	port := l.Addr().(*net.TCPAddr).Port
-	app := newApp("localhost", port)
+	app := newApp("localhost")
 	served := make(chan error, 1)
 	go func() { served <- app.Serve(l) }()
 	defer func() {
