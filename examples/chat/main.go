@@ -2,6 +2,12 @@
 // /websocket that relays every message to every other client, and at / a
 // browser page to chat with. Open the URL it prints in two tabs and type.
 //
+// The server relays text as it is, like Ratchet's. The page adds what a chat
+// needs on top: it sends {"nick": ..., "text": ...} so that each line shows
+// who wrote it (?nick=ann in the URL picks the nickname), says
+// "Hello, WebSocket!" as a greeting when it connects, shows whether it is
+// connected, and reconnects by itself with backoff when the server goes away.
+//
 //	go run ./examples/chat                      # listens on 127.0.0.1:8080
 //	go run ./examples/chat -addr 127.0.0.1:0    # any free port
 //	go run ./examples/chat -addr :8080          # every interface (containers)
