@@ -19,10 +19,7 @@ import (
 // for each other.
 func TestHubClosedError(t *testing.T) {
 	ctx := context.Background()
-	rec := newRecorder()
-	_, url := serveComponent(t, rec)
-	dial(t, url, nil)
-	conn := rec.expect(t, "open").conn
+	rec, conn := openConn(t)
 
 	hub := ratchet.NewHub()
 	require.NoError(t, hub.Close(ctx))
@@ -48,6 +45,16 @@ func TestHubClosedError(t *testing.T) {
 	assert.NotErrorIs(t, err, ratchet.ErrHubClosed)
 }
 
+// openConn serves a recorder and returns it with the server side of one
+// client connection.
+func openConn(t *testing.T) (*recorder, ratchet.Conn) {
+	t.Helper()
+	rec := newRecorder()
+	_, url := serveComponent(t, rec)
+	dial(t, url, nil)
+	return rec, rec.expect(t, "open").conn
+}
+
 // A closed MemoryPresence says so with ErrPresenceClosed.
 func TestMemoryPresenceClosedError(t *testing.T) {
 	ctx := context.Background()
@@ -67,10 +74,7 @@ func TestMemoryPresenceClosedError(t *testing.T) {
 // ones; ErrReservedTopic stays an alias for code written against it.
 func TestInvalidTopicError(t *testing.T) {
 	ctx := context.Background()
-	rec := newRecorder()
-	_, url := serveComponent(t, rec)
-	dial(t, url, nil)
-	conn := rec.expect(t, "open").conn
+	_, conn := openConn(t)
 	hub := ratchet.NewHub()
 	defer hub.Close(ctx)
 
