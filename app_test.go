@@ -45,8 +45,9 @@ func startApp(t *testing.T, app *ratchet.App) (addr string) {
 
 func port(addr string) string { _, p, _ := net.SplitHostPort(addr); return p }
 
-// The seed article's server, in Go, serves its route.
-func TestAppRouteLikeTheSeed(t *testing.T) {
+// An App built as in Ratchet (host, port, one route for any origin) serves
+// its route.
+func TestAppRouteLikeRatchet(t *testing.T) {
 	app := ratchet.NewApp("localhost", 0)
 	app.Route("/websocket", echo, []string{"*"})
 	addr := startApp(t, app)

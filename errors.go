@@ -49,8 +49,16 @@ var statusNames = map[StatusCode]string{
 
 var (
 	// ErrClosed is returned by Send and Close on a connection that is closing
-	// or closed.
+	// or closed, and by Hub methods given such a connection.
 	ErrClosed = errors.New("ratchet: connection closed")
+
+	// ErrHubClosed is returned by a Hub used after Hub.Close. It is distinct
+	// from ErrClosed so that Hub.Subscribe tells a closed Hub from a
+	// connection that ended.
+	ErrHubClosed = errors.New("ratchet: hub closed")
+
+	// ErrPresenceClosed is returned by a MemoryPresence used after Close.
+	ErrPresenceClosed = errors.New("ratchet: presence closed")
 
 	// ErrSlowConsumer is returned by Send when the connection's send queue is
 	// full because the peer does not read fast enough. The message is not
@@ -118,11 +126,32 @@ func (e *RejectError) Error() string {
 	return e.Reason
 }
 
-// closeStatus returns the close code carried by err, or -1.
-func closeStatus(err error) StatusCode {
+// CloseStatus returns the WebSocket close code that err stands for, or -1 if
+// it stands for none (nil included): the Code of a *CloseError, the code this
+// package closes the connection with for ErrSlowConsumer (1008),
+// ErrInvalidUTF8 (1007) and a *PanicError (1011), and the code of a
+// coder/websocket CloseError. It reads the errors OnError receives, like
+// coder/websocket's CloseStatus:
+//
+//	func (c *Chat) OnError(conn ratchet.Conn, err error) {
+//		if ratchet.CloseStatus(err) == ratchet.StatusPolicyViolation {
+//			slowConsumers.Add(1)
+//		}
+//	}
+func CloseStatus(err error) StatusCode {
 	var ce *CloseError
-	if errors.As(err, &ce) {
+	var pe *PanicError
+	switch {
+	case err == nil:
+		return -1
+	case errors.As(err, &ce):
 		return ce.Code
+	case errors.As(err, &pe):
+		return StatusInternalError
+	case errors.Is(err, ErrSlowConsumer):
+		return StatusPolicyViolation
+	case errors.Is(err, ErrInvalidUTF8):
+		return StatusInvalidPayload
 	}
 	return StatusCode(websocket.CloseStatus(err))
 }

@@ -20,8 +20,8 @@ import (
 // github.com/coder/websocket client, where a real program would call
 // App.Run or http.ListenAndServe and be reached by browsers.
 
-// The seed article's chat server: one component that relays every message to
-// every other client, routed at /chat for pages from any origin.
+// A chat server: one component that relays every message to every other
+// client, routed at /chat for pages from any origin.
 func ExampleNewApp() {
 	var clients ratchet.ConnSet
 	chat := ratchet.ComponentFuncs{

@@ -28,9 +28,15 @@ const MaxTopicLen = 256
 // context applies.
 const cleanupTimeout = 5 * time.Second
 
-// ErrReservedTopic is returned for topic names that start with
-// ReservedTopicPrefix or are empty.
-var ErrReservedTopic = errors.New("ratchet: topic name is empty or reserved")
+// ErrInvalidTopic is returned for a topic name a client may not use: see
+// ValidTopic.
+var ErrInvalidTopic = errors.New("ratchet: invalid topic name")
+
+// ErrReservedTopic is the former name of ErrInvalidTopic.
+//
+// Deprecated: use ErrInvalidTopic, which also covers names that are too
+// long or not UTF-8.
+var ErrReservedTopic = ErrInvalidTopic
 
 // Hub is a registry of connections by topic, safe for concurrent use: the
 // Go form of Ratchet's WAMP topics or Socket.IO rooms. Any goroutine may
@@ -123,9 +129,10 @@ func (h *Hub) Add(ctx context.Context, c Conn) error {
 
 // Subscribe adds c to topic, and returns once the subscription is in
 // effect: with a Broker, once the Broker has subscribed the topic. It
-// returns ErrReservedTopic for reserved names, ErrClosed if c has ended,
-// ErrBrokerUnavailable while the Broker has lost its server (c is then not
-// added; if it was subscribed before, it stays so), or the Broker's error.
+// returns ErrInvalidTopic for a name ValidTopic refuses, ErrClosed if c has
+// ended, ErrHubClosed after Close, ErrBrokerUnavailable while the Broker has
+// lost its server (c is then not added; if it was subscribed before, it
+// stays so), or the Broker's error.
 func (h *Hub) Subscribe(ctx context.Context, c Conn, topic string) error {
 	_, err := h.SubscribeWith(ctx, c, topic, SubscribeOptions{})
 	return err
@@ -185,10 +192,12 @@ func (h *Hub) SetUser(ctx context.Context, c Conn, user string) error {
 // Publish sends msg to every subscriber of topic and returns how many
 // connections it was queued for. With a Broker the message travels through
 // it to every node, delivery is asynchronous, and the count is this node's
-// subscribers at the time of the call. Text must be valid UTF-8.
+// subscribers at the time of the call. It returns ErrInvalidTopic for an
+// empty topic, ErrInvalidUTF8 for text that is not UTF-8, ErrHubClosed after
+// Close, or the Broker's error.
 func (h *Hub) Publish(ctx context.Context, topic string, msg Message) (int, error) {
 	if topic == "" {
-		return 0, ErrReservedTopic
+		return 0, ErrInvalidTopic
 	}
 	return h.publish(ctx, topic, msg)
 }
@@ -218,7 +227,7 @@ func (h *Hub) publish(ctx context.Context, topic string, msg Message) (int, erro
 // none.
 func (h *Hub) PublishPosition(ctx context.Context, topic string, msg Message) (Position, int, error) {
 	if topic == "" {
-		return Position{}, 0, ErrReservedTopic
+		return Position{}, 0, ErrInvalidTopic
 	}
 	return h.publishPosition(ctx, topic, msg)
 }
@@ -234,7 +243,7 @@ func (h *Hub) publishPosition(ctx context.Context, topic string, msg Message) (P
 	t, closed := h.topics[topic], h.closed
 	h.mu.Unlock()
 	if closed {
-		return Position{}, 0, ErrClosed
+		return Position{}, 0, ErrHubClosed
 	}
 	n := 0
 	if t != nil {
@@ -302,8 +311,8 @@ func (h *Hub) Len() int {
 	return len(h.conns)
 }
 
-// Close drops every subscription, local and on the Broker. Publishing after
-// Close returns ErrClosed.
+// Close drops every subscription, local and on the Broker. Publishing,
+// adding and subscribing after Close return ErrHubClosed.
 func (h *Hub) Close(ctx context.Context) error {
 	h.mu.Lock()
 	h.closed = true
@@ -333,7 +342,7 @@ func (h *Hub) member(ctx context.Context, c Conn) (*hubMember, error) {
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
-		return nil, ErrClosed
+		return nil, ErrHubClosed
 	}
 	if m := h.conns[c]; m != nil {
 		h.mu.Unlock()

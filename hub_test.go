@@ -112,8 +112,8 @@ func TestHubUnsubscribeAndDisconnect(t *testing.T) {
 	require.NoError(t, err)
 	assert.Zero(t, n)
 
-	assert.ErrorIs(t, hub.Subscribe(ctx, connA, "@all"), ratchet.ErrReservedTopic)
-	assert.ErrorIs(t, hub.Subscribe(ctx, connA, ""), ratchet.ErrReservedTopic)
+	assert.ErrorIs(t, hub.Subscribe(ctx, connA, "@all"), ratchet.ErrInvalidTopic)
+	assert.ErrorIs(t, hub.Subscribe(ctx, connA, ""), ratchet.ErrInvalidTopic)
 }
 
 func TestHubUserAndBroadcast(t *testing.T) {
@@ -267,7 +267,7 @@ func TestHubAcrossNodesWithMemoryBroker(t *testing.T) {
 	require.NoError(t, hubA.Close(ctx))
 	require.NoError(t, hubB.Close(ctx))
 	_, err = hubA.Publish(ctx, "news", ratchet.Text("x"))
-	assert.ErrorIs(t, err, ratchet.ErrClosed)
+	assert.ErrorIs(t, err, ratchet.ErrHubClosed)
 }
 
 // With a Presence, the Hub records which users are on which topic.

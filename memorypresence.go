@@ -32,7 +32,7 @@ func (p *MemoryPresence) Join(ctx context.Context, topic, user string) error {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		return ErrClosed
+		return ErrPresenceClosed
 	}
 	if p.counts == nil {
 		p.counts = make(map[string]map[string]int)
@@ -113,7 +113,7 @@ func (p *MemoryPresence) Watch(ctx context.Context, topic string, fn func(Presen
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
-		return nil, ErrClosed
+		return nil, ErrPresenceClosed
 	}
 	if p.watchers == nil {
 		p.watchers = make(map[string]map[*presenceWatch]struct{})

@@ -193,9 +193,8 @@ func WithMaxHeaderBytes(n int) Option {
 type RouteOption interface{ applyRoute(*routeCfg) }
 
 type routeCfg struct {
-	host    string
-	hostSet bool
-	ws      []WsOption
+	host string
+	ws   []WsOption
 }
 
 type routeOption func(*routeCfg)
@@ -206,5 +205,5 @@ func (o routeOption) applyRoute(r *routeCfg) { o(r) }
 // httpHost ("" or "*": any host), like the $httpHost argument of Ratchet's
 // App::route.
 func WithHost(host string) RouteOption {
-	return routeOption(func(r *routeCfg) { r.host, r.hostSet = host, true })
+	return routeOption(func(r *routeCfg) { r.host = host })
 }

@@ -83,7 +83,7 @@ type pendingLive struct {
 // topic it has changes nothing and reports Recovered.
 func (h *Hub) SubscribeWith(ctx context.Context, c Conn, topic string, opts SubscribeOptions) (Recovery, error) {
 	if !ValidTopic(topic) {
-		return Recovery{}, ErrReservedTopic
+		return Recovery{}, ErrInvalidTopic
 	}
 	if _, err := h.member(ctx, c); err != nil {
 		return Recovery{}, err

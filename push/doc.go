@@ -1,7 +1,7 @@
 // Package push delivers the topics of a ratchet.Hub to browsers and lets
-// other programs publish to them: Ratchet's most requested feature (push
-// from a web request, a cron job or another language into the socket
-// server) without ZeroMQ or a client library.
+// other programs publish to them: push from a web request, a cron job or
+// another language into the socket server, without ZeroMQ or a client
+// library.
 //
 // It has three parts, all on the same Hub:
 //

@@ -636,10 +636,3 @@ func (c *stream) Get(key string) (any, bool) {
 	c.mu.Unlock()
 	return v, ok
 }
-
-// Cause returns why the stream was cut off, nil if it was not.
-func (c *stream) Cause() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.cause
-}

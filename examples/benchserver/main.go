@@ -1,7 +1,7 @@
 // Command benchserver is ratchet-go speaking the BENCH PROTOCOL of the
 // side-by-side benchmark harness (../shared/bench): WebSocket at /ws on
-// 127.0.0.1:$PORT; a message starting with 'B' goes to every connected
-// client, anything else back to its sender.
+// 127.0.0.1:$PORT (or -addr); a message starting with 'B' goes to every
+// connected client, anything else back to its sender.
 //
 // It uses the public API only, as a user would write it: a
 // MessageComponent and the Hub's Broadcast. What it measures is what users
@@ -10,13 +10,16 @@ package main
 
 import (
 	"context"
+	"flag"
+	"fmt"
 	"log"
+	"net"
 	"net/http"
 	_ "net/http/pprof" // served only when PPROF_ADDR is set
 	"os"
-	"strconv"
 
 	"github.com/ratchetgo/ratchet"
+	"github.com/ratchetgo/ratchet/examples/internal/listen"
 )
 
 // Bench answers the BENCH PROTOCOL.
@@ -37,15 +40,19 @@ func (b *Bench) OnClose(ratchet.Conn) {}
 func (b *Bench) OnError(c ratchet.Conn, err error) {}
 
 func main() {
-	port, err := strconv.Atoi(os.Getenv("PORT"))
-	if err != nil {
-		log.Fatalf("benchserver: PORT: %v", err)
-	}
+	// Flags.
+	addr := listen.AddrFlag()
+	flag.Parse()
+
 	if addr := os.Getenv("PPROF_ADDR"); addr != "" {
 		go func() { log.Println(http.ListenAndServe(addr, nil)) }()
 	}
-	app := ratchet.NewApp("", port) // any Host header; Run listens on 127.0.0.1
+	app := ratchet.NewApp("", 0) // any Host header; Serve takes the listener
 	app.Route("/ws", &Bench{hub: ratchet.NewHub()}, []string{"*"})
-	log.Printf("benchserver listening on 127.0.0.1:%d", port)
-	log.Fatal(app.Run())
+	l, err := net.Listen("tcp", *addr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("benchserver: %s/ws\n", listen.URL("ws", l, ""))
+	log.Fatal(app.Serve(l))
 }

@@ -1,6 +1,16 @@
-// Command chat is the seed article's Ratchet chat server, in Go: a
-// MessageComponent routed at /websocket, and at / the article's browser
-// client. Open http://localhost:8080/ in two tabs and type.
+// Command chat is Ratchet's chat server in Go: a MessageComponent routed at
+// /websocket that relays every message to every other client, and at / a
+// browser page to chat with. Open the URL it prints in two tabs and type.
+//
+// The server relays text as it is, like Ratchet's. The page adds what a chat
+// needs on top: it sends {"nick": ..., "text": ...} so that each line shows
+// who wrote it (?nick=ann in the URL picks the nickname), says
+// "Hello, WebSocket!" as a greeting when it connects, shows whether it is
+// connected, and reconnects by itself with backoff when the server goes away.
+//
+//	go run ./examples/chat                      # listens on 127.0.0.1:8080
+//	go run ./examples/chat -addr 127.0.0.1:0    # any free port
+//	go run ./examples/chat -addr :8080          # every interface (containers)
 package main
 
 import (
@@ -8,16 +18,18 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"net"
 	"net/http"
 
 	"github.com/ratchetgo/ratchet"
+	"github.com/ratchetgo/ratchet/examples/internal/listen"
 )
 
 //go:embed index.html
 var page []byte
 
-// Chat relays every message to every other client, like the article's
-// MyWebSocketServer.
+// Chat relays every message to every other client, like the
+// MyWebSocketServer of Ratchet's documentation.
 type Chat struct {
 	clients ratchet.ConnSet
 }
@@ -46,19 +58,23 @@ func (c *Chat) OnError(conn ratchet.Conn, err error) {
 }
 
 func main() {
-	port := flag.Int("port", 8080, "port to listen on")
+	// Flags.
+	addr := listen.AddrFlag()
 	host := flag.String("host", "", `host name the routes answer, e.g. "localhost" ("": any)`)
 	flag.Parse()
 
-	app := newApp(*host, *port)
-	fmt.Printf("chat: open http://localhost:%d/ in two browser tabs\n", *port)
-	log.Fatal(app.Run())
+	l, err := net.Listen("tcp", *addr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("chat: open %s/ in two browser tabs\n", listen.URL("http", l, *host))
+	log.Fatal(newApp(*host).Serve(l))
 }
 
 // newApp builds the chat server: the Chat component at /websocket and the
 // browser client at /, for requests to httpHost.
-func newApp(httpHost string, port int) *ratchet.App {
-	app := ratchet.NewApp(httpHost, port)
+func newApp(httpHost string) *ratchet.App {
+	app := ratchet.NewApp(httpHost, 0) // Serve takes the listener: no port
 	app.Route("/websocket", &Chat{}, []string{"*"})
 	app.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")

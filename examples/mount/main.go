@@ -3,7 +3,8 @@
 // WsServer mounted at /ws and a whole App mounted under /app/, and a plain
 // http.Server serves it all.
 //
-//	go run ./examples/mount -addr 127.0.0.1:8080
+//	go run ./examples/mount                      # listens on 127.0.0.1:8080
+//	go run ./examples/mount -addr 127.0.0.1:0    # any free port
 //
 //	GET  /healthz      "ok"
 //	GET  /api/time     the server's time, RFC 3339
@@ -21,7 +22,9 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"log"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -29,10 +32,12 @@ import (
 	"time"
 
 	"github.com/ratchetgo/ratchet"
+	"github.com/ratchetgo/ratchet/examples/internal/listen"
 )
 
 func main() {
-	addr := flag.String("addr", "127.0.0.1:8080", "address to listen on")
+	// Flags.
+	addr := listen.AddrFlag()
 	flag.Parse()
 
 	mux := http.NewServeMux()
@@ -68,7 +73,6 @@ func main() {
 	mux.Handle("/app/", http.StripPrefix("/app", app))
 
 	srv := &http.Server{
-		Addr:    *addr,
 		Handler: mux,
 		// The limits App.Run sets: no slowloris, no trickling bodies, no
 		// idle keep-alive connections held forever, no megabytes of
@@ -82,13 +86,17 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	l, err := net.Listen("tcp", *addr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("mount: serving %s/healthz, /api/time; WS /ws, /app/chat\n", listen.URL("http", l, ""))
 	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
-	log.Printf("mount: listening on http://%s (GET /healthz, /api/time; WS /ws, /app/chat)", *addr)
+	go func() { errc <- srv.Serve(l) }()
 
 	select {
 	case err := <-errc:
-		log.Fatal(err) // could not listen
+		log.Fatal(err)
 	case <-ctx.Done():
 	}
 	stop() // a second Ctrl-C kills the process the usual way

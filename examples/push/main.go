@@ -1,9 +1,9 @@
-// Command push is the push server of the seed's use case: a PHP project (or
-// any program) pushes messages into it over HTTP, and it delivers them to
-// browsers in real time over WebSocket and Server-Sent Events.
+// Command push is a push server: a PHP project (or any program) pushes
+// messages into it over HTTP, and it delivers them to browsers in real time
+// over WebSocket and Server-Sent Events.
 //
-//	go run ./examples/push -port 8080
-//	# open http://localhost:8080/ and, in another terminal:
+//	go run ./examples/push                      # listens on 127.0.0.1:8080
+//	# open the URL it prints and, in another terminal:
 //	php examples/push/publish.php news "hello from PHP"
 //
 // Routes:
@@ -28,6 +28,7 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -36,6 +37,7 @@ import (
 	"time"
 
 	"github.com/ratchetgo/ratchet"
+	"github.com/ratchetgo/ratchet/examples/internal/listen"
 	"github.com/ratchetgo/ratchet/push"
 )
 
@@ -47,7 +49,8 @@ var page []byte
 const devSecret = "dev-secret-change-me"
 
 func main() {
-	port := flag.Int("port", 8080, "port to listen on")
+	// Flags.
+	addr := listen.AddrFlag()
 	host := flag.String("host", "", `host name the routes answer, e.g. "localhost" ("": any)`)
 	flag.Parse()
 
@@ -66,7 +69,7 @@ func main() {
 	})
 	userFromQuery := func(r *http.Request) (string, error) { return r.URL.Query().Get("user"), nil }
 
-	app := ratchet.NewApp(*host, *port)
+	app := ratchet.NewApp(*host, 0) // Serve takes the listener: no port
 	app.Route("/push", push.NewEndpoint(hub, authorize), nil,
 		ratchet.WithReadLimit(4<<10), ratchet.WithAuthenticate(userFromQuery))
 	events := push.NewSSE(hub, authorize, push.WithAuthenticate(userFromQuery))
@@ -94,10 +97,15 @@ func main() {
 		}
 	}()
 
+	l, err := net.Listen("tcp", *addr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	base := listen.URL("http", l, *host)
+	fmt.Printf("push: open %s/ and publish with\n", base)
+	fmt.Printf("  RATCHET_PUSH_URL=%s/publish php examples/push/publish.php news \"hello from PHP\"\n", base)
 	errc := make(chan error, 1)
-	go func() { errc <- app.Run() }()
-	fmt.Printf("push: open http://localhost:%d/ and publish with\n", *port)
-	fmt.Printf("  php examples/push/publish.php news \"hello from PHP\"\n")
+	go func() { errc <- app.Serve(l) }()
 	select {
 	case err := <-errc:
 		log.Fatal(err)
