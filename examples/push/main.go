@@ -8,10 +8,20 @@
 //
 // Routes:
 //
-//	GET  /          a page showing pushed messages live, both ways
+//	GET  /          a page showing pushed messages live, with their positions
 //	WS   /push      push endpoint: ?topic=a&topic=b, {"subscribe":"a"}, {"unsubscribe":"a"}
 //	GET  /events    Server-Sent Events: ?topic=a&topic=b
 //	POST /publish   publish API, HMAC-signed with RATCHET_PUSH_SECRET
+//
+// Every topic keeps its last 100 messages for 10 minutes
+// (ratchet.DefaultHistorySize, ratchet.DefaultHistoryTTL): a page that loses
+// its connection gets what it missed when it comes back, or is told that it
+// cannot. With RATCHET_BROKER (redis://127.0.0.1:6379/0 or
+// nats://127.0.0.1:4222) and RATCHET_PREFIX, two copies on two ports form a
+// cluster, and a page moved from one to the other misses nothing:
+//
+//	RATCHET_BROKER=redis://127.0.0.1:6379/0 go run ./examples/push -addr 127.0.0.1:8080
+//	RATCHET_BROKER=redis://127.0.0.1:6379/0 go run ./examples/push -addr 127.0.0.1:8081
 //
 // The server itself publishes the time to topic "time" every 10 seconds,
 // to show publishing from anywhere in a Go program. Topics starting with
@@ -37,6 +47,7 @@ import (
 	"time"
 
 	"github.com/ratchetgo/ratchet"
+	"github.com/ratchetgo/ratchet/examples/internal/brokerenv"
 	"github.com/ratchetgo/ratchet/examples/internal/listen"
 	"github.com/ratchetgo/ratchet/push"
 )
@@ -60,7 +71,13 @@ func main() {
 		fmt.Printf("RATCHET_PUSH_SECRET is not set: using the development secret %q\n", secret)
 	}
 
-	hub := ratchet.NewHub()
+	cluster, err := brokerenv.FromEnv(context.Background())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cluster.Close()
+	hub := ratchet.NewHub(append(cluster.HubOptions(),
+		ratchet.WithHistory("*", ratchet.HistoryPolicy{}))...) // defaults: 100 messages, 10 minutes
 	authorize := push.WithAuthorize(func(c ratchet.Conn, topic string) error {
 		if strings.HasPrefix(topic, "admin") {
 			return errors.New("admin topics are not for browsers")
@@ -102,6 +119,8 @@ func main() {
 		log.Fatal(err)
 	}
 	base := listen.URL("http", l, *host)
+	fmt.Printf("push: broker %s; every topic keeps its last %d messages for %v\n",
+		cluster.Name, ratchet.DefaultHistorySize, ratchet.DefaultHistoryTTL)
 	fmt.Printf("push: open %s/ and publish with\n", base)
 	fmt.Printf("  RATCHET_PUSH_URL=%s/publish php examples/push/publish.php news \"hello from PHP\"\n", base)
 	errc := make(chan error, 1)
