@@ -393,3 +393,52 @@ func ExampleHub() {
 	// headline
 	// goal
 }
+
+// A client that reconnects with the position of the last message it got
+// receives what it missed, then the live messages.
+func ExampleHub_SubscribeWith() {
+	hub := ratchet.NewHub(ratchet.WithHistory("*", ratchet.HistoryPolicy{Size: 100}))
+	s := ratchet.NewWsServer(ratchet.ComponentFuncs{Open: func(c ratchet.Conn) {
+		since, _ := ratchet.ParsePosition(c.Request().URL.Query().Get("since"))
+		_, err := hub.SubscribeWith(c.Context(), c, "news", ratchet.SubscribeOptions{
+			Since: since,
+			Ready: func(r ratchet.Recovery) {
+				c.Send(ratchet.Text(fmt.Sprintf("recovered %v: %d missed", r.Recovered, r.Sent)))
+			},
+		})
+		if err != nil {
+			log.Print(err)
+		}
+	}})
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	defer s.Shutdown(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	// Published while the client was away.
+	var seen ratchet.Position
+	for i, text := range []string{"seen", "missed 1", "missed 2"} {
+		pos, _, _ := hub.PublishPosition(ctx, "news", ratchet.Text(text))
+		if i == 0 {
+			seen = pos
+		}
+	}
+	url := "ws" + strings.TrimPrefix(srv.URL, "http") + "?since=" + seen.String()
+	c, _, err := websocket.Dial(ctx, url, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.CloseNow()
+	for range 3 {
+		_, got, err := c.Read(ctx)
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("%s\n", got)
+	}
+	// Output:
+	// missed 1
+	// missed 2
+	// recovered true: 2 missed
+}
