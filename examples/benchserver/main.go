@@ -6,6 +6,11 @@
 // It uses the public API only, as a user would write it: a
 // MessageComponent and the Hub's Broadcast. What it measures is what users
 // get.
+//
+// BENCH_TOPIC=topic makes every connection subscribe to one topic and 'B'
+// messages go out with Hub.Publish on it; BENCH_TOPIC=history does the same
+// on a topic that keeps history (positions assigned and carried by every
+// delivery): the two rows measure what history costs a fan-out.
 package main
 
 import (
@@ -23,13 +28,26 @@ import (
 )
 
 // Bench answers the BENCH PROTOCOL.
-type Bench struct{ hub *ratchet.Hub }
+type Bench struct {
+	hub   *ratchet.Hub
+	topic string // "" for Hub.Broadcast
+}
 
-func (b *Bench) OnOpen(c ratchet.Conn) { _ = b.hub.Add(context.Background(), c) }
+func (b *Bench) OnOpen(c ratchet.Conn) {
+	if b.topic == "" {
+		_ = b.hub.Add(context.Background(), c)
+		return
+	}
+	_ = b.hub.Subscribe(context.Background(), c, b.topic)
+}
 
 func (b *Bench) OnMessage(from ratchet.Conn, msg ratchet.Message) {
 	if len(msg.Data) > 0 && msg.Data[0] == 'B' {
-		_, _ = b.hub.Broadcast(context.Background(), msg)
+		if b.topic == "" {
+			_, _ = b.hub.Broadcast(context.Background(), msg)
+		} else {
+			_, _ = b.hub.Publish(context.Background(), b.topic, msg)
+		}
 		return
 	}
 	_ = from.Send(msg)
@@ -48,7 +66,18 @@ func main() {
 		go func() { log.Println(http.ListenAndServe(addr, nil)) }()
 	}
 	app := ratchet.NewApp("", 0) // any Host header; Serve takes the listener
-	app.Route("/ws", &Bench{hub: ratchet.NewHub()}, []string{"*"})
+	bench := &Bench{hub: ratchet.NewHub()}
+	switch mode := os.Getenv("BENCH_TOPIC"); mode {
+	case "":
+	case "topic":
+		bench.topic = "bench"
+	case "history":
+		bench.topic = "bench"
+		bench.hub = ratchet.NewHub(ratchet.WithHistory("bench", ratchet.HistoryPolicy{}))
+	default:
+		log.Fatalf("BENCH_TOPIC=%q: want topic or history", mode)
+	}
+	app.Route("/ws", bench, []string{"*"})
 	l, err := net.Listen("tcp", *addr)
 	if err != nil {
 		log.Fatal(err)
