@@ -17,6 +17,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/ratchetgo/ratchet"
+	"github.com/ratchetgo/ratchet/internal/replay"
 )
 
 // Defaults of the publish handler. Each has an option to change it.
@@ -52,7 +53,7 @@ type PublishHandler struct {
 	cacheSize int
 	now       func() time.Time
 	authorize func(r *http.Request, p *Publication) error
-	replay    *replayCache
+	replay    *replay.Cache
 }
 
 // PublishOption configures a PublishHandler.
@@ -136,7 +137,7 @@ func NewPublishHandler(hub *ratchet.Hub, opts ...PublishOption) *PublishHandler 
 	if len(h.secret) == 0 && !h.hasToken {
 		panic("push: NewPublishHandler needs WithSecret or WithBearerToken with a non-empty credential")
 	}
-	h.replay = newReplayCache(h.cacheSize, h.skew)
+	h.replay = replay.New(h.cacheSize, h.skew)
 	return h
 }
 
@@ -254,7 +255,12 @@ func (h *PublishHandler) verifySigned(tsHeader, sigHeader string, body []byte) (
 	now := h.now()
 	ts, mac, err := verify(h.secret, tsHeader, sigHeader, body, now, h.skew)
 	if err == nil {
-		err = h.replay.check(mac, ts, now)
+		switch h.replay.Check(mac, ts, now) {
+		case replay.ErrStale:
+			err = errStale
+		case replay.ErrReplay:
+			err = errReplay
+		}
 	}
 	switch err {
 	case nil:
