@@ -140,8 +140,8 @@ func TestPrivateChannelAuth(t *testing.T) {
 		"app-key:zz",
 		"app-key:" + strings.Repeat("0", 64),
 		"wrong-key:" + hmacHex(testApp.Secret, c.socketID+":private-x"),
-		channelAuth(testApp, other.socketID, "private-x", ""),   // another connection's
-		channelAuth(testApp, c.socketID, "private-other", ""),   // another channel's
+		channelAuth(testApp, other.socketID, "private-x", ""), // another connection's
+		channelAuth(testApp, c.socketID, "private-other", ""), // another channel's
 		channelAuth(pusher.App{Key: testApp.Key, Secret: "nope"}, c.socketID, "private-x", ""),
 	} {
 		c.subscribe("private-x", auth, "")
