@@ -1,0 +1,180 @@
+package pusher_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/ratchetgo/ratchet"
+	"github.com/ratchetgo/ratchet/pusher"
+)
+
+// BenchmarkFanoutCPU publishes to N subscribers whose clients run in a
+// child process, and reports the server process's CPU time per delivery:
+// a plain Hub topic (native) next to a Pusher channel (pusher), where every
+// recipient gets the one frame encoded per publish.
+//
+//	go test -run '^$' -bench FanoutCPU -benchtime 300x ./pusher
+func BenchmarkFanoutCPU(b *testing.B) {
+	for _, n := range []int{1000} {
+		for _, mode := range []string{"native", "pusher"} {
+			b.Run(fmt.Sprintf("%s/subs=%d", mode, n), func(b *testing.B) { benchFanoutCPU(b, mode, n) })
+		}
+	}
+}
+
+func benchFanoutCPU(b *testing.B, mode string, n int) {
+	hub := ratchet.NewHub()
+	ctx := context.Background()
+	var handler interface {
+		ServeHTTP(http.ResponseWriter, *http.Request)
+	}
+	var publish func(payload string) error
+	var shutdown func(context.Context) error
+	switch mode {
+	case "native":
+		ws := ratchet.NewWsServer(ratchet.ComponentFuncs{Open: func(c ratchet.Conn) {
+			_ = hub.Subscribe(ctx, c, "bench")
+			_ = c.Send(ratchet.Text("subscribed"))
+		}}, ratchet.WithSendQueue(1<<14), ratchet.WithKeepalive(0, 0))
+		handler, shutdown = ws, ws.Shutdown
+		publish = func(p string) error { _, err := hub.Publish(ctx, "bench", ratchet.Text(p)); return err }
+	case "pusher":
+		srv, err := pusher.NewServer(hub, []pusher.App{testApp}, pusher.WithWsOptions(ratchet.WithSendQueue(1<<14)),
+			pusher.WithLogger(slog.New(slog.DiscardHandler)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		handler, shutdown = srv, srv.Shutdown
+		publish = func(p string) error { return srv.Trigger(ctx, []string{"bench"}, "tick", p) }
+	}
+	hs := httptest.NewServer(handler)
+	defer func() {
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		_ = shutdown(sctx)
+		hs.Close()
+		_ = hub.Close(sctx)
+	}()
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestFanoutClients$", "-test.count=1")
+	cmd.Env = append(os.Environ(),
+		"PUSHER_BENCH_URL=ws"+strings.TrimPrefix(hs.URL, "http"),
+		"PUSHER_BENCH_MODE="+mode, "PUSHER_BENCH_N="+strconv.Itoa(n), "PUSHER_BENCH_MSGS="+strconv.Itoa(b.N))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer cmd.Wait()
+	lines := bufio.NewScanner(out)
+	expect := func(want string) {
+		for lines.Scan() {
+			if lines.Text() == want {
+				return
+			}
+		}
+		b.Fatalf("child ended before %q", want)
+	}
+	expect("ready")
+	payload := `{"price":` + strings.Repeat("1", 40) + `}`
+	before := cpu()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := publish(payload); err != nil {
+			b.Fatal(err)
+		}
+		time.Sleep(time.Millisecond) // a paced publisher
+	}
+	expect("done")
+	b.StopTimer()
+	used := cpu() - before
+	b.ReportMetric(float64(used.Microseconds())/float64(b.N*n), "µs-cpu/delivery")
+}
+
+func cpu() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// TestFanoutClients is the child process of BenchmarkFanoutCPU; it does
+// nothing in a normal test run.
+func TestFanoutClients(t *testing.T) {
+	url := os.Getenv("PUSHER_BENCH_URL")
+	if url == "" {
+		t.Skip("the clients of BenchmarkFanoutCPU")
+	}
+	mode := os.Getenv("PUSHER_BENCH_MODE")
+	n, _ := strconv.Atoi(os.Getenv("PUSHER_BENCH_N"))
+	msgs, _ := strconv.Atoi(os.Getenv("PUSHER_BENCH_MSGS"))
+	ctx := context.Background()
+	conns := make([]*websocket.Conn, n)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	for i := range conns {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			path := "/"
+			if mode == "pusher" {
+				path = "/app/" + testApp.Key + "?protocol=7"
+			}
+			c, _, err := websocket.Dial(ctx, url+path, nil)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if mode == "pusher" {
+				_, _, _ = c.Read(ctx) // connection_established
+				sub, _ := json.Marshal(map[string]any{"event": "pusher:subscribe", "data": map[string]string{"channel": "bench"}})
+				_ = c.Write(ctx, websocket.MessageText, sub)
+			}
+			if _, _, err := c.Read(ctx); err != nil { // subscribed
+				t.Error(err)
+			}
+			conns[i] = c
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	fmt.Println("ready")
+	for _, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range msgs {
+				if _, _, err := c.Read(ctx); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	fmt.Println("done")
+	for _, c := range conns {
+		c.CloseNow()
+	}
+}
