@@ -1,13 +1,17 @@
 package pusher
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"maps"
 	"net/http"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,6 +31,11 @@ import (
 // logged. Subscribing costs nothing more than the subscription; a count
 // costs one round trip through the Broker.
 //
+// The same topics carry the signatures of the HTTP API requests each node
+// accepts, so that every node refuses a replay, not only the one that saw
+// the request first (bar a replay arriving within the Broker's delivery
+// time).
+//
 // Without a Presence on the Hub a Server takes itself for the only node.
 //
 // The topics end with '/', which no channel's topic does.
@@ -43,13 +52,21 @@ type cluster struct {
 }
 
 type topicRole struct {
-	a     *app
-	reply bool // the node's reply topic; else the app's query topic
+	a    *app
+	role byte
 }
+
+// The roles of control topics.
+const (
+	roleQuery = 'q' // the app's query topic
+	roleReply = 'r' // this node's reply topic
+	roleSeen  = 's' // the app's accepted request signatures
+)
 
 func (a *app) nodesTopic() string         { return "@pusher-nodes/" + a.TopicPrefix }
 func (a *app) queryTopic() string         { return a.TopicPrefix + "#pusher/query/" }
 func (a *app) replyTopic(n string) string { return a.TopicPrefix + "#pusher/reply/" + n + "/" }
+func (a *app) seenTopic() string          { return a.TopicPrefix + "#pusher/seen/" }
 
 // countQuery asks every node for its subscriptions to Channels, or to the
 // channels starting with Prefix when Channels is nil.
@@ -66,8 +83,12 @@ type countAnswer struct {
 	Counts map[string]int `json:"counts"`
 }
 
+// nodeIDLen is the length of node and query ids: hex digits.
+const nodeIDLen = 24
+
+// newNodeID returns a random id of nodeIDLen hex digits.
 func newNodeID() string {
-	var b [12]byte
+	var b [nodeIDLen / 2]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
@@ -84,8 +105,9 @@ func (c *cluster) start(ctx context.Context, s *Server) error {
 	c.ctl = newControlConn(c)
 	c.roles = make(map[string]topicRole)
 	for _, a := range s.apps {
-		c.roles[a.queryTopic()] = topicRole{a: a}
-		c.roles[a.replyTopic(s.nodeID)] = topicRole{a: a, reply: true}
+		c.roles[a.queryTopic()] = topicRole{a, roleQuery}
+		c.roles[a.replyTopic(s.nodeID)] = topicRole{a, roleReply}
+		c.roles[a.seenTopic()] = topicRole{a, roleSeen}
 	}
 	for topic := range c.roles {
 		if err := s.hub.Subscribe(ctx, c.ctl, topic); err != nil {
@@ -189,10 +211,15 @@ func (c *cluster) counts(ctx context.Context, a *app, channels []string, prefix 
 // their own, which stop waits for.
 func (c *cluster) receive(p ratchet.Publication) {
 	role, ok := c.roles[p.Topic]
-	if !ok {
+	switch {
+	case !ok:
 		return
-	}
-	if role.reply {
+	case role.role == roleSeen:
+		if mac, ts, ok := parseSeen(p.Message.Data); ok {
+			_ = c.s.replay.Check(mac, ts, c.s.cfg.now())
+		}
+		return
+	case role.role == roleReply:
 		var ans countAnswer
 		if json.Unmarshal(p.Message.Data, &ans) != nil {
 			return
@@ -212,8 +239,9 @@ func (c *cluster) receive(p ratchet.Publication) {
 	if json.Unmarshal(p.Message.Data, &q) != nil || q.Reply == role.a.replyTopic(c.s.nodeID) {
 		return // malformed, or our own query
 	}
-	if _, isReply := c.roles[q.Reply]; isReply || len(q.Reply) > 512 {
-		return
+	node, ok := strings.CutPrefix(q.Reply, role.a.TopicPrefix+"#pusher/reply/")
+	if !ok || len(node) != nodeIDLen+1 || q.Reply != role.a.replyTopic(node[:nodeIDLen]) {
+		return // answers go to reply topics only
 	}
 	c.mu.Lock()
 	if c.stopped {
@@ -232,6 +260,31 @@ func (c *cluster) receive(p ratchet.Publication) {
 			c.s.log().Warn("pusher: answering a subscription count failed", "err", err)
 		}
 	}()
+}
+
+// seen tells the other nodes that a request with signature mac, signed at
+// ts, was accepted: "<hex mac> <ts>".
+func (c *cluster) seen(ctx context.Context, a *app, mac [sha256.Size]byte, ts int64) {
+	if !c.enabled {
+		return
+	}
+	b := hex.AppendEncode(nil, mac[:])
+	b = strconv.AppendInt(append(b, ' '), ts, 10)
+	if _, err := c.s.hub.Publish(ctx, a.seenTopic(), ratchet.Message{Type: ratchet.MessageText, Data: b}); err != nil {
+		c.s.log().Warn("pusher: telling the other nodes of an accepted request failed; a replay to them would pass", "err", err)
+	}
+}
+
+func parseSeen(b []byte) (mac [sha256.Size]byte, ts int64, ok bool) {
+	h, t, found := bytes.Cut(b, []byte{' '})
+	if !found || len(h) != 2*sha256.Size {
+		return mac, 0, false
+	}
+	if _, err := hex.Decode(mac[:], h); err != nil {
+		return mac, 0, false
+	}
+	ts, ok = parseTimestamp(string(t))
+	return mac, ts, ok
 }
 
 // controlConn is how a node listens on its control topics: a

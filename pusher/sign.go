@@ -73,7 +73,7 @@ func stringToSign(method, path string, query url.Values) string {
 // body_md5 the MD5 of the body (required with a body), and auth_signature
 // the HMAC-SHA256 of stringToSign with the app's secret, compared in
 // constant time. Each signature is accepted once: a replay within the skew
-// window is refused. Every refusal is 401 but a malformed query (400).
+// window is refused, on every node of the cluster. Every refusal is 401 but a malformed query (400).
 func (s *Server) authenticate(a *app, r *http.Request, body []byte) *apiError {
 	query, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
@@ -121,6 +121,7 @@ func (s *Server) authenticate(a *app, r *http.Request, body []byte) *apiError {
 	case replay.ErrStale:
 		return unauthorized("Timestamp too old to be checked against replays: sign the request anew")
 	}
+	s.cluster.seen(r.Context(), a, want, ts)
 	return nil
 }
 
