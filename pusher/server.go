@@ -214,8 +214,9 @@ func NewServer(hub *ratchet.Hub, apps []App, opts ...Option) (*Server, error) {
 
 // CacheHistory returns the Hub option that keeps the last event of the
 // cache channels (cache-*, private-cache-*, private-encrypted-cache-*,
-// presence-cache-*) of apps, for DefaultCacheTTL, in the Hub's Broker. Give
-// it to ratchet.NewHub on every node:
+// presence-cache-*) of apps, for DefaultCacheTTL, in the Hub's Broker,
+// which must keep history (a ratchet.HistoryBroker, such as MemoryBroker).
+// Give it to ratchet.NewHub on every node:
 //
 //	hub := ratchet.NewHub(ratchet.WithBroker(b), ratchet.WithPresence(p), pusher.CacheHistory(apps...))
 func CacheHistory(apps ...App) ratchet.HubOption {
