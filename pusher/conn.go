@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -102,11 +103,12 @@ func refuse(rc ratchet.Conn, code ratchet.StatusCode, message string) {
 	_ = rc.Close(code, message)
 }
 
-// rawFrame is a Hub message wrapped as an event, kept for the next
-// recipient of the same publication.
+// rawFrame is a Hub message wrapped as an event, kept for the other
+// recipients of the same publication.
 type rawFrame struct {
 	topic string
 	data  []byte
+	once  sync.Once
 	frame []byte
 }
 
@@ -114,12 +116,26 @@ type rawFrame struct {
 // by other means than this package: event App.HubEvent, the message as
 // data (base64 for binary messages). Messages to every connection of the
 // Hub (Hub.Broadcast) become events without a channel, which pusher-js
-// hands to pusher.bind. The Hub delivers a publication to its subscribers
-// one after another, so remembering the last one encodes it once per node.
+// hands to pusher.bind; nil means the topic is not one of the app's. The
+// Hub hands a publication to its recipients before the next one of the
+// topic, so remembering the last one encodes it once per node.
 func (a *app) wrap(p ratchet.Publication) []byte {
-	if r := a.raw.Load(); r != nil && r.topic == p.Topic && sameBytes(r.data, p.Message.Data) {
-		return r.frame
+	r := a.raw.Load()
+	if r == nil || r.topic != p.Topic || !sameBytes(r.data, p.Message.Data) {
+		fresh := &rawFrame{topic: p.Topic, data: p.Message.Data}
+		if !a.raw.CompareAndSwap(r, fresh) {
+			if r = a.raw.Load(); r == nil || r.topic != p.Topic || !sameBytes(r.data, p.Message.Data) {
+				r = fresh // another topic's publication meanwhile: encode for this recipient
+			}
+		} else {
+			r = fresh
+		}
 	}
+	r.once.Do(func() { r.frame = a.encodeRaw(p) })
+	return r.frame
+}
+
+func (a *app) encodeRaw(p ratchet.Publication) []byte {
 	channel, ok := strings.CutPrefix(p.Topic, a.TopicPrefix)
 	switch {
 	case strings.HasPrefix(p.Topic, ratchet.ReservedTopicPrefix):
@@ -135,9 +151,7 @@ func (a *app) wrap(p ratchet.Publication) []byte {
 	} else {
 		data = appendJSONString(nil, string(p.Message.Data))
 	}
-	frame := appendFrame(nil, a.HubEvent, channel, data, "")
-	a.raw.Store(&rawFrame{topic: p.Topic, data: p.Message.Data, frame: frame})
-	return frame
+	return appendFrame(nil, a.HubEvent, channel, data, "")
 }
 
 // sameBytes reports whether a and b are the same slice, not equal contents.
