@@ -207,7 +207,7 @@ func TestAPIChannels(t *testing.T) {
 // not yet expired) is left out of a count after WithQueryTimeout.
 func TestCountsLeaveOutSilentNodes(t *testing.T) {
 	cl := newCluster(t)
-	a := cl.node(t, nil, pusher.WithQueryTimeout(50*time.Millisecond))
+	a := cl.node(t, nil, pusher.WithQueryTimeout(500*time.Millisecond)) // the ghost's wait
 	b := cl.node(t, nil)
 	connect(t, a, testApp.Key).join("news", "")
 	connect(t, b, testApp.Key).join("news", "")

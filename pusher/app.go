@@ -81,6 +81,14 @@ type App struct {
 	// not signed in (pusher:signin) that long after connecting.
 	SigninTimeout time.Duration
 
+	// Webhooks get the app's events (see Webhook).
+	Webhooks []Webhook
+	// WebhookGrace is how long channel_vacated and member_removed wait:
+	// when the channel is occupied again, or the user back, within it,
+	// neither the departure nor the return is sent (a page reload makes no
+	// pair). Default DefaultWebhookGrace; negative: no wait.
+	WebhookGrace time.Duration
+
 	// HubEvent is the event name clients see for a message published on a
 	// channel's Hub topic by other means than Trigger: Hub.Publish from Go,
 	// the push package's publish API, a broker. Default DefaultHubEvent.

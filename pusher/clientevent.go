@@ -2,6 +2,7 @@ package pusher
 
 import (
 	"context"
+	"encoding/json"
 	"strconv"
 
 	"github.com/ratchetgo/ratchet"
@@ -50,5 +51,14 @@ func (c *conn) clientEvent(ctx context.Context, m clientMessage) {
 	b = appendFrame(b, m.Event, m.Channel, data, userID)
 	if _, err := c.s.hub.Publish(ctx, c.a.topic(m.Channel), ratchet.Message{Type: ratchet.MessageText, Data: b}); err != nil {
 		c.sendError(0, "Client event not delivered, try again later")
+		return
+	}
+	if c.a.hooks != nil {
+		d := string(m.Data)
+		var s string
+		if json.Unmarshal(m.Data, &s) == nil {
+			d = s // a string is sent as is, anything else as JSON
+		}
+		c.a.hooks.local(webhookEvent{Name: WebhookClientEvent, Channel: m.Channel, Event: m.Event, Data: &d, SocketID: c.socketID, UserID: userID})
 	}
 }

@@ -53,6 +53,9 @@ type Server struct {
 	closing atomic.Bool
 	conns   ratchet.ConnSet // every Pusher connection of this node
 	cluster cluster
+
+	webhookFailures atomic.Uint64 // batches given up
+	webhookDropped  atomic.Uint64 // events dropped from full queues
 }
 
 // app is an App being served.
@@ -65,7 +68,8 @@ type app struct {
 	presence map[string]*presenceState // presence channels with subscribers here
 	local    map[string]int            // subscriptions on this node by channel
 
-	raw atomic.Pointer[rawFrame] // the last wrapped Hub message (see wrap)
+	raw   atomic.Pointer[rawFrame] // the last wrapped Hub message (see wrap)
+	hooks *hooks                    // nil without webhooks
 }
 
 // Option configures a Server.
@@ -79,6 +83,10 @@ type config struct {
 	replaySize   int
 	maxBody      int64
 	queryTimeout time.Duration
+
+	webhookClient   *http.Client
+	webhookAttempts int
+	webhookBackoff  time.Duration
 }
 
 // WithWsOptions passes options to the WebSocket side (ratchet.NewWsServer):
@@ -144,6 +152,25 @@ func WithQueryTimeout(d time.Duration) Option {
 	}
 }
 
+// WithWebhookClient sets the HTTP client webhooks are sent with. Default
+// http.DefaultClient (each try is bounded by 10 s anyway).
+func WithWebhookClient(c *http.Client) Option { return func(cfg *config) { cfg.webhookClient = c } }
+
+// WithWebhookRetries sets how many times a webhook batch is tried
+// (DefaultWebhookAttempts) and the wait before the second try
+// (DefaultWebhookBackoff), doubled before each next one. A batch still not
+// answered with a 2xx status is logged and counted (WebhookFailures).
+func WithWebhookRetries(attempts int, backoff time.Duration) Option {
+	return func(cfg *config) {
+		if attempts > 0 {
+			cfg.webhookAttempts = attempts
+		}
+		if backoff > 0 {
+			cfg.webhookBackoff = backoff
+		}
+	}
+}
+
 // NewServer returns a Server for apps on hub. It fails with ErrInvalidApp
 // for apps it cannot serve (missing credentials, a TopicPrefix, ID or Key
 // used twice), or when the Hub's Broker or Presence cannot be reached.
@@ -161,6 +188,10 @@ func NewServer(hub *ratchet.Hub, apps []App, opts ...Option) (*Server, error) {
 			replaySize:   DefaultReplayCacheSize,
 			maxBody:      DefaultMaxRequestBody,
 			queryTimeout: DefaultQueryTimeout,
+
+			webhookClient:   http.DefaultClient,
+			webhookAttempts: DefaultWebhookAttempts,
+			webhookBackoff:  DefaultWebhookBackoff,
 		},
 		nodeID:   newNodeID(),
 		socketNo: rand.Uint32N(1 << 31),
@@ -209,6 +240,14 @@ func NewServer(hub *ratchet.Hub, apps []App, opts ...Option) (*Server, error) {
 		s.closeOwn()
 		return nil, err
 	}
+	for _, a := range s.apps {
+		if err := a.startHooks(ctx); err != nil {
+			s.stopHooks(ctx)
+			_ = s.cluster.stop(ctx)
+			s.closeOwn()
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
@@ -245,17 +284,29 @@ func (s *Server) Len() int { return s.conns.Len() }
 // Shutdown closes every connection with a pusher:error and close code 4200
 // (pusher-js reconnects at once, to another node behind a load balancer),
 // refuses new ones, and waits until each has been through its end or ctx
-// is done. It then leaves the cluster. Run it before http.Server.Shutdown.
+// is done. It then sends the webhooks still due (those in their grace
+// period at once), within ctx, and leaves the cluster. Run it before http.Server.Shutdown.
 // ratchet.App.Handle does it for a Server given to it.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.closing.Store(true)
 	s.conns.Each(func(c ratchet.Conn) { c.(*conn).refuse(CodeReconnect, "Server is shutting down. Please reconnect.") })
 	err := s.ws.Shutdown(ctx)
+	s.stopHooks(ctx)
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), hubTimeout)
 	defer cancel()
 	err = errors.Join(err, s.cluster.stop(lctx))
 	s.closeOwn()
 	return err
+}
+
+// stopHooks sends the webhooks still due, within ctx, and stops their
+// senders.
+func (s *Server) stopHooks(ctx context.Context) {
+	for _, a := range s.apps {
+		if a.hooks != nil {
+			a.hooks.stop(ctx)
+		}
+	}
 }
 
 func (s *Server) closeOwn() {

@@ -90,11 +90,17 @@ func (c *conn) subscribe(ctx context.Context, m clientMessage) {
 			return
 		}
 	}
-	if !c.join(ctx, ch, sub) {
-		return
+	if c.join(ctx, ch, sub) {
+		c.subs[ch] = sub
 	}
-	c.subs[ch] = sub
-	c.a.addLocal(ch, 1)
+}
+
+// memberOf returns the member of a presence subscription, nil for others.
+func (sub *subscription) memberOf() *member {
+	if sub.kind != kindPresence {
+		return nil
+	}
+	return &sub.member
 }
 
 // presenceMember checks the authorization of a presence subscription and
@@ -160,9 +166,16 @@ func (c *conn) join(ctx context.Context, ch string, sub *subscription) bool {
 			_ = c.SendPublication(*cached)
 		default:
 			c.send(appendFrame(nil, evCacheMiss, ch, nil, ""))
+			c.a.hooks.local(webhookEvent{Name: WebhookCacheMiss, Channel: ch})
 		}
 	}
+	// Counted before the client hears of it, so that a count it asks for
+	// next includes it.
+	c.a.addLocal(ch, 1)
+	c.a.hooks.subscribed(ctx, ch, sub.memberOf())
 	if _, err := c.s.hub.SubscribeWith(ctx, c, topic, opts); err != nil {
+		c.a.addLocal(ch, -1)
+		c.a.hooks.unsubscribed(context.WithoutCancel(ctx), ch, sub.memberOf())
 		if sub.presence != nil {
 			c.leavePresence(context.WithoutCancel(ctx), sub)
 		}
@@ -217,6 +230,7 @@ func (c *conn) leave(ctx context.Context, ch string, sub *subscription, hub bool
 		c.leavePresence(ctx, sub)
 	}
 	c.a.addLocal(ch, -1)
+	c.a.hooks.unsubscribed(ctx, ch, sub.memberOf())
 }
 
 func (c *conn) leavePresence(ctx context.Context, sub *subscription) {
