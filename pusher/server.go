@@ -69,7 +69,7 @@ type app struct {
 	local    map[string]int            // subscriptions on this node by channel
 
 	raw   atomic.Pointer[rawFrame] // the last wrapped Hub message (see wrap)
-	hooks *hooks                    // nil without webhooks
+	hooks *hooks                   // nil without webhooks
 }
 
 // Option configures a Server.

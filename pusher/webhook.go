@@ -512,4 +512,3 @@ func (s *hookSender) close(ctx context.Context) {
 func (s *Server) WebhookFailures() (batches, dropped uint64) {
 	return s.webhookFailures.Load(), s.webhookDropped.Load()
 }
-
