@@ -71,6 +71,19 @@
 // subscription_count and occupied by asking the other nodes over the Hub
 // (see WithQueryTimeout).
 //
+// # Webhooks
+//
+// App.Webhooks get channel_occupied, channel_vacated, member_added,
+// member_removed, client_event and cache_miss, batched as {"time_ms",
+// "events"} and signed with X-Pusher-Key and X-Pusher-Signature, as the
+// server libraries' webhook().isValid() expects. A batch is retried with
+// backoff on an error or a non-2xx answer (WithWebhookRetries), then logged
+// and counted (Server.WebhookFailures). Events about the whole cluster
+// (occupied, vacated, members) are sent by one node, whichever node the
+// connections are on; client_event and cache_miss by the node where they
+// happen. A departure (channel_vacated, member_removed) waits
+// App.WebhookGrace, so that a page reload makes no vacated/occupied pair.
+//
 // # Channels and Hub topics
 //
 // Channel c of an app is the Hub topic App.TopicPrefix + c. An event is

@@ -177,6 +177,8 @@ func WithWebhookRetries(attempts int, backoff time.Duration) Option {
 //
 // For cache channels the Hub needs CacheHistory(apps...) among its options;
 // without it every subscription to a cache channel gets pusher:cache_miss.
+// Shutdown releases what the Server holds: its place in the cluster and the
+// webhook senders.
 func NewServer(hub *ratchet.Hub, apps []App, opts ...Option) (*Server, error) {
 	s := &Server{
 		hub:   hub,
