@@ -2,8 +2,6 @@ package pusher_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"io"
 	"log/slog"
 	"testing"
@@ -15,15 +13,14 @@ import (
 
 	"github.com/ratchetgo/ratchet"
 	"github.com/ratchetgo/ratchet/broker/redis"
-	"github.com/ratchetgo/ratchet/internal/brokertest"
 	"github.com/ratchetgo/ratchet/pusher"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // redisNode starts a node on the Redis at addr: its own client, Broker
-// and Presence, under prefix.
-func redisNode(t *testing.T, addr, prefix string) *node {
+// and Presence, under prefix, serving apps (testApp when none).
+func redisNode(t *testing.T, addr, prefix string, apps ...pusher.App) *node {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -37,7 +34,10 @@ func redisNode(t *testing.T, addr, prefix string) *node {
 		_ = client.Close()
 	})
 	hub := ratchet.NewHub(ratchet.WithBroker(b), ratchet.WithPresence(p))
-	return startNode(t, hub, []pusher.App{testApp}, pusher.WithLogger(quiet))
+	if apps == nil {
+		apps = []pusher.App{testApp}
+	}
+	return startNode(t, hub, apps, pusher.WithLogger(quiet))
 }
 
 // until reads frames up to the marker event and returns the events before
@@ -59,14 +59,7 @@ func (c *client) until(marker string) []string {
 // the step's presence events on the same Redis connection, so every node
 // has heard them by the time its clients get the marker.
 func TestPresenceAcrossNodesRedis(t *testing.T) {
-	addr := brokertest.Addr("RATCHET_REDIS_ADDR", "127.0.0.1:6379")
-	if !brokertest.Reachable(addr) {
-		brokertest.SkipOrFail(t, "no redis-server at %s: start one (apt-get install redis-server; redis-server) "+
-			"or set RATCHET_REDIS_ADDR=host:port to run the Redis integration tests", addr)
-	}
-	var id [6]byte
-	_, _ = rand.Read(id[:])
-	prefix := "pusher-test-" + hex.EncodeToString(id[:]) + ":"
+	addr, prefix := needRedis(t), redisPrefix()
 	a, b := redisNode(t, addr, prefix), redisNode(t, addr, prefix)
 	const ch = "presence-redis"
 	ctx := context.Background()
