@@ -8,7 +8,7 @@ export const env = {
   appId: process.env.APP_ID,
   key: process.env.APP_KEY,
   secret: process.env.APP_SECRET,
-  nodes: process.env.NODES.split(','), // host:port of each node
+  nodes: (process.env.NODES || '').split(','), // host:port of each node
 };
 
 const hostPort = (i) => {
