@@ -64,7 +64,9 @@
 // hex(HMAC-SHA256(secret, METHOD\nPATH\nsorted query)), checked in constant
 // time), with two checks more than the other self-hosted servers make: the
 // timestamp must be within WithMaxSkew (600 s) of the server's clock, and a
-// signature is accepted only once within that window. Limits: event data
+// signature is accepted only once within that window, on every node (the
+// very same event sent twice within one second is one request twice: the
+// second is refused). Limits: event data
 // App.MaxEventDataSize (10 KiB, else 413), names MaxEventNameLength,
 // channels ValidChannelName and MaxTriggerChannels, batches MaxBatchEvents.
 // Counts are cluster-wide: user_count from the Presence,
