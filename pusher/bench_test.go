@@ -5,11 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -125,7 +128,9 @@ func TestFanoutClients(t *testing.T) {
 	mode := os.Getenv("PUSHER_BENCH_MODE")
 	n, _ := strconv.Atoi(os.Getenv("PUSHER_BENCH_N"))
 	msgs, _ := strconv.Atoi(os.Getenv("PUSHER_BENCH_MSGS"))
-	ctx := context.Background()
+	// A lost message fails the run instead of hanging it.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
 	conns := make([]*websocket.Conn, n)
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 64)
@@ -174,7 +179,79 @@ func TestFanoutClients(t *testing.T) {
 	}
 	wg.Wait()
 	fmt.Println("done")
+	if msgs == 0 { // idle: hold the connections until the parent is done
+		_, _ = io.Copy(io.Discard, os.Stdin)
+	}
 	for _, c := range conns {
 		c.CloseNow()
 	}
+}
+
+// BenchmarkIdleMemory holds N idle connections from a child process and
+// reports the server process's resident memory per connection: plain
+// WebSocket connections of a WsServer next to Pusher connections
+// subscribed to one channel.
+//
+//	go test -run '^$' -bench IdleMemory -benchtime 1x ./pusher
+func BenchmarkIdleMemory(b *testing.B) {
+	const n = 5000
+	for _, mode := range []string{"native", "pusher"} {
+		b.Run(mode, func(b *testing.B) {
+			ctx := context.Background()
+			hub := ratchet.NewHub()
+			var handler http.Handler
+			var shutdown func(context.Context) error
+			if mode == "native" {
+				ws := ratchet.NewWsServer(ratchet.ComponentFuncs{Open: func(c ratchet.Conn) { _ = c.Send(ratchet.Text("hello")) }})
+				handler, shutdown = ws, ws.Shutdown
+			} else {
+				srv, err := pusher.NewServer(hub, []pusher.App{testApp}, pusher.WithLogger(slog.New(slog.DiscardHandler)))
+				if err != nil {
+					b.Fatal(err)
+				}
+				handler, shutdown = srv, srv.Shutdown
+			}
+			hs := httptest.NewServer(handler)
+			defer func() {
+				sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				defer cancel()
+				_ = shutdown(sctx)
+				hs.Close()
+				_ = hub.Close(sctx)
+			}()
+			before := rss()
+			cmd := exec.Command(os.Args[0], "-test.run=^TestFanoutClients$", "-test.count=1")
+			cmd.Env = append(os.Environ(), "PUSHER_BENCH_URL=ws"+strings.TrimPrefix(hs.URL, "http"),
+				"PUSHER_BENCH_MODE="+mode, "PUSHER_BENCH_N="+strconv.Itoa(n), "PUSHER_BENCH_MSGS=0")
+			cmd.Stderr = os.Stderr
+			stdin, _ := cmd.StdinPipe()
+			out, _ := cmd.StdoutPipe()
+			if err := cmd.Start(); err != nil {
+				b.Fatal(err)
+			}
+			defer cmd.Wait()
+			defer stdin.Close()
+			lines := bufio.NewScanner(out)
+			for lines.Scan() && lines.Text() != "done" {
+			}
+			b.ReportMetric(float64(rss()-before)/1024/n, "KiB/conn")
+		})
+	}
+}
+
+// rss returns the resident memory of this process, in bytes, after a
+// garbage collection.
+func rss() int64 {
+	for range 4 { // stacks shrink by half per collection
+		runtime.GC()
+	}
+	debug.FreeOSMemory()
+	b, _ := os.ReadFile("/proc/self/status")
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
 }

@@ -16,9 +16,6 @@ import (
 // component is the ratchet.MessageComponent of a Server's WebSocket side.
 type component struct{ s *Server }
 
-// connKey is where a Pusher connection is kept on its ratchet.Conn.
-const connKey = "github.com/ratchetgo/ratchet/pusher.conn"
-
 // conn is one Pusher connection. It wraps the WebSocket connection for the
 // Hub: as a ratchet.PublicationSender it gets every publication of its
 // channels and turns it into what its client is to see, without encoding
@@ -51,10 +48,13 @@ type subscription struct {
 	member   member         // presence channels
 }
 
-func connOf(rc ratchet.Conn) *conn {
-	v, _ := rc.Get(connKey)
-	c, _ := v.(*conn)
-	return c
+// conn returns the Pusher connection of rc, nil for one refused in OnOpen.
+// A map of the Server rather than rc.Set: a value map per connection costs
+// more memory than an entry here.
+func (s *Server) conn(rc ratchet.Conn) *conn {
+	s.byConnMu.RLock()
+	defer s.byConnMu.RUnlock()
+	return s.byConn[rc]
 }
 
 // User implements ratchet.Conn: "" (see conn).
@@ -199,7 +199,9 @@ func (cp component) OnOpen(rc ratchet.Conn) {
 		subs:     make(map[string]*subscription),
 	}
 	c.bucket.init(a.ClientEventsPerSecond)
-	rc.Set(connKey, c)
+	s.byConnMu.Lock()
+	s.byConn[rc] = c
+	s.byConnMu.Unlock()
 	s.conns.Add(c)
 	ctx, cancel := context.WithTimeout(rc.Context(), hubTimeout)
 	defer cancel()
@@ -245,7 +247,7 @@ func (c *conn) signinExpired() {
 
 // OnMessage handles one message of the client.
 func (cp component) OnMessage(rc ratchet.Conn, msg ratchet.Message) {
-	c := connOf(rc)
+	c := cp.s.conn(rc)
 	if c == nil {
 		return // refused in OnOpen
 	}
@@ -282,7 +284,7 @@ func (cp component) OnMessage(rc ratchet.Conn, msg ratchet.Message) {
 
 // OnClose leaves every channel.
 func (cp component) OnClose(rc ratchet.Conn) {
-	c := connOf(rc)
+	c := cp.s.conn(rc)
 	if c == nil {
 		return
 	}
@@ -298,6 +300,9 @@ func (cp component) OnClose(rc ratchet.Conn) {
 	}
 	c.a.conns.Add(-1)
 	cp.s.conns.Remove(c)
+	cp.s.byConnMu.Lock()
+	delete(cp.s.byConn, rc)
+	cp.s.byConnMu.Unlock()
 }
 
 // OnError does nothing: a Pusher client learns why from the close code.

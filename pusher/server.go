@@ -50,9 +50,11 @@ type Server struct {
 	nodeID   string
 	socketNo uint32 // first part of this node's socket ids
 
-	closing atomic.Bool
-	conns   ratchet.ConnSet // every Pusher connection of this node
-	cluster cluster
+	closing  atomic.Bool
+	conns    ratchet.ConnSet // every Pusher connection of this node
+	byConnMu sync.RWMutex
+	byConn   map[ratchet.Conn]*conn
+	cluster  cluster
 
 	webhookFailures atomic.Uint64 // batches given up
 	webhookDropped  atomic.Uint64 // events dropped from full queues
@@ -181,9 +183,10 @@ func WithWebhookRetries(attempts int, backoff time.Duration) Option {
 // webhook senders.
 func NewServer(hub *ratchet.Hub, apps []App, opts ...Option) (*Server, error) {
 	s := &Server{
-		hub:   hub,
-		byKey: make(map[string]*app),
-		byID:  make(map[string]*app),
+		hub:    hub,
+		byConn: make(map[ratchet.Conn]*conn),
+		byKey:  make(map[string]*app),
+		byID:   make(map[string]*app),
 		cfg: config{
 			now:          time.Now,
 			maxSkew:      DefaultMaxSkew,
