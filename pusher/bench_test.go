@@ -65,37 +65,8 @@ func benchFanoutCPU(b *testing.B, mode string, n int) {
 		handler, shutdown = srv, srv.Shutdown
 		publish = func(p string) error { return srv.Trigger(ctx, []string{"bench"}, "tick", p) }
 	}
-	hs := httptest.NewServer(handler)
-	defer func() {
-		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		_ = shutdown(sctx)
-		hs.Close()
-		_ = hub.Close(sctx)
-	}()
-
-	cmd := exec.Command(os.Args[0], "-test.run=^TestFanoutClients$", "-test.count=1")
-	cmd.Env = append(os.Environ(),
-		"PUSHER_BENCH_URL=ws"+strings.TrimPrefix(hs.URL, "http"),
-		"PUSHER_BENCH_MODE="+mode, "PUSHER_BENCH_N="+strconv.Itoa(n), "PUSHER_BENCH_MSGS="+strconv.Itoa(b.N))
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer cmd.Wait()
-	lines := bufio.NewScanner(out)
-	expect := func(want string) {
-		for lines.Scan() {
-			if lines.Text() == want {
-				return
-			}
-		}
-		b.Fatalf("child ended before %q", want)
-	}
+	expect, stop := startClients(b, serve(b, handler, shutdown, hub), mode, n, b.N)
+	defer stop()
 	expect("ready")
 	payload := `{"price":` + strings.Repeat("1", 40) + `}`
 	before := cpu()
@@ -110,6 +81,51 @@ func benchFanoutCPU(b *testing.B, mode string, n int) {
 	b.StopTimer()
 	used := cpu() - before
 	b.ReportMetric(float64(used.Microseconds())/float64(b.N*n), "µs-cpu/delivery")
+}
+
+// serve serves handler on loopback until the end of the benchmark, and
+// returns its URL.
+func serve(b *testing.B, handler http.Handler, shutdown func(context.Context) error, hub *ratchet.Hub) string {
+	hs := httptest.NewServer(handler)
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = shutdown(ctx)
+		hs.Close()
+		_ = hub.Close(ctx)
+	})
+	return hs.URL
+}
+
+// startClients starts the child process: n clients of mode on the server
+// at url, each reading msgs messages (0: holding the connections idle until
+// stop). expect waits for a line of the child ("ready", "done").
+func startClients(b *testing.B, url, mode string, n, msgs int) (expect func(string), stop func()) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestFanoutClients$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "PUSHER_BENCH_URL=ws"+strings.TrimPrefix(url, "http"),
+		"PUSHER_BENCH_MODE="+mode, "PUSHER_BENCH_N="+strconv.Itoa(n), "PUSHER_BENCH_MSGS="+strconv.Itoa(msgs))
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	lines := bufio.NewScanner(out)
+	expect = func(want string) {
+		for lines.Scan() {
+			if lines.Text() == want {
+				return
+			}
+		}
+		b.Fatalf("the clients ended before %q", want)
+	}
+	return expect, func() { stdin.Close(); _ = cmd.Wait() }
 }
 
 func cpu() time.Duration {
@@ -197,7 +213,6 @@ func BenchmarkIdleMemory(b *testing.B) {
 	const n = 5000
 	for _, mode := range []string{"native", "pusher"} {
 		b.Run(mode, func(b *testing.B) {
-			ctx := context.Background()
 			hub := ratchet.NewHub()
 			var handler http.Handler
 			var shutdown func(context.Context) error
@@ -211,29 +226,11 @@ func BenchmarkIdleMemory(b *testing.B) {
 				}
 				handler, shutdown = srv, srv.Shutdown
 			}
-			hs := httptest.NewServer(handler)
-			defer func() {
-				sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				defer cancel()
-				_ = shutdown(sctx)
-				hs.Close()
-				_ = hub.Close(sctx)
-			}()
+			url := serve(b, handler, shutdown, hub)
 			before := rss()
-			cmd := exec.Command(os.Args[0], "-test.run=^TestFanoutClients$", "-test.count=1")
-			cmd.Env = append(os.Environ(), "PUSHER_BENCH_URL=ws"+strings.TrimPrefix(hs.URL, "http"),
-				"PUSHER_BENCH_MODE="+mode, "PUSHER_BENCH_N="+strconv.Itoa(n), "PUSHER_BENCH_MSGS=0")
-			cmd.Stderr = os.Stderr
-			stdin, _ := cmd.StdinPipe()
-			out, _ := cmd.StdoutPipe()
-			if err := cmd.Start(); err != nil {
-				b.Fatal(err)
-			}
-			defer cmd.Wait()
-			defer stdin.Close()
-			lines := bufio.NewScanner(out)
-			for lines.Scan() && lines.Text() != "done" {
-			}
+			expect, stop := startClients(b, url, mode, n, 0)
+			defer stop()
+			expect("done")
 			b.ReportMetric(float64(rss()-before)/1024/n, "KiB/conn")
 		})
 	}

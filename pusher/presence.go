@@ -34,32 +34,60 @@ type presenceState struct {
 	stop    func()
 
 	mu       sync.Mutex
-	loading  bool                     // events are buffered until the first members are read
-	buffered []ratchet.PresenceEvent  // while loading
-	users    map[string]*presenceUser // by user_id
-	local    ratchet.ConnSet          // subscribers on this node that got subscription_succeeded
+	loading  bool                    // events are buffered until the first members are read
+	buffered []ratchet.PresenceEvent // while loading
+	users    userMembers
+	local    ratchet.ConnSet // subscribers on this node that got subscription_succeeded
 	// expect holds, by member, the subscribers whose own join is still to
 	// be reported: they are in the member list they were given, so the
 	// member_added of that join is not for them.
 	expect map[string][]ratchet.Conn
 }
 
-// presenceUser is one user_id of a presence channel, with its members: the
-// user_info it joined with on each of its connections (usually one).
-type presenceUser struct {
-	members map[string]json.RawMessage // encoded member -> user_info
+// userMembers are the members of a presence channel by user id: the
+// user_info each member (user_id and user_info, encoded) joined with. A
+// user is in the channel while it has a member; usually it has one, more
+// when its connections joined with different user_info.
+type userMembers map[string]map[string]json.RawMessage
+
+// join records member m of user id; it reports whether the user is new.
+func (u userMembers) join(id, m string, info json.RawMessage) bool {
+	ms := u[id]
+	if _, seen := ms[m]; seen {
+		return false
+	}
+	if ms == nil {
+		ms = make(map[string]json.RawMessage, 1)
+		u[id] = ms
+	}
+	ms[m] = info
+	return len(ms) == 1
 }
 
-// info returns the user_info of the user, the same on every node: that of
+// leave forgets member m of user id; it reports whether the user is gone.
+func (u userMembers) leave(id, m string) bool {
+	ms := u[id]
+	if _, seen := ms[m]; !seen {
+		return false
+	}
+	delete(ms, m)
+	if len(ms) > 0 {
+		return false
+	}
+	delete(u, id)
+	return true
+}
+
+// info returns the user_info of user id, the same on every node: that of
 // its smallest encoded member.
-func (u *presenceUser) info() json.RawMessage {
+func (u userMembers) info(id string) json.RawMessage {
 	var first string
-	for m := range u.members {
+	for m := range u[id] {
 		if first == "" || m < first {
 			first = m
 		}
 	}
-	if info := u.members[first]; info != nil {
+	if info := u[id][first]; info != nil {
 		return info
 	}
 	return json.RawMessage("null")
@@ -92,7 +120,7 @@ func (a *app) acquirePresence(ctx context.Context, channel string) (*presenceSta
 		refs:    1,
 		ready:   make(chan struct{}),
 		loading: true,
-		users:   make(map[string]*presenceUser),
+		users:   make(userMembers),
 		expect:  make(map[string][]ratchet.Conn),
 	}
 	a.presence[channel] = ps
@@ -170,36 +198,16 @@ func (ps *presenceState) apply(ev ratchet.PresenceEvent, notify bool) {
 	if !ok {
 		return // not written by this package
 	}
-	u := ps.users[id]
 	switch ev.Kind {
 	case ratchet.PresenceJoin:
 		except := ps.expect[ev.User]
 		delete(ps.expect, ev.User)
-		if u == nil {
-			u = &presenceUser{members: make(map[string]json.RawMessage, 1)}
-			ps.users[id] = u
-		}
-		if _, seen := u.members[ev.User]; seen {
-			return
-		}
-		u.members[ev.User] = info
-		if notify && len(u.members) == 1 {
+		if ps.users.join(id, ev.User, info) && notify {
 			frame := appendFrame(nil, evMemberAdded, ps.channel, appendJSONString(nil, ev.User), "")
 			ps.local.Broadcast(ratchet.Message{Type: ratchet.MessageText, Data: frame}, except...)
 		}
 	case ratchet.PresenceLeave:
-		if u == nil {
-			return
-		}
-		if _, seen := u.members[ev.User]; !seen {
-			return
-		}
-		delete(u.members, ev.User)
-		if len(u.members) > 0 {
-			return
-		}
-		delete(ps.users, id)
-		if notify {
+		if ps.users.leave(id, ev.User) && notify {
 			data := appendJSONString(nil, `{"user_id":`+string(appendJSONString(nil, id))+`}`)
 			ps.local.Broadcast(ratchet.Message{Type: ratchet.MessageText, Data: appendFrame(nil, evMemberRemoved, ps.channel, data, "")})
 		}
@@ -225,11 +233,10 @@ func (ps *presenceState) joined(c *conn, m member) {
 	for id := range ps.users {
 		ids = append(ids, id)
 	}
-	u := ps.users[m.id]
-	if u == nil {
+	if ps.users[m.id] == nil {
 		ids = append(ids, m.id) // its join is not reported yet
 	}
-	if _, seen := u.membersOf()[m.encoded]; !seen {
+	if _, seen := ps.users[m.id][m.encoded]; !seen {
 		ps.expect[m.encoded] = append(ps.expect[m.encoded], c)
 	}
 	slices.Sort(ids)
@@ -247,8 +254,8 @@ func (ps *presenceState) joined(c *conn, m member) {
 		}
 		d = appendJSONString(d, id)
 		d = append(d, ':')
-		if u := ps.users[id]; u != nil {
-			d = append(d, u.info()...)
+		if ps.users[id] != nil {
+			d = append(d, ps.users.info(id)...)
 		} else {
 			_, info, _ := decodeMember(m.encoded)
 			if info == nil {
@@ -262,14 +269,6 @@ func (ps *presenceState) joined(c *conn, m member) {
 	d = append(d, `}}`...)
 	c.send(appendFrame(nil, evSubscriptionSucceeded, ps.channel, appendJSONString(nil, string(d)), ""))
 	ps.local.Add(c)
-}
-
-// membersOf returns the members of u, nil for a nil u.
-func (u *presenceUser) membersOf() map[string]json.RawMessage {
-	if u == nil {
-		return nil
-	}
-	return u.members
 }
 
 // left stops telling c of changes.

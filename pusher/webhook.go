@@ -82,8 +82,8 @@ type hooks struct {
 	buffered []ratchet.PresenceEvent
 	nodes    map[string]bool
 	channels map[string]bool
-	members  map[string]map[string]map[string]bool // channel -> user id -> members
-	pending  map[pendingKey]*time.Timer            // vacated and removed events in their grace
+	members  map[string]userMembers     // by channel
+	pending  map[pendingKey]*time.Timer // vacated and removed events in their grace
 	closed   bool
 	stopped  sync.Once
 }
@@ -104,7 +104,7 @@ func (a *app) startHooks(ctx context.Context) error {
 		loading:  true,
 		nodes:    make(map[string]bool),
 		channels: make(map[string]bool),
-		members:  make(map[string]map[string]map[string]bool),
+		members:  make(map[string]userMembers),
 		pending:  make(map[pendingKey]*time.Timer),
 	}
 	for _, w := range a.Webhooks {
@@ -195,26 +195,10 @@ func (h *hooks) apply(ev ratchet.PresenceEvent, notify bool) {
 		}
 		users := h.members[channel]
 		if users == nil {
-			users = make(map[string]map[string]bool)
+			users = make(userMembers)
 			h.members[channel] = users
 		}
-		ms := users[id]
-		if ms[m] == join {
-			return
-		}
-		if join {
-			if ms == nil {
-				ms = make(map[string]bool, 1)
-				users[id] = ms
-			}
-			ms[m] = true
-		} else {
-			delete(ms, m)
-		}
-		changed := join && len(ms) == 1 || !join && len(ms) == 0
-		if len(ms) == 0 {
-			delete(users, id)
-		}
+		changed := join && users.join(id, m, nil) || !join && users.leave(id, m)
 		if len(users) == 0 {
 			delete(h.members, channel)
 		}
