@@ -88,16 +88,26 @@ func (s *ConnSet) Each(f func(Conn)) {
 // A connection whose queue is full is closed as a slow consumer (its OnError
 // is told) and is not counted; the others are not delayed.
 //
-// Sends to idle connections write inline (see Conn.Send), so a large set is
-// split across GOMAXPROCS goroutines that Broadcast waits for: every core
-// takes a share of the system calls. With permessage-deflate the payload is
-// compressed once, for every recipient that negotiated it.
+// A large set is split across GOMAXPROCS goroutines that Broadcast waits
+// for (see fanOut). With permessage-deflate the payload is compressed once,
+// for every recipient that negotiated it.
 func (s *ConnSet) Broadcast(msg Message, except ...Conn) int {
-	conns := s.Conns()
 	shared := &sharedPayload{msg: msg}
+	return fanOut(s.Conns(), func(part []Conn) int { return sendAll(part, shared, except) })
+}
+
+// parallelBroadcastMin is the set size from which a fan-out uses every
+// core; below it, starting goroutines costs more than it saves.
+const parallelBroadcastMin = 256
+
+// fanOut calls send on conns, split across GOMAXPROCS goroutines that it
+// waits for when conns is large, and returns the sum of what send returned.
+// Sends to idle connections write inline, so every core takes a share of
+// the system calls.
+func fanOut(conns []Conn, send func(part []Conn) int) int {
 	parts := runtime.GOMAXPROCS(0)
 	if len(conns) < parallelBroadcastMin || parts < 2 {
-		return sendAll(conns, shared, except)
+		return send(conns)
 	}
 	var n atomic.Int64
 	var wg sync.WaitGroup
@@ -108,17 +118,13 @@ func (s *ConnSet) Broadcast(msg Message, except ...Conn) int {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			n.Add(int64(sendAll(part, shared, except)))
+			n.Add(int64(send(part)))
 		}()
 	}
-	n.Add(int64(sendAll(conns, shared, except)))
+	n.Add(int64(send(conns)))
 	wg.Wait()
 	return int(n.Load())
 }
-
-// parallelBroadcastMin is the set size from which Broadcast uses every core;
-// below it, starting goroutines costs more than it saves.
-const parallelBroadcastMin = 256
 
 func sendAll(conns []Conn, shared *sharedPayload, except []Conn) int {
 	n := 0

@@ -3,7 +3,11 @@ package ratchet_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
 	"testing"
 
 	"github.com/coder/websocket"
@@ -263,4 +267,65 @@ func TestMemoryBrokerChaos(t *testing.T) {
 	b := ratchet.NewMemoryBroker()
 	defer b.Close()
 	brokertest.RunChaos(t, func(*testing.T) ratchet.Broker { return nopClose{b} }, 2000, 20)
+}
+
+// pubConn is a Conn without a socket that takes publications itself, as an
+// SSE stream or a Pusher connection does.
+type pubConn struct {
+	id     uint64
+	ctx    context.Context
+	cancel context.CancelFunc
+	mu     sync.Mutex
+	got    []ratchet.Publication
+}
+
+func newPubConn() *pubConn {
+	c := &pubConn{id: ratchet.NewConnID()}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	return c
+}
+
+func (c *pubConn) SendPublication(p ratchet.Publication) error {
+	c.mu.Lock()
+	c.got = append(c.got, p)
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *pubConn) ID() uint64                             { return c.id }
+func (c *pubConn) Send(ratchet.Message) error             { return errors.New("not a publication") }
+func (c *pubConn) Close(ratchet.StatusCode, string) error { c.cancel(); return nil }
+func (c *pubConn) Request() *http.Request                 { return nil }
+func (c *pubConn) RemoteAddr() string                     { return "" }
+func (c *pubConn) Subprotocol() string                    { return "" }
+func (c *pubConn) User() string                           { return "" }
+func (c *pubConn) Context() context.Context               { return c.ctx }
+func (c *pubConn) Set(string, any)                        {}
+func (c *pubConn) Get(string) (any, bool)                 { return nil, false }
+
+// Publication senders get each publication once, also when there are
+// enough of them for the delivery to be split across cores.
+func TestPublicationSendersFanOut(t *testing.T) {
+	hub := ratchet.NewHub()
+	ctx := context.Background()
+	conns := make([]*pubConn, 300)
+	for i := range conns {
+		conns[i] = newPubConn()
+		defer conns[i].cancel()
+		require.NoError(t, hub.Subscribe(ctx, conns[i], "t"))
+	}
+	for i := range 3 {
+		n, err := hub.Publish(ctx, "t", ratchet.Text(strconv.Itoa(i)))
+		require.NoError(t, err)
+		require.Equal(t, len(conns), n)
+	}
+	for _, c := range conns {
+		c.mu.Lock()
+		require.Len(t, c.got, 3)
+		for i, p := range c.got {
+			require.Equal(t, strconv.Itoa(i), p.Message.String())
+		}
+		c.mu.Unlock()
+	}
+	require.NoError(t, hub.Close(ctx))
 }

@@ -98,6 +98,11 @@ func WithBroker(b Broker) HubOption { return func(h *Hub) { h.broker = b } }
 // and watch joins and leaves on p. The Hub does not close p.
 func WithPresence(p Presence) HubOption { return func(h *Hub) { h.presence = p } }
 
+// Presence returns the Presence given with WithPresence, nil without one.
+// Protocol packages built on a Hub (package pusher) record their own
+// members on it, so that they are cluster-wide like the Hub's.
+func (h *Hub) Presence() Presence { return h.presence }
+
 // NewHub returns an empty Hub.
 func NewHub(opts ...HubOption) *Hub {
 	h := &Hub{topics: make(map[string]*hubTopic), conns: make(map[Conn]*hubMember)}

@@ -275,6 +275,8 @@ func TestHubPresence(t *testing.T) {
 	presence := ratchet.NewMemoryPresence()
 	defer presence.Close(context.Background())
 	hub := ratchet.NewHub(ratchet.WithPresence(presence))
+	assert.Same(t, presence, hub.Presence())
+	assert.Nil(t, ratchet.NewHub().Presence())
 	ctx := context.Background()
 	events := make(chan ratchet.PresenceEvent, 10)
 	stop, err := presence.Watch(ctx, "room", func(ev ratchet.PresenceEvent) { events <- ev })

@@ -156,8 +156,8 @@ func TestMarkdownLinks(t *testing.T) {
 		switch {
 		case err != nil:
 			return err
-		case d.IsDir() && path != "." && strings.HasPrefix(d.Name(), "."):
-			return filepath.SkipDir
+		case d.IsDir() && path != "." && (strings.HasPrefix(d.Name(), ".") || d.Name() == "node_modules"):
+			return filepath.SkipDir // not ours
 		case !d.IsDir() && strings.HasSuffix(path, ".md"):
 			files = append(files, path)
 		}

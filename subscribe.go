@@ -53,7 +53,8 @@ type Recovery struct {
 // PublicationSender is implemented by connections that render a topic's
 // messages themselves, with their topic and position: an SSE stream writes
 // the position as the event's id. The Hub calls SendPublication instead of
-// Send for them. Like Send it must not block.
+// Send for them, for many connections at once on a large topic (see
+// ConnSet.Broadcast). Like Send it must not block.
 type PublicationSender interface {
 	SendPublication(p Publication) error
 }
@@ -318,12 +319,15 @@ func (t *hubTopic) deliver(p Publication) int {
 	if t.enveloped.Len() > 0 {
 		n += t.enveloped.Broadcast(Message{Type: MessageText, Data: appendEnvelope(nil, p)})
 	}
-	for _, c := range t.senders.Conns() {
-		if c.(PublicationSender).SendPublication(p) == nil {
-			n++
+	return n + fanOut(t.senders.Conns(), func(part []Conn) int {
+		sent := 0
+		for _, c := range part {
+			if c.(PublicationSender).SendPublication(p) == nil {
+				sent++
+			}
 		}
-	}
-	return n
+		return sent
+	})
 }
 
 func sendPublication(c Conn, p Publication, envelope bool) {

@@ -18,6 +18,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/ratchetgo/ratchet"
+	"github.com/ratchetgo/ratchet/internal/replay"
 )
 
 // Defaults of the publish handler. Each has an option to change it.
@@ -55,7 +56,7 @@ type PublishHandler struct {
 	cacheSize int
 	now       func() time.Time
 	authorize func(r *http.Request, p *Publication) error
-	replay    *replayCache
+	replay    *replay.Cache
 	empty     []string // options given an empty credential, for NewPublishHandler's panic
 }
 
@@ -169,7 +170,7 @@ func NewPublishHandler(hub *ratchet.Hub, opts ...PublishOption) *PublishHandler 
 		}
 		panic("push: NewPublishHandler needs WithSecret or WithBearerToken with a non-empty credential")
 	}
-	h.replay = newReplayCache(h.cacheSize, h.skew)
+	h.replay = replay.New(h.cacheSize, h.skew)
 	return h
 }
 
@@ -333,7 +334,12 @@ func (h *PublishHandler) verifySigned(tsHeader, sigHeader string, body []byte) (
 	now := h.now()
 	ts, mac, err := verify(h.secret, tsHeader, sigHeader, body, now, h.skew)
 	if err == nil {
-		err = h.replay.check(mac, ts, now)
+		switch h.replay.Check(mac, ts, now) {
+		case replay.ErrStale:
+			err = errStale
+		case replay.ErrReplay:
+			err = errReplay
+		}
 	}
 	return signedCode(err), err
 }

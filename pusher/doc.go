@@ -1,0 +1,107 @@
+// Package pusher serves the Pusher Channels protocol on a ratchet.Hub, so
+// that pusher-js, Laravel Echo and the Pusher server libraries (pusher for
+// Node, pusher-php-server, which Laravel's broadcasting uses) work
+// unchanged against a Go program, and across every node of a cluster.
+//
+//	hub := ratchet.NewHub(ratchet.WithBroker(broker), ratchet.WithPresence(presence),
+//		pusher.CacheHistory(apps...))
+//	srv, err := pusher.NewServer(hub, []pusher.App{{ID: "1", Key: "key", Secret: "secret"}})
+//	mux.Handle("/", srv) // ws://host/app/key and http://host/apps/1/...
+//
+// # WebSocket protocol
+//
+// Clients connect to /app/{key}?protocol=7 and get
+// pusher:connection_established with their socket_id ("123.456") and the
+// activity timeout. Channels are public (any name), private-* (the
+// subscription carries "key:hex(HMAC-SHA256(secret, socket_id:channel))"
+// from the app's auth endpoint), private-encrypted-* (private; payloads
+// pass through untouched, client events refused), presence-* (private,
+// signed over socket_id:channel:channel_data, with members), and cache
+// channels (cache-*, private-cache-*, private-encrypted-cache-*,
+// presence-cache-*) that hand a new subscriber the last event, or
+// pusher:cache_miss. A subscription is answered with
+// pusher_internal:subscription_succeeded once in effect, or with
+// pusher:subscription_error {type, error, status}, which pusher-js hands to
+// the channel (Laravel Echo's error callback).
+//
+// Presence members are a user_id and user_info. A channel's subscribers
+// get pusher_internal:member_added when a user's first connection joins, on
+// any node, and member_removed when its last one leaves: one user with
+// several tabs on several nodes is one member. Members are kept on the
+// Hub's Presence (ratchet.WithPresence: MemoryPresence, or the presences of
+// broker/redis and broker/nats for a cluster), under the topic
+// "@pusher/" + the channel's topic. At most App.MaxPresenceMembers distinct
+// users per channel.
+//
+// Client events (client-*, off unless App.ClientEvents) go from a
+// subscriber of a private or presence channel to the channel's other
+// subscribers on every node, never back to the sender, with user_id on
+// presence channels; App.ClientEventsPerSecond and App.MaxEventDataSize
+// limit them (pusher:error 4301).
+//
+// User authentication: pusher:signin with
+// "key:hex(HMAC-SHA256(secret, socket_id::user::user_data))" answers
+// pusher:signin_success; the connection then gets what is sent to
+// #server-to-user-{id}, and the HTTP API can terminate it.
+//
+// Close codes: 4001 unknown app key, 4006/4007 bad protocol version, 4009
+// unauthorized (sign-in timeout, terminated by the app), 4100 over the
+// app's connection cap, 4200 server shutting down (reconnect at once), 4201
+// no answer to pusher:ping. A client silent for App.ActivityTimeout gets a
+// pusher:ping; pusher:ping from a client is answered pusher:pong.
+//
+// # HTTP API
+//
+//	POST /apps/{id}/events                      {"name","data","channels"|"channel","socket_id","info"}
+//	POST /apps/{id}/batch_events                {"batch":[{"name","data","channel","socket_id","info"}, ...]}
+//	GET  /apps/{id}/channels                    ?filter_by_prefix=&info=user_count,subscription_count
+//	GET  /apps/{id}/channels/{channel}          ?info=user_count,subscription_count
+//	GET  /apps/{id}/channels/{channel}/users
+//	POST /apps/{id}/users/{user}/terminate_connections
+//
+// Requests are signed as Pusher's libraries sign them (auth_key,
+// auth_timestamp, auth_version=1.0, body_md5, auth_signature =
+// hex(HMAC-SHA256(secret, METHOD\nPATH\nsorted query)), checked in constant
+// time), with two checks more than the other self-hosted servers make: the
+// timestamp must be within WithMaxSkew (600 s) of the server's clock, and a
+// signature is accepted only once within that window, on every node (the
+// very same event sent twice within one second is one request twice: the
+// second is refused). Limits: event data
+// App.MaxEventDataSize (10 KiB, else 413), names MaxEventNameLength,
+// channels ValidChannelName and MaxTriggerChannels, batches MaxBatchEvents.
+// Counts are cluster-wide: user_count from the Presence,
+// subscription_count and occupied by asking the other nodes over the Hub
+// (see WithQueryTimeout).
+//
+// # Webhooks
+//
+// App.Webhooks get channel_occupied, channel_vacated, member_added,
+// member_removed, client_event and cache_miss, batched as {"time_ms",
+// "events"} and signed with X-Pusher-Key and X-Pusher-Signature, as the
+// server libraries' webhook().isValid() expects. A batch is retried with
+// backoff on an error or a non-2xx answer (WithWebhookRetries), then logged
+// and counted (Server.WebhookFailures). Events about the whole cluster
+// (occupied, vacated, members) are sent by one node, whichever node the
+// connections are on; client_event and cache_miss by the node where they
+// happen. A departure (channel_vacated, member_removed) waits
+// App.WebhookGrace, so that a page reload makes no vacated/occupied pair.
+//
+// # Channels and Hub topics
+//
+// Channel c of an app is the Hub topic App.TopicPrefix + c. An event is
+// encoded once into the frame its subscribers get, and published on that
+// topic with a short header (the socket_id to leave out); every node hands
+// the same bytes to every subscriber. So Server.Trigger and the HTTP API
+// reach subscribers on every node, and socket_id exclusion works whichever
+// node the excluded connection is on.
+//
+// Anything else published on a channel's topic, by Hub.Publish from Go, the
+// push package's publish API or straight into the Broker, reaches the
+// channel's subscribers as an event named App.HubEvent ("message") whose
+// data is the message (base64 for binary ones); Hub.Broadcast reaches every
+// Pusher connection as such an event without a channel (pusher.bind in
+// pusher-js). Use Trigger to choose the event name.
+//
+// A Pusher connection's User is "" for the Hub, so Hub.PublishToUser does
+// not reach it: send to #server-to-user-{id} instead.
+package pusher
