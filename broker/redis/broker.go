@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -116,13 +117,17 @@ type topic struct {
 	subs      []*subscription // copy on write: the dispatcher reads it unlocked
 	confirmed chan struct{}   // closed once Redis confirmed the SUBSCRIBE
 	done      bool            // confirmed is closed
+
+	// last is the newest position delivered, anchor the newest one History
+	// reported before any delivery: where a catch-up resumes (history.go).
+	last, anchor ratchet.Position
 }
 
 type subscription struct {
 	b       *Broker
 	t       *topic
 	mu      sync.Mutex // held while delivering
-	deliver func(ratchet.Message)
+	deliver func(ratchet.Publication)
 	once    sync.Once
 }
 
@@ -203,21 +208,27 @@ func (b *Broker) Publish(ctx context.Context, topic string, msg ratchet.Message)
 		return ratchet.ErrBrokerClosed
 	}
 	channel, payload := b.Channel(topic), Encode(msg)
+	return wrapPublish(b.call(ctx, func() error { return b.client.Publish(ctx, channel, payload).Err() }))
+}
+
+// call runs the Redis command fn and returns its error, or ctx's error as
+// soon as ctx ends: fn then finishes in the background (Close waits for it).
+func (b *Broker) call(ctx context.Context, fn func() error) error {
 	if ctx.Done() == nil {
 		// Nothing to honour beyond the client's own timeouts.
-		return wrapPublish(b.client.Publish(ctx, channel, payload).Err())
+		return fn()
 	}
 	b.pubs.Add(1)
 	res := make(chan error, 1)
 	go func() {
 		defer b.pubs.Done()
-		res <- b.client.Publish(ctx, channel, payload).Err()
+		res <- fn()
 	}()
 	select {
 	case err := <-res:
-		return wrapPublish(err)
+		return err
 	case <-ctx.Done():
-		return fmt.Errorf("ratchet/redis: publish: %w", ctx.Err())
+		return ctx.Err()
 	}
 }
 
@@ -238,21 +249,14 @@ func wrapPublish(err error) error {
 // return quickly, and must not call Unsubscribe on its own subscription (that
 // waits for deliver to return) or Close.
 func (b *Broker) Subscribe(ctx context.Context, topicName string, deliver func(ratchet.Message)) (ratchet.Subscription, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
 	if deliver == nil {
-		return nil, errors.New("ratchet/redis: nil deliver function")
+		return nil, errNilDeliver
 	}
-	s, err := b.subscribeChannel(ctx, b.Channel(topicName), deliver)
-	if err != nil {
-		return nil, err // not a nil *subscription in a non-nil interface
-	}
-	return s, nil
+	return b.SubscribePublications(ctx, topicName, func(p ratchet.Publication) { deliver(p.Message) })
 }
 
 // subscribeChannel is Subscribe on a Redis channel named in full.
-func (b *Broker) subscribeChannel(ctx context.Context, channel string, deliver func(ratchet.Message)) (*subscription, error) {
+func (b *Broker) subscribeChannel(ctx context.Context, channel string, deliver func(ratchet.Publication)) (*subscription, error) {
 
 	b.ctl.Lock()
 	b.mu.Lock()
@@ -499,6 +503,7 @@ func (b *Broker) receive(ps *goredis.PubSub) error {
 		case *goredis.Subscription:
 			if m.Kind == "subscribe" {
 				b.confirm(m.Channel)
+				b.catchUp(m.Channel)
 			}
 		}
 	}
@@ -572,13 +577,17 @@ func (b *Broker) dispatch(channel, payload string) {
 	if len(subs) == 0 {
 		return
 	}
-	msg := decodeString(payload)
+	msg, pos := decodeString(payload)
+	p := ratchet.Publication{Topic: strings.TrimPrefix(channel, b.o.prefix), Position: pos, Message: msg}
+	if !pos.IsZero() && !b.inOrder(t, p) {
+		return
+	}
 	for _, s := range subs {
-		b.deliver(s, msg)
+		b.deliver(s, p)
 	}
 }
 
-func (b *Broker) deliver(s *subscription, msg ratchet.Message) {
+func (b *Broker) deliver(s *subscription, p ratchet.Publication) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.deliver == nil {
@@ -590,5 +599,5 @@ func (b *Broker) deliver(s *subscription, msg ratchet.Message) {
 			b.report(&ratchet.PanicError{Value: v, Stack: debug.Stack()})
 		}
 	}()
-	s.deliver(msg)
+	s.deliver(p)
 }
