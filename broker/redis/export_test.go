@@ -4,9 +4,16 @@ package redis
 // dies would.
 func Crash(p *Presence) { p.crash() }
 
-// StreamKey and MetaKey are the keys of topic's history.
+// StreamKey and LatestKey are the keys of topic's history.
 func StreamKey(b *Broker, topic string) string { return b.streamKey(topic) }
-func MetaKey(b *Broker, topic string) string   { return b.metaKey(topic) }
+func LatestKey(b *Broker, topic string) string { return b.latestKey(topic) }
 
 // DecodePosition is Decode with the position a payload carries.
 var DecodePosition = decode
+
+// DecodeScriptEnvelope is the parser-free decoder of the publish script's
+// envelopes; DecodeEnvelope the general one it must agree with.
+var (
+	DecodeScriptEnvelope = decodeScriptEnvelope
+	DecodeEnvelope       = decodeEnvelope
+)

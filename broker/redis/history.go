@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -25,78 +26,44 @@ const catchUpPage = 1000
 // under the ID "<offset>-0", so that reading after an offset is one XRANGE.
 func (b *Broker) streamKey(topic string) string { return b.o.prefix + "history:" + topic }
 
-// metaKey is the key of the hash holding the epoch and the newest offset of
-// topic's stream. It differs from every stream key, whatever the topic.
-func (b *Broker) metaKey(topic string) string { return b.o.prefix + "history-meta:" + topic }
+// latestKey is the key of the string holding the newest position of topic's
+// stream ("epoch:offset"). It differs from every stream key, whatever the
+// topic.
+func (b *Broker) latestKey(topic string) string { return b.o.prefix + "history-latest:" + topic }
 
 // publishScript appends a message to a topic's stream and publishes it with
 // its position, in one step: positions are given, and messages reach every
 // node, in the order Redis ran the scripts.
 //
-// KEYS: stream, meta. ARGV: channel, payload (a channel payload), "1" when
-// the payload is raw text, size, TTL in ms, the epoch of a new stream.
-// Returns {epoch, offset}.
+// KEYS: stream, latest. ARGV: channel, payload (a channel payload), "1"
+// when the payload is raw text, size, TTL in ms, the epoch of a new stream.
+// Returns the position.
 //
-// A missing meta starts a new epoch at offset 1 (a stream left without its
-// meta is dropped: its IDs would not follow). XADD runs before the meta is
-// written, so a failing XADD changes nothing.
+// A missing latest key starts a new epoch at offset 1 (a stream left without
+// it is dropped: its IDs would not follow). XADD runs before the latest key
+// is written, so a failing XADD changes nothing.
 var publishScript = goredis.NewScript(`
-local meta = redis.call('HMGET', KEYS[2], 'epoch', 'offset')
-local epoch, offset = meta[1], 1
-if epoch then
-  offset = tonumber(meta[2]) + 1
+local latest = redis.call('GET', KEYS[2])
+local epoch, offset = ARGV[6], 1
+if latest then
+  local colon = string.find(latest, ':', 1, true)
+  epoch = string.sub(latest, 1, colon - 1)
+  offset = tonumber(string.sub(latest, colon + 1)) + 1
 else
-  epoch = ARGV[6]
   redis.call('DEL', KEYS[1])
 end
 local id = string.format('%d', offset)
+local pos = epoch .. ':' .. id
 redis.call('XADD', KEYS[1], 'MAXLEN', '=', ARGV[4], id .. '-0', 'd', ARGV[2])
-redis.call('HSET', KEYS[2], 'epoch', epoch, 'offset', id)
+redis.call('SET', KEYS[2], pos, 'PX', ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
-redis.call('PEXPIRE', KEYS[2], ARGV[5])
-local head = '{"position":"' .. epoch .. ':' .. id .. '",'
+local head = '{"position":"' .. pos .. '",'
 if ARGV[3] == '1' then
   redis.call('PUBLISH', ARGV[1], head .. '"ratchet":1,"type":"text","data":' .. cjson.encode(ARGV[2]) .. '}')
 else
   redis.call('PUBLISH', ARGV[1], head .. string.sub(ARGV[2], 2))
 end
-return {epoch, offset}
-`)
-
-// historyScript reads a topic's stream and its meta in one step.
-//
-// KEYS: stream, meta. ARGV: the epoch of since ("" for none), its offset,
-// limit. Returns {} when there is no stream, else {epoch, newest offset,
-// lost (0 or 1), entries}: the entries after since, or the oldest kept ones
-// when since is lost or none; at most limit of them.
-var historyScript = goredis.NewScript(`
-local meta = redis.call('HMGET', KEYS[2], 'epoch', 'offset')
-if not meta[1] then
-  return {}
-end
-local epoch, latest = meta[1], tonumber(meta[2])
-local since, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
-local lost, entries = 0, {}
-if ARGV[1] ~= '' and (ARGV[1] ~= epoch or since > latest) then
-  lost = 1
-elseif ARGV[1] ~= '' then
-  if since == latest then
-    return {epoch, latest, 0, {}}
-  end
-  local next = string.format('%d', since + 1)
-  entries = redis.call('XRANGE', KEYS[1], next, '+', 'COUNT', math.max(limit, 1))
-  if #entries == 0 or entries[1][1] ~= next .. '-0' then
-    lost = 1
-  end
-  if limit < 1 then
-    entries = {}
-  end
-  return {epoch, latest, lost, entries}
-end
-if limit > 0 then
-  entries = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', limit)
-end
-return {epoch, latest, lost, entries}
+return pos
 `)
 
 // newEpoch returns the epoch of a new stream: random, so that a stream
@@ -133,33 +100,20 @@ func (b *Broker) PublishHistory(ctx context.Context, topic string, msg ratchet.M
 	if raw {
 		rawFlag = "1"
 	}
-	keys := []string{b.streamKey(topic), b.metaKey(topic)}
+	keys := []string{b.streamKey(topic), b.latestKey(topic)}
 	args := []any{b.Channel(topic), payload, rawFlag, policy.Size, max(policy.TTL.Milliseconds(), 1), newEpoch()}
 	var pos ratchet.Position
 	err := b.call(ctx, func() error {
-		v, err := publishScript.Run(ctx, b.client, keys, args...).Slice()
-		if err != nil {
-			return err
+		s, err := publishScript.Run(ctx, b.client, keys, args...).Text()
+		if err == nil {
+			pos, err = ratchet.ParsePosition(s)
 		}
-		pos, err = scriptPosition(v)
 		return err
 	})
 	if err != nil {
 		return ratchet.Position{}, fmt.Errorf("ratchet/redis: publish with history: %w", err)
 	}
 	return pos, nil
-}
-
-// scriptPosition reads the {epoch, offset} publishScript returns.
-func scriptPosition(v []any) (ratchet.Position, error) {
-	if len(v) == 2 {
-		epoch, ok1 := v[0].(string)
-		offset, ok2 := v[1].(int64)
-		if ok1 && ok2 && offset > 0 {
-			return ratchet.Position{Epoch: epoch, Offset: uint64(offset)}, nil
-		}
-	}
-	return ratchet.Position{}, fmt.Errorf("unexpected script answer %v", v)
 }
 
 // SubscribePublications implements ratchet.HistoryBroker; it is Subscribe
@@ -184,8 +138,10 @@ func (b *Broker) SubscribePublications(ctx context.Context, topic string, delive
 	return s, nil
 }
 
-// History implements ratchet.HistoryBroker with one Lua script (one round
-// trip, whatever limit is): the meta and up to limit entries of the stream.
+// History implements ratchet.HistoryBroker. It reads the newest position
+// and up to limit entries of the stream in one transaction: one round trip
+// whatever limit is. Only when since is of another epoch, or after the
+// newest position, a second read fetches the oldest kept messages.
 func (b *Broker) History(ctx context.Context, topic string, since ratchet.Position, limit int) (ratchet.HistoryPage, error) {
 	if err := ctx.Err(); err != nil {
 		return ratchet.HistoryPage{}, err
@@ -207,74 +163,94 @@ func (b *Broker) History(ctx context.Context, topic string, since ratchet.Positi
 	return page, nil
 }
 
+// readHistory is History without its effect on catch-ups.
 func (b *Broker) readHistory(ctx context.Context, topic string, since ratchet.Position, limit int) (ratchet.HistoryPage, error) {
-	keys := []string{b.streamKey(topic), b.metaKey(topic)}
-	args := []any{since.Epoch, strconv.FormatUint(since.Offset, 10), max(limit, 0)}
-	var page ratchet.HistoryPage
-	err := b.call(ctx, func() error {
-		v, err := historyScript.Run(ctx, b.client, keys, args...).Slice()
-		if err != nil {
-			return err
+	limit = max(limit, 0)
+	page, err := b.readRange(ctx, topic, since, limit)
+	if err == nil && page.Lost && limit > 0 && len(page.Publications) == 0 && !page.Latest.IsZero() {
+		// since is of another epoch, or after the newest position: the
+		// page holds the oldest kept messages, as it does for a trimmed
+		// since.
+		var oldest ratchet.HistoryPage
+		if oldest, err = b.readRange(ctx, topic, ratchet.Position{}, limit); err == nil {
+			page.Publications, page.Latest = oldest.Publications, oldest.Latest
 		}
-		page, err = parsePage(topic, v)
-		return err
-	})
+	}
 	if err != nil {
 		return ratchet.HistoryPage{}, fmt.Errorf("ratchet/redis: history of %q: %w", topic, err)
 	}
-	if page.Latest.IsZero() {
-		page.Lost = !since.IsZero()
-	}
 	return page, nil
 }
 
-// parsePage reads what historyScript returns.
-func parsePage(topic string, v []any) (ratchet.HistoryPage, error) {
+// readRange reads, in one MULTI/EXEC, the newest position of topic and up
+// to limit entries of its stream after since (from the oldest when since is
+// zero), and tells whether they follow since.
+func (b *Broker) readRange(ctx context.Context, topic string, since ratchet.Position, limit int) (ratchet.HistoryPage, error) {
+	start, count := "-", int64(limit)
+	if !since.IsZero() {
+		// One entry at least, to see whether the one after since is kept.
+		start, count = strconv.FormatUint(since.Offset+1, 10), max(count, 1)
+		if since.Offset >= math.MaxInt64 { // after any offset: lost
+			count = 0
+		}
+	}
+	var latest *goredis.StringCmd
+	var entries *goredis.XMessageSliceCmd
+	err := b.call(ctx, func() error {
+		_, err := b.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+			latest = p.Get(ctx, b.latestKey(topic))
+			if count > 0 {
+				entries = p.XRangeN(ctx, b.streamKey(topic), start, "+", count)
+			}
+			return nil
+		})
+		if errors.Is(err, goredis.Nil) {
+			err = nil // no stream
+		}
+		return err
+	})
+	if err != nil {
+		return ratchet.HistoryPage{}, err
+	}
 	var page ratchet.HistoryPage
-	if len(v) == 0 {
+	if latest.Err() == goredis.Nil {
+		page.Lost = !since.IsZero()
 		return page, nil
 	}
-	bad := fmt.Errorf("unexpected script answer %v", v)
-	if len(v) != 4 {
-		return page, bad
+	if page.Latest, err = ratchet.ParsePosition(latest.Val()); err != nil || page.Latest.IsZero() {
+		return ratchet.HistoryPage{}, fmt.Errorf("bad newest position %q", latest.Val())
 	}
-	epoch, ok1 := v[0].(string)
-	latest, ok2 := v[1].(int64)
-	lost, ok3 := v[2].(int64)
-	entries, ok4 := v[3].([]any)
-	if !ok1 || !ok2 || !ok3 || !ok4 {
-		return page, bad
-	}
-	page.Latest = ratchet.Position{Epoch: epoch, Offset: uint64(latest)}
-	page.Lost = lost == 1
-	page.Publications = make([]ratchet.Publication, 0, len(entries))
-	for _, e := range entries {
-		p, err := parseEntry(topic, epoch, e)
-		if err != nil {
-			return ratchet.HistoryPage{}, err
+	if entries != nil {
+		page.Publications = make([]ratchet.Publication, 0, len(entries.Val()))
+		for _, e := range entries.Val() {
+			p, err := parseEntry(topic, page.Latest.Epoch, e)
+			if err != nil {
+				return ratchet.HistoryPage{}, err
+			}
+			page.Publications = append(page.Publications, p)
 		}
-		page.Publications = append(page.Publications, p)
+	}
+	switch {
+	case since.IsZero():
+	case since.Epoch != page.Latest.Epoch || since.Offset > page.Latest.Offset:
+		page.Lost, page.Publications = true, nil
+	case since.Offset == page.Latest.Offset:
+	case len(page.Publications) == 0 || page.Publications[0].Position.Offset != since.Offset+1:
+		page.Lost = true // trimmed or expired: the page holds the oldest kept
+	}
+	if len(page.Publications) > limit {
+		page.Publications = page.Publications[:limit]
 	}
 	return page, nil
 }
 
-// parseEntry reads one stream entry, {"<offset>-0", {"d", payload}}.
-func parseEntry(topic, epoch string, e any) (ratchet.Publication, error) {
-	bad := fmt.Errorf("unexpected stream entry %v", e)
-	entry, ok := e.([]any)
-	if !ok || len(entry) != 2 {
-		return ratchet.Publication{}, bad
-	}
-	id, _ := entry[0].(string)
-	fields, _ := entry[1].([]any)
-	digits, ok := strings.CutSuffix(id, "-0")
+// parseEntry reads one stream entry, ID "<offset>-0" and field d.
+func parseEntry(topic, epoch string, e goredis.XMessage) (ratchet.Publication, error) {
+	digits, ok := strings.CutSuffix(e.ID, "-0")
 	offset, err := strconv.ParseUint(digits, 10, 64)
-	if !ok || err != nil || len(fields) != 2 || fields[0] != "d" {
-		return ratchet.Publication{}, bad
-	}
-	payload, ok := fields[1].(string)
-	if !ok {
-		return ratchet.Publication{}, bad
+	payload, isString := e.Values["d"].(string)
+	if !ok || err != nil || !isString || len(e.Values) != 1 {
+		return ratchet.Publication{}, fmt.Errorf("unexpected stream entry %v %v", e.ID, e.Values)
 	}
 	msg, _ := decodeString(payload)
 	return ratchet.Publication{Topic: topic, Position: ratchet.Position{Epoch: epoch, Offset: offset}, Message: msg}, nil

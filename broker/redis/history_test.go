@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/ratchetgo/ratchet"
 	"github.com/ratchetgo/ratchet/broker/redis"
@@ -22,8 +25,8 @@ func TestHistoryConformance(t *testing.T) {
 
 // What the package documentation promises of the keys and payloads: the
 // channel carries each message in a position envelope, the stream keeps the
-// payload a plain PUBLISH would carry under the ID <offset>-0, the meta hash
-// holds the epoch and the newest offset, both keys expire with the policy.
+// payload a plain PUBLISH would carry under the ID <offset>-0, the latest
+// key holds the newest position, both keys expire with the policy.
 func TestHistoryWireFormat(t *testing.T) {
 	addr := redisAddr(t)
 	b := newBroker(t, addr)
@@ -77,11 +80,10 @@ func TestHistoryWireFormat(t *testing.T) {
 			t.Errorf("entry %d: %v %v, want ID %s with d = the channel payload of a plain publish", i+1, e.ID, e.Values, want)
 		}
 	}
-	meta, err := raw.HGetAll(ctx, redis.MetaKey(b, topic)).Result()
-	if err != nil || meta["epoch"] != pos[0].Epoch || meta["offset"] != strconv.Itoa(len(msgs)) || len(meta) != 2 {
-		t.Fatalf("meta %v %v", meta, err)
+	if latest, err := raw.Get(ctx, redis.LatestKey(b, topic)).Result(); err != nil || latest != pos[len(pos)-1].String() {
+		t.Fatalf("newest position %q %v, want %v", latest, err, pos[len(pos)-1])
 	}
-	for _, key := range []string{redis.StreamKey(b, topic), redis.MetaKey(b, topic)} {
+	for _, key := range []string{redis.StreamKey(b, topic), redis.LatestKey(b, topic)} {
 		if ttl := raw.PTTL(ctx, key).Val(); ttl <= 0 || ttl > policy.TTL {
 			t.Errorf("%s expires in %v, want (0, %v]", key, ttl, policy.TTL)
 		}
@@ -296,4 +298,94 @@ func TestHistoryRedisRestart(t *testing.T) {
 func TestTwoAppsHistory(t *testing.T) {
 	addr := redisAddr(t)
 	brokertest.RunAppsHistory(t, func(t *testing.T) ratchet.Broker { return newBroker(t, addr) })
+}
+
+// commandCounter is a go-redis hook that records the commands a client
+// sends, and in how many round trips (a pipeline is one).
+type commandCounter struct {
+	mu    sync.Mutex
+	names []string
+	trips int
+}
+
+func (h *commandCounter) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+
+func (h *commandCounter) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error {
+		h.record(cmd)
+		return next(ctx, cmd)
+	}
+}
+
+func (h *commandCounter) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []goredis.Cmder) error {
+		h.record(cmds...)
+		return next(ctx, cmds)
+	}
+}
+
+func (h *commandCounter) record(cmds ...goredis.Cmder) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.trips++
+	for _, c := range cmds {
+		h.names = append(h.names, c.Name())
+	}
+}
+
+// take returns what was recorded since the last take.
+func (h *commandCounter) take() (names []string, trips int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	names, trips = h.names, h.trips
+	h.names, h.trips = nil, 0
+	return names, trips
+}
+
+// publishMany publishes n texts of size bytes on topic with history and
+// returns the position of the first.
+func publishMany(t testing.TB, b *redis.Broker, topic string, n, size int, policy ratchet.HistoryPolicy) ratchet.Position {
+	t.Helper()
+	ctx := context.Background()
+	var first ratchet.Position
+	body := strings.Repeat("x", size)
+	for i := range n {
+		p, err := b.PublishHistory(ctx, topic, ratchet.Text(fmt.Sprintf("%08d%s", i, body[8:])), policy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = p
+		}
+	}
+	return first
+}
+
+// Recovering 1,000 missed messages is one ranged read (XRANGE) with the
+// newest position, in one round trip; publishing with history is one
+// command.
+func TestHistoryRecoveryIsOneRoundTrip(t *testing.T) {
+	addr := redisAddr(t)
+	hook := &commandCounter{}
+	client := newClient(t, addr)
+	client.AddHook(hook)
+	b := newBrokerOn(t, client)
+	topic := brokertest.Topic(t)
+	policy := ratchet.HistoryPolicy{Size: 2000, TTL: time.Minute}
+	first := publishMany(t, b, topic, 1001, 100, policy)
+	brokertest.ReadHistory(t, b, topic, first, 1000) // dials the connection a transaction takes
+	hook.take()
+
+	page := brokertest.ReadHistory(t, b, topic, first, 1000)
+	names, trips := hook.take()
+	if len(page.Publications) != 1000 || page.Lost || page.Publications[999].Position != page.Latest {
+		t.Fatalf("read %d messages, lost %v, last %v, latest %v", len(page.Publications), page.Lost, page.Publications[len(page.Publications)-1].Position, page.Latest)
+	}
+	if trips != 1 || fmt.Sprint(names) != "[multi get xrange exec]" {
+		t.Fatalf("History of 1,000 messages sent %v in %d round trips, want one transaction with one XRANGE", names, trips)
+	}
+	brokertest.PublishHistory(t, b, topic, "one more", policy)
+	if names, trips := hook.take(); trips != 1 || len(names) != 1 || names[0] != "evalsha" {
+		t.Fatalf("PublishHistory sent %v in %d round trips, want one EVALSHA", names, trips)
+	}
 }
