@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"strconv"
 	"strings"
+	"unicode/utf16"
 	"unicode/utf8"
 
 	"github.com/ratchetgo/ratchet"
@@ -78,6 +80,9 @@ func decode(payload []byte) (ratchet.Message, ratchet.Position) {
 
 // decodeString is decode for the string payloads go-redis hands out.
 func decodeString(payload string) (ratchet.Message, ratchet.Position) {
+	if m, pos, ok := decodeScriptEnvelope(payload); ok {
+		return m, pos
+	}
 	if len(payload) > 0 && payload[0] == '{' && strings.Contains(payload, `"ratchet"`) {
 		return decode([]byte(payload))
 	}
@@ -128,4 +133,111 @@ func decodeEnvelope(p []byte) (ratchet.Message, ratchet.Position, bool) {
 		return ratchet.Message{Type: ratchet.MessageBinary, Data: b}, pos, true
 	}
 	return ratchet.Message{}, none, false
+}
+
+// Field sequences of the position envelopes the publish script writes.
+const (
+	scriptPositionField = `{"position":"`
+	scriptTextFields    = `","ratchet":1,"type":"text","data":`
+	scriptBinaryFields  = `","ratchet":1,"type":"binary","data":`
+)
+
+// decodeScriptEnvelope decodes, without a JSON parser, the position
+// envelope as the publish script writes it (fields in its order), which
+// every node decodes for every message published with history. It reports
+// false for anything else, which decodeEnvelope then reads.
+func decodeScriptEnvelope(p string) (ratchet.Message, ratchet.Position, bool) {
+	rest, ok := strings.CutPrefix(p, scriptPositionField)
+	end := strings.IndexByte(rest, '"')
+	if !ok || end < 0 {
+		return ratchet.Message{}, ratchet.Position{}, false
+	}
+	pos, err := ratchet.ParsePosition(rest[:end])
+	rest = rest[end:]
+	typ := ratchet.MessageText
+	if text, ok := strings.CutPrefix(rest, scriptTextFields); ok {
+		rest = text
+	} else if bin, ok := strings.CutPrefix(rest, scriptBinaryFields); ok {
+		rest, typ = bin, ratchet.MessageBinary
+	} else {
+		return ratchet.Message{}, ratchet.Position{}, false
+	}
+	if err != nil || pos.IsZero() || len(rest) < 3 || rest[0] != '"' || rest[len(rest)-2:] != `"}` {
+		return ratchet.Message{}, ratchet.Position{}, false
+	}
+	data, ok := unquoteJSON(rest[1 : len(rest)-2])
+	if !ok {
+		return ratchet.Message{}, ratchet.Position{}, false
+	}
+	if typ == ratchet.MessageBinary {
+		b, err := base64.StdEncoding.DecodeString(string(data))
+		if err != nil {
+			return ratchet.Message{}, ratchet.Position{}, false
+		}
+		data = b
+	}
+	return ratchet.Message{Type: typ, Data: data}, pos, true
+}
+
+// unquoteJSON returns the bytes of the JSON string whose content (between
+// the quotes) is s. It reports false for content that is not valid JSON
+// or not valid UTF-8, which a JSON parser would take with replacements.
+func unquoteJSON(s string) ([]byte, bool) {
+	out := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '"' || c < 0x20:
+			return nil, false
+		case c != '\\':
+			out = append(out, c)
+			continue
+		}
+		if i++; i == len(s) {
+			return nil, false
+		}
+		switch s[i] {
+		case '"', '\\', '/':
+			out = append(out, s[i])
+		case 'b':
+			out = append(out, '\b')
+		case 'f':
+			out = append(out, '\f')
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		case 'u':
+			r, ok := hex4(s, i+1)
+			if !ok {
+				return nil, false
+			}
+			i += 4
+			if utf16.IsSurrogate(r) {
+				r2, ok := hex4(s, i+3)
+				if !ok || i+2 >= len(s) || s[i+1:i+3] != `\u` {
+					return nil, false
+				}
+				if r = utf16.DecodeRune(r, r2); r == utf8.RuneError {
+					return nil, false
+				}
+				i += 6
+			}
+			out = utf8.AppendRune(out, r)
+		default:
+			return nil, false
+		}
+	}
+	return out, utf8.Valid(out)
+}
+
+// hex4 reads the 4 hex digits at s[i:].
+func hex4(s string, i int) (rune, bool) {
+	if i+4 > len(s) {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(s[i:i+4], 16, 16)
+	return rune(n), err == nil
 }
