@@ -57,8 +57,9 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l 
 // WithOnError sets a function called, from the broker's goroutine, with every
 // connection error: the one that ended a connection (an outage begins, and
 // Outages counts it) and each failed reconnection attempt after it. It is
-// also called with a *ratchet.PanicError when a deliver function panics.
-// It must not block.
+// also called with a *ratchet.PanicError when a deliver function panics, and
+// with the error of a catch-up from a topic's stream that failed (see
+// SubscribePublications). It must not block.
 func WithOnError(fn func(error)) Option { return func(o *options) { o.onError = fn } }
 
 // WithOnReconnect sets a function called, from the broker's goroutine, each

@@ -12,10 +12,10 @@ import (
 // common forms, escapes included.
 func TestDecodeScriptEnvelope(t *testing.T) {
 	for payload, want := range map[string]string{
-		`{"position":"k3x9:17","ratchet":1,"type":"text","data":"hello"}`:                          "hello",
+		`{"position":"k3x9:17","ratchet":1,"type":"text","data":"hello"}`:                         "hello",
 		`{"position":"k3x9:17","ratchet":1,"type":"text","data":"{\"a\":\"b\\\/c\",\"n\":1}"}`:    `{"a":"b\/c","n":1}`,
 		`{"position":"k3x9:17","ratchet":1,"type":"text","data":"\u00e9\ud83d\ude00 \n\t\u0001"}`: "é😀 \n\t\x01",
-		`{"position":"k3x9:17","ratchet":1,"type":"binary","data":"AAEC"}`:                         "\x00\x01\x02",
+		`{"position":"k3x9:17","ratchet":1,"type":"binary","data":"AAEC"}`:                        "\x00\x01\x02",
 	} {
 		m, pos, ok := redis.DecodeScriptEnvelope(payload)
 		if !ok || string(m.Data) != want || pos.String() != "k3x9:17" {
