@@ -342,15 +342,19 @@ func (h *commandCounter) take() (names []string, trips int) {
 	return names, trips
 }
 
-// publishMany publishes n texts of size bytes on topic with history and
-// returns the position of the first.
-func publishMany(t testing.TB, b *redis.Broker, topic string, n, size int, policy ratchet.HistoryPolicy) ratchet.Position {
+// missedThousand returns a broker whose client records its commands with
+// hook, and a topic with 1,001 messages of 100 bytes published with policy:
+// reading after first recovers 1,000. The pool's connection is open.
+func missedThousand(t testing.TB, policy ratchet.HistoryPolicy) (b *redis.Broker, hook *commandCounter, topic string, first ratchet.Position) {
 	t.Helper()
-	ctx := context.Background()
-	var first ratchet.Position
-	body := strings.Repeat("x", size)
-	for i := range n {
-		p, err := b.PublishHistory(ctx, topic, ratchet.Text(fmt.Sprintf("%08d%s", i, body[8:])), policy)
+	hook = &commandCounter{}
+	client := newClient(t, redisAddr(t))
+	client.AddHook(hook)
+	b = newBrokerOn(t, client)
+	topic = brokertest.Topic(t)
+	body := strings.Repeat("x", 92)
+	for i := range 1001 {
+		p, err := b.PublishHistory(context.Background(), topic, ratchet.Text(fmt.Sprintf("%08d%s", i, body)), policy)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -358,23 +362,17 @@ func publishMany(t testing.TB, b *redis.Broker, topic string, n, size int, polic
 			first = p
 		}
 	}
-	return first
+	brokertest.ReadHistory(t, b, topic, first, 1000) // dials the connection a transaction takes
+	hook.take()
+	return b, hook, topic, first
 }
 
 // Recovering 1,000 missed messages is one ranged read (XRANGE) with the
 // newest position, in one round trip; publishing with history is one
 // command.
 func TestHistoryRecoveryIsOneRoundTrip(t *testing.T) {
-	addr := redisAddr(t)
-	hook := &commandCounter{}
-	client := newClient(t, addr)
-	client.AddHook(hook)
-	b := newBrokerOn(t, client)
-	topic := brokertest.Topic(t)
 	policy := ratchet.HistoryPolicy{Size: 2000, TTL: time.Minute}
-	first := publishMany(t, b, topic, 1001, 100, policy)
-	brokertest.ReadHistory(t, b, topic, first, 1000) // dials the connection a transaction takes
-	hook.take()
+	b, hook, topic, first := missedThousand(t, policy)
 
 	page := brokertest.ReadHistory(t, b, topic, first, 1000)
 	names, trips := hook.take()
