@@ -127,8 +127,11 @@ type HistoryPage struct {
 	// Publications are the kept messages after the position asked for,
 	// oldest first, at most the limit asked for.
 	Publications []Publication
-	// Latest is the position of the topic's newest message, zero when the
-	// topic has no stream (nothing published, or the stream expired).
+	// Latest is the position of the topic's newest message. A client that
+	// holds it has everything so far: a later read from it returns every
+	// message published after it, or reports Lost. For a topic with no
+	// message yet it is the start of an empty stream (offset 0 on the
+	// brokers whose offsets are contiguous), never the zero Position.
 	Latest Position
 	// Lost reports that messages after the position asked for are no longer
 	// kept (the stream's epoch changed, or they were trimmed or expired), so

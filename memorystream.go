@@ -114,33 +114,41 @@ func (s *memoryStream) ordered() []Publication {
 	return append(out, s.ring[:s.head]...)
 }
 
-// read returns up to limit kept publications of topic after since.
+// read returns up to limit kept publications of topic after since. A topic
+// without a stream gets an empty one, so that its Latest position is one a
+// client can resume from: every message published after it follows it.
 func (m *memoryStreams) read(topic string, since Position, limit int) HistoryPage {
 	now := time.Now()
-	s := m.stream(topic, now, false)
-	if s == nil {
-		return HistoryPage{Lost: !since.IsZero()}
+	for {
+		s := m.stream(topic, now, true)
+		s.mu.Lock()
+		if s.gone {
+			s.mu.Unlock()
+			continue
+		}
+		defer s.mu.Unlock()
+		lost := false
+		if s.epoch == "" || s.expired(now) { // a new, empty life
+			s.epoch, s.offset, s.ring, s.head = newEpoch(), 0, nil, 0
+			s.last, s.ttl = now, DefaultHistoryTTL
+			lost = !since.IsZero()
+		}
+		page := HistoryPage{Latest: Position{Epoch: s.epoch, Offset: s.offset}, Lost: lost}
+		kept := s.ordered()
+		first := s.offset - uint64(len(kept)) + 1 // offset of kept[0]
+		switch {
+		case since.IsZero() || lost:
+		case since.Epoch != s.epoch || since.Offset > s.offset || since.Offset+1 < first:
+			page.Lost = true
+		default:
+			kept = kept[since.Offset+1-first:]
+		}
+		if len(kept) > limit {
+			kept = kept[:max(limit, 0)]
+		}
+		page.Publications = kept
+		return page
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.gone || s.epoch == "" || s.expired(now) {
-		return HistoryPage{Lost: !since.IsZero()}
-	}
-	page := HistoryPage{Latest: Position{Epoch: s.epoch, Offset: s.offset}}
-	kept := s.ordered()
-	first := s.offset - uint64(len(kept)) + 1 // offset of kept[0]
-	switch {
-	case since.IsZero():
-	case since.Epoch != s.epoch || since.Offset > s.offset || since.Offset+1 < first:
-		page.Lost = true
-	default:
-		kept = kept[since.Offset+1-first:]
-	}
-	if len(kept) > limit {
-		kept = kept[:max(limit, 0)]
-	}
-	page.Publications = kept
-	return page
 }
 
 // clear drops every stream.

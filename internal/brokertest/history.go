@@ -169,8 +169,8 @@ func testHistoryRead(t *testing.T, node func(*testing.T) ratchet.HistoryBroker) 
 	a, b := node(t), node(t)
 	topic := Topic(t)
 	empty := ReadHistory(t, b, topic, ratchet.Position{}, 10)
-	if !empty.Latest.IsZero() || len(empty.Publications) != 0 || empty.Lost {
-		t.Fatalf("history of a new topic: %+v", empty)
+	if empty.Latest.IsZero() || len(empty.Publications) != 0 || empty.Lost {
+		t.Fatalf("history of a new topic: %+v (want no publications and a Latest to resume from)", empty)
 	}
 	var pos []ratchet.Position
 	for i := 1; i <= 10; i++ {
@@ -210,8 +210,13 @@ func testHistoryRead(t *testing.T, node func(*testing.T) ratchet.HistoryBroker) 
 		t.Fatalf("a position after the newest is not reported lost: %+v", future)
 	}
 	gone := ReadHistory(t, b, Topic(t)+"-never", pos[3], 100)
-	if !gone.Lost || !gone.Latest.IsZero() {
+	if !gone.Lost {
 		t.Fatalf("a position on a topic without a stream is not reported lost: %+v", gone)
+	}
+	// A client that read Latest of the empty topic resumes from it.
+	resumed := ReadHistory(t, b, topic, empty.Latest, 100)
+	if !equal(texts(resumed.Publications), seq(1, 10)) || resumed.Lost {
+		t.Fatalf("read after the Latest of the empty topic: %v lost %v", texts(resumed.Publications), resumed.Lost)
 	}
 }
 
