@@ -94,8 +94,8 @@ func redisCPU(b *testing.B, admin *goredis.Client) time.Duration {
 
 // BenchmarkHistoryRecovery reads 1,000 missed messages of 100 bytes back
 // from a topic's stream, as a subscriber resuming after them does: one
-// History call, one transaction (MULTI GET XRANGE EXEC: cmds/op) in one
-// round trip.
+// History call, one transaction (MULTI SET NX, GET, XRANGE, EXEC: cmds/op) in
+// one round trip.
 //
 //	go test -run '^$' -bench HistoryRecovery -benchtime 200x ./broker/redis
 func BenchmarkHistoryRecovery(b *testing.B) {

@@ -90,7 +90,7 @@
 //     would carry: XRANGE ratchet:history:news 18 + reads what follows
 //     offset 17;
 //   - P+"history-latest:"+T, a string holding the newest position, such as
-//     "k3x9:18".
+//     "k3x9:18"; "k3x9:0" for a stream without messages yet.
 //
 // PublishHistory runs one Lua script that reads the newest position, XADDs
 // the message at the next offset, writes the new position, sets the
@@ -103,9 +103,12 @@
 // one of the new.
 //
 // History reads the newest position and up to limit entries after since in
-// one MULTI/EXEC: one round trip, however many messages it returns. It
-// reports Lost when since is of another epoch, after the newest position,
-// or when the entry that follows it was trimmed or expired.
+// one MULTI/EXEC: one round trip, however many messages it returns. For a
+// topic without a stream it creates an empty one (offset 0, expiring after
+// ratchet.DefaultHistoryTTL unless a publish comes), so that the Latest it
+// returns is always a position to resume from. It reports Lost when since is
+// of another epoch (or the stream was gone), after the newest position, or
+// when the entry that follows it was trimmed or expired.
 //
 // Redis pub/sub keeps nothing for a node that is not subscribed. So the
 // broker remembers, per topic, the newest position it delivered (or, before

@@ -167,7 +167,7 @@ func (b *Broker) History(ctx context.Context, topic string, since ratchet.Positi
 func (b *Broker) readHistory(ctx context.Context, topic string, since ratchet.Position, limit int) (ratchet.HistoryPage, error) {
 	limit = max(limit, 0)
 	page, err := b.readRange(ctx, topic, since, limit)
-	if err == nil && page.Lost && limit > 0 && len(page.Publications) == 0 && !page.Latest.IsZero() {
+	if err == nil && page.Lost && limit > 0 && len(page.Publications) == 0 && page.Latest.Offset > 0 {
 		// since is of another epoch, or after the newest position: the
 		// page holds the oldest kept messages, as it does for a trimmed
 		// since.
@@ -184,7 +184,10 @@ func (b *Broker) readHistory(ctx context.Context, topic string, since ratchet.Po
 
 // readRange reads, in one MULTI/EXEC, the newest position of topic and up
 // to limit entries of its stream after since (from the oldest when since is
-// zero), and tells whether they follow since.
+// zero), and tells whether they follow since. A topic without a stream gets
+// an empty one (newest position "<new epoch>:0", ratchet.DefaultHistoryTTL),
+// so that Latest is a position a client can resume from: every message
+// published after the read follows it.
 func (b *Broker) readRange(ctx context.Context, topic string, since ratchet.Position, limit int) (ratchet.HistoryPage, error) {
 	start, count := "-", int64(limit)
 	if !since.IsZero() {
@@ -194,28 +197,26 @@ func (b *Broker) readRange(ctx context.Context, topic string, since ratchet.Posi
 			count = 0
 		}
 	}
+	var created *goredis.BoolCmd
 	var latest *goredis.StringCmd
 	var entries *goredis.XMessageSliceCmd
 	err := b.call(ctx, func() error {
 		_, err := b.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+			created = p.SetNX(ctx, b.latestKey(topic), newEpoch()+":0", ratchet.DefaultHistoryTTL)
 			latest = p.Get(ctx, b.latestKey(topic))
 			if count > 0 {
 				entries = p.XRangeN(ctx, b.streamKey(topic), start, "+", count)
 			}
 			return nil
 		})
-		if errors.Is(err, goredis.Nil) {
-			err = nil // no stream
-		}
 		return err
 	})
 	if err != nil {
 		return ratchet.HistoryPage{}, err
 	}
 	var page ratchet.HistoryPage
-	if latest.Err() == goredis.Nil {
+	if created.Val() { // no stream: since, if any, is of a lost one
 		page.Lost = !since.IsZero()
-		return page, nil
 	}
 	if page.Latest, err = ratchet.ParsePosition(latest.Val()); err != nil || page.Latest.IsZero() {
 		return ratchet.HistoryPage{}, fmt.Errorf("bad newest position %q", latest.Val())
@@ -231,7 +232,7 @@ func (b *Broker) readRange(ctx context.Context, topic string, since ratchet.Posi
 		}
 	}
 	switch {
-	case since.IsZero():
+	case since.IsZero() || page.Lost:
 	case since.Epoch != page.Latest.Epoch || since.Offset > page.Latest.Offset:
 		page.Lost, page.Publications = true, nil
 	case since.Offset == page.Latest.Offset:

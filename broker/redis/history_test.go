@@ -379,7 +379,7 @@ func TestHistoryRecoveryIsOneRoundTrip(t *testing.T) {
 	if len(page.Publications) != 1000 || page.Lost || page.Publications[999].Position != page.Latest {
 		t.Fatalf("read %d messages, lost %v, last %v, latest %v", len(page.Publications), page.Lost, page.Publications[len(page.Publications)-1].Position, page.Latest)
 	}
-	if trips != 1 || fmt.Sprint(names) != "[multi get xrange exec]" {
+	if trips != 1 || fmt.Sprint(names) != "[multi set get xrange exec]" {
 		t.Fatalf("History of 1,000 messages sent %v in %d round trips, want one transaction with one XRANGE", names, trips)
 	}
 	brokertest.PublishHistory(t, b, topic, "one more", policy)
