@@ -39,9 +39,10 @@ func (b *Broker) latestKey(topic string) string { return b.o.prefix + "history-l
 // when the payload is raw text, size, TTL in ms, the epoch of a new stream.
 // Returns the position.
 //
-// A missing latest key starts a new epoch at offset 1 (a stream left without
-// it is dropped: its IDs would not follow). XADD runs before the latest key
-// is written, so a failing XADD changes nothing.
+// A missing latest key starts a new epoch at offset 1. The first message of
+// an epoch drops what the stream key may hold (a stream that outlived its
+// latest key, evicted say): its IDs would not follow. XADD runs before the
+// latest key is written, so a failing XADD changes nothing.
 var publishScript = goredis.NewScript(`
 local latest = redis.call('GET', KEYS[2])
 local epoch, offset = ARGV[6], 1
@@ -49,7 +50,8 @@ if latest then
   local colon = string.find(latest, ':', 1, true)
   epoch = string.sub(latest, 1, colon - 1)
   offset = tonumber(string.sub(latest, colon + 1)) + 1
-else
+end
+if offset == 1 then
   redis.call('DEL', KEYS[1])
 end
 local id = string.format('%d', offset)
@@ -215,11 +217,12 @@ func (b *Broker) readRange(ctx context.Context, topic string, since ratchet.Posi
 		return ratchet.HistoryPage{}, err
 	}
 	var page ratchet.HistoryPage
-	if created.Val() { // no stream: since, if any, is of a lost one
-		page.Lost = !since.IsZero()
-	}
 	if page.Latest, err = ratchet.ParsePosition(latest.Val()); err != nil || page.Latest.IsZero() {
 		return ratchet.HistoryPage{}, fmt.Errorf("bad newest position %q", latest.Val())
+	}
+	if created.Val() { // no stream: since, if any, is of a lost one
+		page.Lost = !since.IsZero()
+		return page, nil
 	}
 	if entries != nil {
 		page.Publications = make([]ratchet.Publication, 0, len(entries.Val()))
@@ -228,11 +231,14 @@ func (b *Broker) readRange(ctx context.Context, topic string, since ratchet.Posi
 			if err != nil {
 				return ratchet.HistoryPage{}, err
 			}
+			if p.Position.Offset > page.Latest.Offset {
+				break // of a stream that outlived its latest key: a lost life
+			}
 			page.Publications = append(page.Publications, p)
 		}
 	}
 	switch {
-	case since.IsZero() || page.Lost:
+	case since.IsZero():
 	case since.Epoch != page.Latest.Epoch || since.Offset > page.Latest.Offset:
 		page.Lost, page.Publications = true, nil
 	case since.Offset == page.Latest.Offset:

@@ -90,6 +90,39 @@ func TestHistoryWireFormat(t *testing.T) {
 	}
 }
 
+// A stream that outlived its latest key (evicted, deleted by hand) belongs
+// to a lost life: a read does not take its entries for the new epoch's, and
+// the next publish starts the new epoch over it instead of failing on its
+// IDs.
+func TestHistoryOrphanStream(t *testing.T) {
+	addr := redisAddr(t)
+	b := newBroker(t, addr)
+	raw := newClient(t, addr)
+	topic := brokertest.Topic(t)
+	policy := ratchet.HistoryPolicy{Size: 10, TTL: time.Minute}
+	var old ratchet.Position
+	for i := 1; i <= 3; i++ {
+		old = brokertest.PublishHistory(t, b, topic, fmt.Sprint(i), policy)
+	}
+	if err := raw.Del(context.Background(), redis.LatestKey(b, topic)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	page := brokertest.ReadHistory(t, b, topic, old, 10)
+	if !page.Lost || len(page.Publications) != 0 || page.Latest.Epoch == old.Epoch || page.Latest.Offset != 0 {
+		t.Fatalf("read after the latest key was lost: %+v", page)
+	}
+	if all := brokertest.ReadHistory(t, b, topic, ratchet.Position{}, 10); len(all.Publications) != 0 || all.Latest != page.Latest {
+		t.Fatalf("read from the start of the empty new epoch: %+v", all)
+	}
+	fresh := brokertest.PublishHistory(t, b, topic, "new", policy)
+	if fresh != (ratchet.Position{Epoch: page.Latest.Epoch, Offset: 1}) {
+		t.Fatalf("publish over the orphan stream at %v, want offset 1 of %q", fresh, page.Latest.Epoch)
+	}
+	if all := brokertest.ReadHistory(t, b, topic, ratchet.Position{}, 10); len(all.Publications) != 1 || string(all.Publications[0].Message.Data) != "new" {
+		t.Fatalf("history after the new epoch began: %+v", all)
+	}
+}
+
 func TestDecodePosition(t *testing.T) {
 	e1 := ratchet.Position{Epoch: "k3x9", Offset: 17}
 	for _, c := range []struct {
