@@ -280,9 +280,9 @@ func (p *Presence) Watch(ctx context.Context, topic string, fn func(ratchet.Pres
 	p.watched[topic]++
 	p.mu.Unlock()
 	w := &watch{p: p, topic: topic}
-	sub, err := p.b.subscribeChannel(ctx, p.EventsChannel(topic), func(p ratchet.Publication) {
+	sub, err := p.b.subscribeChannel(ctx, p.EventsChannel(topic), func(pub ratchet.Publication) {
 		var e presenceEvent
-		if json.Unmarshal(p.Message.Data, &e) != nil || e.User == "" {
+		if json.Unmarshal(pub.Message.Data, &e) != nil || e.User == "" {
 			return
 		}
 		ev := ratchet.PresenceEvent{Topic: topic, User: e.User}
