@@ -138,6 +138,7 @@ type Broker struct {
 
 type topic struct {
 	b         *Broker
+	name      string
 	subject   string
 	report    func(error) // what went wrong delivering
 	ns        *nats.Subscription
@@ -340,7 +341,7 @@ func (b *Broker) Subscribe(ctx context.Context, topicName string, deliver func(r
 	}
 	t := b.topics[subject]
 	if t == nil {
-		t = &topic{b: b, subject: subject}
+		t = &topic{b: b, name: topicName, subject: subject}
 		t.report = func(err error) { b.o.ReportDelivery("subject "+subject, err) }
 		ns, err := b.nc.Subscribe(subject, t.handle)
 		if err != nil {
@@ -350,7 +351,7 @@ func (b *Broker) Subscribe(ctx context.Context, topicName string, deliver func(r
 		t.ns = ns
 		b.topics[subject] = t
 	}
-	s := t.subs.Add(deliver, func(_ context.Context, s *topicsubs.Sub) error { return b.unsubscribe(t, s) })
+	s := t.subs.Add(topicsubs.Plain(deliver), func(_ context.Context, s *topicsubs.Sub) error { return b.unsubscribe(t, s) })
 	b.mu.Unlock()
 
 	if t.confirmed.Load() || !b.nc.IsConnected() {
@@ -371,7 +372,9 @@ func (b *Broker) Subscribe(ctx context.Context, topicName string, deliver func(r
 	return nil, fmt.Errorf("ratchet/nats: subscribe %q: %w", topicName, err)
 }
 
-func (t *topic) handle(m *nats.Msg) { t.subs.Deliver(decode(m), t.report) }
+func (t *topic) handle(m *nats.Msg) {
+	t.subs.Deliver(ratchet.Publication{Topic: t.name, Message: decode(m)}, t.report)
+}
 
 // Decode returns the message a NATS message carries, per TypeHeader: binary
 // when the header says so, else text, or binary when the payload is not
