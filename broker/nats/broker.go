@@ -131,21 +131,25 @@ type Broker struct {
 
 	isClosed atomic.Bool
 	outages  atomic.Uint64
+
+	hist history
 }
 
 type topic struct {
 	b         *Broker
+	name      string
 	subject   string
 	ns        *nats.Subscription
 	subs      atomic.Pointer[[]*subscription] // copy on write
 	confirmed atomic.Bool                     // the server has the SUB
+	order     liveOrder
 }
 
 type subscription struct {
 	b       *Broker
 	t       *topic
 	mu      sync.Mutex // held while delivering
-	deliver func(ratchet.Message)
+	deliver func(ratchet.Publication)
 	once    sync.Once
 }
 
@@ -234,11 +238,15 @@ func Connect(url string, opts ...Option) (*Broker, error) {
 			}
 			downtime := time.Duration(time.Now().UnixNano() - downSince.Load())
 			b.o.logger.Info("ratchet/nats: reconnected to nats", "url", nc.ConnectedUrlRedacted(), "downtime", downtime.Round(time.Millisecond))
+			b.refill("") // what the topics with history missed meanwhile
 			if b.o.onReconnect != nil {
 				b.o.onReconnect()
 			}
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) {
+			if s != nil && errors.Is(err, nats.ErrSlowConsumer) {
+				b.refill(s.Subject) // what the client dropped
+			}
 			if s != nil {
 				err = fmt.Errorf("ratchet/nats: subject %s: %w", s.Subject, err)
 			}
@@ -361,11 +369,15 @@ func (b *Broker) flush(ctx context.Context) error {
 // and must not call Unsubscribe on its own subscription (that waits for
 // deliver to return) or Close.
 func (b *Broker) Subscribe(ctx context.Context, topicName string, deliver func(ratchet.Message)) (ratchet.Subscription, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
 	if deliver == nil {
 		return nil, errors.New("ratchet/nats: nil deliver function")
+	}
+	return b.subscribe(ctx, topicName, func(p ratchet.Publication) { deliver(p.Message) })
+}
+
+func (b *Broker) subscribe(ctx context.Context, topicName string, deliver func(ratchet.Publication)) (ratchet.Subscription, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	subject := b.Subject(topicName)
 	b.mu.Lock()
@@ -374,8 +386,9 @@ func (b *Broker) Subscribe(ctx context.Context, topicName string, deliver func(r
 		return nil, ratchet.ErrBrokerClosed
 	}
 	t := b.topics[subject]
-	if t == nil {
-		t = &topic{b: b, subject: subject}
+	created := t == nil
+	if created {
+		t = &topic{b: b, name: topicName, subject: subject}
 		t.subs.Store(&[]*subscription{})
 		ns, err := b.nc.Subscribe(subject, t.handle)
 		if err != nil {
@@ -399,6 +412,9 @@ func (b *Broker) Subscribe(ctx context.Context, topicName string, deliver func(r
 	err := b.flush(ctx)
 	if err == nil {
 		t.confirmed.Store(true)
+		if created {
+			b.startOrder(ctx, t)
+		}
 		return s, nil
 	}
 	if ctx.Err() == nil && !b.nc.IsConnected() {
@@ -412,13 +428,15 @@ func (b *Broker) Subscribe(ctx context.Context, topicName string, deliver func(r
 }
 
 func (t *topic) handle(m *nats.Msg) {
-	subs := *t.subs.Load()
-	if len(subs) == 0 {
+	if len(*t.subs.Load()) == 0 || t.b.receiveHistory(t, m) {
 		return
 	}
-	msg := Decode(m)
-	for _, s := range subs {
-		t.b.deliver(s, msg)
+	t.deliverAll(ratchet.Publication{Topic: t.name, Message: Decode(m)})
+}
+
+func (t *topic) deliverAll(p ratchet.Publication) {
+	for _, s := range *t.subs.Load() {
+		t.b.deliver(s, p)
 	}
 }
 
@@ -436,7 +454,7 @@ func Decode(m *nats.Msg) ratchet.Message {
 	return ratchet.Message{Type: ratchet.MessageBinary, Data: m.Data}
 }
 
-func (b *Broker) deliver(s *subscription, msg ratchet.Message) {
+func (b *Broker) deliver(s *subscription, p ratchet.Publication) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.deliver == nil {
@@ -448,7 +466,7 @@ func (b *Broker) deliver(s *subscription, msg ratchet.Message) {
 			b.report(&ratchet.PanicError{Value: v, Stack: debug.Stack()})
 		}
 	}()
-	s.deliver(msg)
+	s.deliver(p)
 }
 
 // Unsubscribe implements ratchet.Subscription. Deliveries stop whatever
@@ -508,6 +526,7 @@ func (b *Broker) Close() error {
 	b.topics = nil
 	b.mu.Unlock()
 	b.nc.Close()
+	b.hist.refills.Wait()
 	for _, s := range subs {
 		s.mu.Lock()
 		s.deliver = nil
