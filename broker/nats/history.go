@@ -320,7 +320,7 @@ func (b *Broker) withTimeout(ctx context.Context) (context.Context, context.Canc
 // connection is down.
 func (b *Broker) historyErr(what string, err error) error {
 	switch {
-	case errors.Is(err, ErrHistoryPrefix), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded) && b.nc.IsConnected():
+	case errors.Is(err, ErrHistoryPrefix):
 		return err
 	case b.isClosed.Load():
 		return ratchet.ErrBrokerClosed
@@ -655,6 +655,7 @@ func (b *Broker) startOrder(ctx context.Context, t *topic) {
 	if st == nil {
 		var err error
 		if st, err = b.readStream(ctx); err != nil {
+			b.hist.set(nil) // no JetStream here: do not ask again for every topic
 			return
 		}
 	}
@@ -791,10 +792,9 @@ func (b *Broker) fill(t *topic, o *liveOrder, epoch string, upTo uint64) {
 		b.report(fmt.Errorf("%w: topic %q, after %s:%d: %w", ErrLiveGap, t.name, epoch, o.last, err))
 		return
 	}
-	if o.last > 0 && (len(r.msgs) == 0 || seqOf(r.msgs[0]) != o.last) {
-		// What came after o.last may have been trimmed with it.
-		b.report(fmt.Errorf("%w: topic %q: the stream no longer has %s:%d", ErrLiveGap, t.name, epoch, o.last))
-	}
+	// What came after o.last may have been trimmed with it.
+	lost := o.last > 0 && (len(r.msgs) == 0 || seqOf(r.msgs[0]) != o.last)
+	after := o.last
 	for _, m := range r.msgs {
 		seq := seqOf(m)
 		if seq <= o.last {
@@ -807,8 +807,8 @@ func (b *Broker) fill(t *topic, o *liveOrder, epoch string, upTo uint64) {
 		})
 		o.last = seq
 	}
-	if o.last != upTo {
-		b.report(fmt.Errorf("%w: topic %q: the stream no longer has %s:%d", ErrLiveGap, t.name, epoch, upTo))
+	if lost || o.last != upTo {
+		b.report(fmt.Errorf("%w: topic %q: the stream no longer has all of %s:%d to %s:%d", ErrLiveGap, t.name, epoch, after, epoch, upTo))
 	}
 }
 

@@ -494,6 +494,13 @@ func TestHistoryServerRestart(t *testing.T) {
 	brokertest.WaitFor(t, "100 publishes", func() bool { n, _ := count(); return n >= 100 })
 	srv.Kill()
 	brokertest.WaitFor(t, "a publish to fail", func() bool { _, f := count(); return f > 0 })
+	brokertest.WaitFor(t, "the outage noticed", func() bool { return !a.Connected() && !b.Connected() })
+	if _, err := a.PublishHistory(context.Background(), topic, ratchet.Text("x"), policy); !errors.Is(err, natsbroker.ErrUnavailable) {
+		t.Fatalf("PublishHistory while down: %v, want ErrUnavailable", err)
+	}
+	if _, err := b.History(context.Background(), topic, ratchet.Position{}, 10); !errors.Is(err, natsbroker.ErrUnavailable) {
+		t.Fatalf("History while down: %v, want ErrUnavailable", err)
+	}
 	before, _ := count()
 	srv.Start()
 	brokertest.WaitFor(t, "100 publishes after the restart", func() bool { n, _ := count(); return n >= before+100 })
@@ -685,4 +692,29 @@ func historyNode(t *testing.T, b ratchet.Broker, policy ratchet.HistoryPolicy) (
 		srv.Close()
 	})
 	return hub, "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
+}
+
+// History needs a prefix that ends with "." (the stream republishes token
+// by token); without one, the history methods say so and live delivery
+// works as before.
+func TestHistoryPrefixWithoutDot(t *testing.T) {
+	u := natsURL(t)
+	b := newBroker(t, u, natsbroker.WithPrefix("nodot"))
+	topic := brokertest.Topic(t)
+	ctx := context.Background()
+	if _, err := b.PublishHistory(ctx, topic, ratchet.Text("x"), ratchet.HistoryPolicy{}); !errors.Is(err, natsbroker.ErrHistoryPrefix) {
+		t.Fatalf("PublishHistory: %v, want ErrHistoryPrefix", err)
+	}
+	if _, err := b.History(ctx, topic, ratchet.Position{}, 10); !errors.Is(err, natsbroker.ErrHistoryPrefix) {
+		t.Fatalf("History: %v, want ErrHistoryPrefix", err)
+	}
+	if s := b.HistorySubject(topic); s != "" {
+		t.Fatalf("HistorySubject = %q, want none", s)
+	}
+	col := brokertest.NewPubCollector(1)
+	brokertest.SubscribePubs(t, b, topic, col)
+	brokertest.Publish(t, b, topic, ratchet.Text("plain"))
+	if p := col.Next(t); string(p.Message.Data) != "plain" || !p.Position.IsZero() {
+		t.Fatalf("got %q at %v", p.Message.Data, p.Position)
+	}
 }
