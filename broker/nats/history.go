@@ -446,14 +446,6 @@ func (b *Broker) readHistory(ctx context.Context, st jetstream.Stream, topic str
 	last, size := newest.Sequence, sizeOf(newest.Header)
 	page := ratchet.HistoryPage{Latest: ratchet.Position{Epoch: epoch, Offset: last}}
 	limit = max(limit, 0)
-	pub := func(m jetstream.Msg) ratchet.Publication {
-		md, _ := m.Metadata()
-		return ratchet.Publication{
-			Topic:    topic,
-			Position: ratchet.Position{Epoch: epoch, Offset: md.Sequence.Stream},
-			Message:  Decode(&nats.Msg{Data: m.Data(), Header: m.Headers()}),
-		}
-	}
 	switch {
 	case since.IsZero():
 		if limit == 0 {
@@ -467,7 +459,7 @@ func (b *Broker) readHistory(ctx context.Context, st jetstream.Stream, topic str
 			kept := r.msgs[max(0, len(r.msgs)-size):]
 			kept = kept[:min(len(kept), limit)]
 			if len(kept) > 0 {
-				ok, err := stored(ctx, st, seqOf(kept[0]), subj)
+				ok, err := stored(ctx, st, kept[0].seq, subj)
 				if err != nil {
 					return ratchet.HistoryPage{}, err
 				}
@@ -479,7 +471,7 @@ func (b *Broker) readHistory(ctx context.Context, st jetstream.Stream, topic str
 				}
 			}
 			for _, m := range kept {
-				page.Publications = append(page.Publications, pub(m))
+				page.Publications = append(page.Publications, m.publication(topic, epoch))
 			}
 			return page, nil
 		}
@@ -506,7 +498,7 @@ func (b *Broker) readHistory(ctx context.Context, st jetstream.Stream, topic str
 		return page, nil
 	}
 	for _, m := range r.msgs {
-		page.Publications = append(page.Publications, pub(m))
+		page.Publications = append(page.Publications, m.publication(topic, epoch))
 	}
 	return page, nil
 }
@@ -521,12 +513,14 @@ func sizeOf(h nats.Header) int {
 	return n
 }
 
-func seqOf(m jetstream.Msg) uint64 {
-	md, err := m.Metadata()
-	if err != nil {
-		return 0
-	}
-	return md.Sequence.Stream
+// storedMsg is a message read from the stream.
+type storedMsg struct {
+	seq uint64
+	msg ratchet.Message
+}
+
+func (m storedMsg) publication(topic, epoch string) ratchet.Publication {
+	return ratchet.Publication{Topic: topic, Position: ratchet.Position{Epoch: epoch, Offset: m.seq}, Message: m.msg}
 }
 
 // stored reports whether the message at seq is still in the stream, on
@@ -543,8 +537,8 @@ func stored(ctx context.Context, st jetstream.Stream, seq uint64, subject string
 }
 
 type scanned struct {
-	msgs []jetstream.Msg // the first keep messages
-	over bool            // more than countTo messages up to last
+	msgs []storedMsg // the first keep messages
+	over bool        // more than countTo messages up to last
 }
 
 // scan reads the messages of subject in stream from sequence from up to
@@ -600,7 +594,10 @@ func (b *Broker) scan(ctx context.Context, stream, subject string, from, last ui
 			}
 			count++
 			if len(r.msgs) < keep {
-				r.msgs = append(r.msgs, m)
+				r.msgs = append(r.msgs, storedMsg{
+					seq: md.Sequence.Stream,
+					msg: Decode(&nats.Msg{Data: m.Data(), Header: m.Headers()}),
+				})
 			}
 			if count > countTo {
 				r.over, done = true, true
@@ -793,19 +790,13 @@ func (b *Broker) fill(t *topic, o *liveOrder, epoch string, upTo uint64) {
 		return
 	}
 	// What came after o.last may have been trimmed with it.
-	lost := o.last > 0 && (len(r.msgs) == 0 || seqOf(r.msgs[0]) != o.last)
+	lost := o.last > 0 && (len(r.msgs) == 0 || r.msgs[0].seq != o.last)
 	after := o.last
 	for _, m := range r.msgs {
-		seq := seqOf(m)
-		if seq <= o.last {
-			continue
+		if m.seq > o.last {
+			t.deliverAll(m.publication(t.name, epoch))
+			o.last = m.seq
 		}
-		t.deliverAll(ratchet.Publication{
-			Topic:    t.name,
-			Position: ratchet.Position{Epoch: epoch, Offset: seq},
-			Message:  Decode(&nats.Msg{Data: m.Data(), Header: m.Headers()}),
-		})
-		o.last = seq
 	}
 	if lost || o.last != upTo {
 		b.report(fmt.Errorf("%w: topic %q: the stream no longer has all of %s:%d to %s:%d", ErrLiveGap, t.name, epoch, after, epoch, upTo))
