@@ -191,13 +191,19 @@ func (h *history) seen(stream string) {
 	}
 }
 
+// historyJS returns JetStream and the start of the history subjects.
+func (b *Broker) historyJS() (jetstream.JetStream, string, error) {
+	hp, err := b.historyPrefix()
+	if err != nil {
+		return nil, "", err
+	}
+	js, err := b.jetStream()
+	return js, hp, err
+}
+
 // lookup finds the stream that holds the history subjects, nil if none.
 func (b *Broker) lookup(ctx context.Context) (jetstream.Stream, error) {
-	js, err := b.jetStream()
-	if err != nil {
-		return nil, err
-	}
-	hp, err := b.historyPrefix()
+	js, hp, err := b.historyJS()
 	if err != nil {
 		return nil, err
 	}
@@ -275,11 +281,7 @@ func (b *Broker) publishStream(ctx context.Context, policy ratchet.HistoryPolicy
 }
 
 func (b *Broker) createStream(ctx context.Context, policy ratchet.HistoryPolicy) (jetstream.Stream, error) {
-	js, err := b.jetStream()
-	if err != nil {
-		return nil, err
-	}
-	hp, err := b.historyPrefix()
+	js, hp, err := b.historyJS()
 	if err != nil {
 		return nil, err
 	}
