@@ -24,10 +24,10 @@ import (
 // (see the package documentation).
 const SizeHeader = "Ratchet-History-Size"
 
-// HistoryStreamPrefix starts the name of the JetStream stream a Broker keeps
+// historyStreamPrefix starts the name of the JetStream stream a Broker keeps
 // history in; the name goes on with the broker's prefix and ends with
 // "_" and the stream's epoch.
-const HistoryStreamPrefix = "RATCHET_HISTORY_"
+const historyStreamPrefix = "RATCHET_HISTORY_"
 
 var (
 	// ErrHistoryPrefix is returned by the history methods of a Broker whose
@@ -131,7 +131,7 @@ func streamName(prefix string) string {
 		base = base[:32]
 	}
 	epoch := strconv.FormatUint(rand.Uint64()>>(64-epochBits), 36)
-	return HistoryStreamPrefix + string(base) + "_" + epoch
+	return historyStreamPrefix + string(base) + "_" + epoch
 }
 
 func policyDefaults(p ratchet.HistoryPolicy) ratchet.HistoryPolicy {
