@@ -585,6 +585,16 @@ func TestHistoryServerRestart(t *testing.T) {
 	}
 }
 
+// 10,000 messages published from two nodes (each a Hub with history on
+// its own broker, on a stream of the test's own) while 50 WebSocket
+// subscribers keep disconnecting and resuming on either node: each ends
+// with every message once, in position order.
+func TestHistoryChaos(t *testing.T) {
+	u := natsURL(t)
+	prefix := freshPrefix(t, u)
+	brokertest.RunChaos(t, func(t *testing.T) ratchet.Broker { return newBroker(t, u, natsbroker.WithPrefix(prefix)) }, 10000, 50)
+}
+
 // Two nodes, each an App with a Hub on its own broker: a WebSocket client
 // of node A that drops and comes back on node B with the position of the
 // last message it got receives exactly what it missed, then the live

@@ -336,6 +336,15 @@ func TestTwoAppsHistory(t *testing.T) {
 	brokertest.RunAppsHistory(t, func(t *testing.T) ratchet.Broker { return newBroker(t, addr) })
 }
 
+// 10,000 messages published from two nodes (each a Hub with history on
+// its own broker) while 50 WebSocket subscribers keep disconnecting and
+// resuming on either node: each ends with every message once, in position
+// order.
+func TestHistoryChaos(t *testing.T) {
+	addr := redisAddr(t)
+	brokertest.RunChaos(t, func(t *testing.T) ratchet.Broker { return newBroker(t, addr) }, 10000, 50)
+}
+
 // commandCounter is a go-redis hook that records the commands a client
 // sends, and in how many round trips (a pipeline is one).
 type commandCounter struct {
