@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ratchetgo/ratchet"
+	"github.com/ratchetgo/ratchet/internal/brokeropt"
 )
 
 // SizeHeader is the header of a message published with history that
@@ -143,12 +144,7 @@ func streamName(prefix string) string {
 // policyDefaults fills the zero fields of p as ratchet.WithHistory does,
 // and raises TTL to the smallest age a stream can keep.
 func policyDefaults(p ratchet.HistoryPolicy) ratchet.HistoryPolicy {
-	if p.Size <= 0 {
-		p.Size = ratchet.DefaultHistorySize
-	}
-	if p.TTL <= 0 {
-		p.TTL = ratchet.DefaultHistoryTTL
-	}
+	p = brokeropt.HistoryPolicy(p)
 	p.TTL = max(p.TTL, minMaxAge)
 	return p
 }

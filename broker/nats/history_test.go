@@ -2,10 +2,8 @@ package nats_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,14 +13,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ratchetgo/ratchet"
 	natsbroker "github.com/ratchetgo/ratchet/broker/nats"
 	"github.com/ratchetgo/ratchet/internal/brokertest"
-	"github.com/ratchetgo/ratchet/internal/wstest"
 )
 
 // The history conformance suite, on the stream of the default prefix that
@@ -595,140 +591,11 @@ func TestHistoryChaos(t *testing.T) {
 	brokertest.RunChaos(t, func(t *testing.T) ratchet.Broker { return newBroker(t, u, natsbroker.WithPrefix(prefix)) }, 10000, 50)
 }
 
-// Two nodes, each an App with a Hub on its own broker: a WebSocket client
-// of node A that drops and comes back on node B with the position of the
-// last message it got receives exactly what it missed, then the live
-// messages.
-func TestHubRecoveryAcrossNodes(t *testing.T) {
+// Two Apps on NATS: a WebSocket client resuming on node B (or A) gets
+// exactly what node A's Hub published while it was away.
+func TestTwoAppsHistory(t *testing.T) {
 	u := natsURL(t)
-	policy := ratchet.HistoryPolicy{Size: 50, TTL: time.Minute}
-	hubA, urlA := historyNode(t, newBroker(t, u), policy)
-	hubB, urlB := historyNode(t, newBroker(t, u), policy)
-	topic := brokertest.Topic(t)
-	ctx := context.Background()
-
-	c := wstest.Dial(t, urlA+"?topic="+topic, nil)
-	if r := readReady(t, c); !r.Ready {
-		t.Fatalf("first subscription: %+v", r)
-	}
-	var seen []envelope
-	for i := 1; i <= 3; i++ {
-		if _, _, err := hubA.PublishPosition(ctx, topic, ratchet.Text(strconv.Itoa(i))); err != nil {
-			t.Fatal(err)
-		}
-		seen = append(seen, readEnvelope(t, c))
-	}
-	c.CloseNow()
-	var missed []ratchet.Position
-	for i := 4; i <= 8; i++ {
-		hub := hubA
-		if i%2 == 0 {
-			hub = hubB
-		}
-		pos, _, err := hub.PublishPosition(ctx, topic, ratchet.Text(strconv.Itoa(i)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		missed = append(missed, pos)
-	}
-
-	c = wstest.Dial(t, urlB+"?topic="+topic+"&since="+seen[2].Position, nil)
-	for i, pos := range missed {
-		e := readEnvelope(t, c)
-		if e.Position != pos.String() || e.Data != strconv.Itoa(i+4) || e.Topic != topic {
-			t.Fatalf("recovered %+v, want %d at %v", e, i+4, pos)
-		}
-	}
-	if r := readReady(t, c); !r.Ready || r.Sent != len(missed) {
-		t.Fatalf("after the recovery: %+v, want recovered with %d sent", r, len(missed))
-	}
-	live, _, err := hubA.PublishPosition(ctx, topic, ratchet.Text("live"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if e := readEnvelope(t, c); e.Position != live.String() || e.Data != "live" {
-		t.Fatalf("live after the recovery: %+v, want live at %v", e, live)
-	}
-
-	// A position the history no longer reaches: told, nothing sent.
-	for i := range policy.Size + 1 {
-		if _, _, err := hubA.PublishPosition(ctx, topic, ratchet.Text(strconv.Itoa(100+i))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	c2 := wstest.Dial(t, urlB+"?topic="+topic+"&since="+live.String(), nil)
-	if r := readReady(t, c2); r.Ready || r.Sent != 0 {
-		t.Fatalf("since a trimmed position: %+v, want not recovered", r)
-	}
-}
-
-type envelope struct {
-	Topic    string `json:"topic"`
-	Position string `json:"position"`
-	Data     string `json:"data"`
-}
-
-type ready struct {
-	Ready    bool   `json:"ready"`
-	Position string `json:"position"`
-	Sent     int    `json:"sent"`
-}
-
-func readEnvelope(t *testing.T, c *websocket.Conn) envelope {
-	t.Helper()
-	var e envelope
-	_, m := wstest.Read(t, c)
-	if err := json.Unmarshal([]byte(m), &e); err != nil || e.Topic == "" {
-		t.Fatalf("envelope %q: %v", m, err)
-	}
-	return e
-}
-
-func readReady(t *testing.T, c *websocket.Conn) ready {
-	t.Helper()
-	var r ready
-	_, m := wstest.Read(t, c)
-	if err := json.Unmarshal([]byte(m), &r); err != nil || !strings.Contains(m, `"ready"`) {
-		t.Fatalf("ready %q: %v", m, err)
-	}
-	return r
-}
-
-// historyNode serves an App whose route /ws subscribes each connection to
-// ?topic=, from ?since= when given, with the JSON envelope, and sends
-// {"ready":...} when the subscription is in effect.
-func historyNode(t *testing.T, b ratchet.Broker, policy ratchet.HistoryPolicy) (*ratchet.Hub, string) {
-	hub := ratchet.NewHub(ratchet.WithBroker(b), ratchet.WithHistory("*", policy))
-	app := ratchet.NewApp("", 0)
-	app.Route("/ws", ratchet.ComponentFuncs{Open: func(c ratchet.Conn) {
-		ctx, cancel := context.WithTimeout(context.Background(), brokertest.Wait)
-		defer cancel()
-		q := c.Request().URL.Query()
-		since, err := ratchet.ParsePosition(q.Get("since"))
-		if err != nil {
-			t.Errorf("since: %v", err)
-		}
-		_, err = hub.SubscribeWith(ctx, c, q.Get("topic"), ratchet.SubscribeOptions{
-			Since: since, Envelope: true,
-			Ready: func(r ratchet.Recovery) {
-				m, _ := json.Marshal(ready{Ready: r.Recovered, Position: r.Position.String(), Sent: r.Sent})
-				_ = c.Send(ratchet.Message{Type: ratchet.MessageText, Data: m})
-			},
-		})
-		if err != nil {
-			t.Errorf("subscribe: %v", err)
-		}
-	}}, []string{"*"})
-	srv := httptest.NewServer(app)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = hub.Close(ctx)
-		_ = app.Shutdown(ctx)
-		srv.CloseClientConnections()
-		srv.Close()
-	})
-	return hub, "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
+	brokertest.RunAppsHistory(t, func(t *testing.T) ratchet.Broker { return newBroker(t, u) })
 }
 
 // History needs a prefix that ends with "." (the stream republishes token

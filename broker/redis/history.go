@@ -13,6 +13,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/ratchetgo/ratchet"
+	"github.com/ratchetgo/ratchet/internal/brokeropt"
 )
 
 // The broker keeps history (ratchet.HistoryBroker) in Redis Streams; see the
@@ -73,17 +74,6 @@ return pos
 // re-created after it was lost never reuses an old one's name.
 func newEpoch() string { return strconv.FormatUint(rand.Uint64(), 36) }
 
-// withDefaults fills the zero fields of policy as ratchet.WithHistory does.
-func withDefaults(policy ratchet.HistoryPolicy) ratchet.HistoryPolicy {
-	if policy.Size <= 0 {
-		policy.Size = ratchet.DefaultHistorySize
-	}
-	if policy.TTL <= 0 {
-		policy.TTL = ratchet.DefaultHistoryTTL
-	}
-	return policy
-}
-
 // PublishHistory implements ratchet.HistoryBroker: one Lua script appends
 // msg to the topic's stream (trimmed to policy.Size messages, expiring
 // policy.TTL after this publish) and publishes it on the topic's channel
@@ -97,7 +87,7 @@ func (b *Broker) PublishHistory(ctx context.Context, topic string, msg ratchet.M
 	if b.closed.Load() {
 		return ratchet.Position{}, ratchet.ErrBrokerClosed
 	}
-	policy = withDefaults(policy)
+	policy = brokeropt.HistoryPolicy(policy)
 	payload, raw := encodeHistory(msg)
 	rawFlag := "0"
 	if raw {

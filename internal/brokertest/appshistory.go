@@ -143,9 +143,12 @@ func RunAppsHistory(t *testing.T, newNode NewNode) {
 	c := Resume(ctx, t, urlB, topic, ratchet.Position{})
 	start := MustReadNotice(ctx, t, c)
 	seen := PublishN(ctx, t, hubA, topic, 1, 3)
-	if want := (ratchet.Position{Epoch: seen[0].Position.Epoch}); start != (Notice{Ready: true, Recovered: true, Position: want.String()}) {
-		t.Fatalf("first subscription: %+v, want ready at %v, the start of the stream the messages continue", start, want)
+	startPos, err := ratchet.ParsePosition(start.Position)
+	if err != nil || !start.Ready || !start.Recovered || start.Sent != 0 || startPos.Epoch != seen[0].Position.Epoch || startPos.Offset >= seen[0].Position.Offset {
+		t.Fatalf("first subscription: %+v, want ready before %v, in the stream the messages continue", start, seen[0].Position)
 	}
+	// A client that had only that position gets them all.
+	ExpectRecovery(ctx, t, Resume(ctx, t, urlA, topic, startPos), topic, seen, seen[2].Position)
 	for _, p := range seen {
 		if got := MustReadNotice(ctx, t, c); got.Position != p.Position.String() || got.Data != string(p.Message.Data) {
 			t.Fatalf("live on node B: got %+v, want %v", got, p)
