@@ -134,6 +134,38 @@ func TestHubRecoversMissedMessages(t *testing.T) {
 	assert.Equal(t, "8", e.Data)
 }
 
+// A node given a smaller Size than the nodes that wrote the stream reads
+// a recovery in pages of its own Size, from the last message read, until
+// it has the newest: nothing is skipped. Past maxRecoveryPages (16) pages
+// it gives up and says so.
+func TestHubRecoveryReadsPagesUpToNewest(t *testing.T) {
+	b := ratchet.NewMemoryBroker()
+	defer b.Close()
+	hub := func(size int) *ratchet.Hub {
+		h := ratchet.NewHub(ratchet.WithBroker(b), ratchet.WithHistory("*", ratchet.HistoryPolicy{Size: size}))
+		t.Cleanup(func() { _ = h.Close(context.Background()) })
+		return h
+	}
+	writer, small, smaller := hub(100), hub(10), hub(5)
+	pos := publishN(t, writer, "news", 1, 100)
+
+	// 95 missed, 10 per read: 10 reads.
+	c := dial(t, resumeServer(t, small)+"?topic=news&since="+pos[4].String(), nil)
+	for i := 6; i <= 100; i++ {
+		e := readEnvelope(t, c)
+		require.Equal(t, envelope{Topic: "news", Position: pos[i-1].String(), Data: fmt.Sprint(i)}, e)
+	}
+	assert.Equal(t, ready{Ready: true, Position: pos[99].String(), Sent: 95}, readReady(t, c))
+	live := publishN(t, writer, "news", 101, 101)
+	assert.Equal(t, live[0].String(), readEnvelope(t, c).Position)
+
+	// 96 missed, 5 per read: more than 16 reads.
+	c = dial(t, resumeServer(t, smaller)+"?topic=news&since="+pos[4].String(), nil)
+	assert.Equal(t, ready{Ready: false, Position: live[0].String(), Sent: 0}, readReady(t, c))
+	live = publishN(t, writer, "news", 102, 102)
+	assert.Equal(t, live[0].String(), readEnvelope(t, c).Position)
+}
+
 // When history no longer reaches back to the client's position, nothing is
 // sent from it and the subscriber is told before any live message.
 func TestHubRecoveryGapIsReported(t *testing.T) {

@@ -42,9 +42,10 @@ type Recovery struct {
 	Position Position
 	// Recovered reports that every message after SubscribeOptions.Since was
 	// sent (always true without Since). When false the gap cannot be filled
-	// (the topic keeps no history, the messages expired or were trimmed, or
-	// the stream's epoch changed): nothing was sent from history, and the
-	// client must reload its state from the source of truth.
+	// (the topic keeps no history, the messages expired or were trimmed, the
+	// stream's epoch changed, or more were missed than 16 reads of this
+	// node's HistoryPolicy.Size bring): nothing was sent from history, and
+	// the client must reload its state from the source of truth.
 	Recovered bool
 	// Sent is how many messages were sent from history.
 	Sent int
@@ -158,6 +159,13 @@ func (h *Hub) brokerConnected() bool {
 	return !ok || bh.Connected()
 }
 
+// maxRecoveryPages bounds the history reads of one recovery. A read
+// returns up to the node's HistoryPolicy.Size messages, while the stream may
+// keep more (it was written by nodes given a larger Size): a recovery reads
+// on from the last message read until it has the topic's newest, and gives
+// up (Recovered false) after this many reads.
+const maxRecoveryPages = 16
+
 // readMissed reads what a subscriber that has seen since missed: every kept
 // message after it, or, without since, only the newest position.
 func (h *Hub) readMissed(ctx context.Context, topic string, since Position) (Recovery, HistoryPage, error) {
@@ -165,19 +173,44 @@ func (h *Hub) readMissed(ctx context.Context, topic string, since Position) (Rec
 	if !ok {
 		return Recovery{Recovered: since.IsZero()}, HistoryPage{}, nil
 	}
-	limit := 0
-	if !since.IsZero() {
-		limit = policy.Size
+	hb := h.historyBroker()
+	if since.IsZero() {
+		page, err := hb.History(ctx, topic, since, 0)
+		if err != nil {
+			return Recovery{}, page, err
+		}
+		// The client starts from Latest.
+		return Recovery{Position: page.Latest, Recovered: true}, HistoryPage{Latest: page.Latest}, nil
 	}
-	page, err := h.historyBroker().History(ctx, topic, since, limit)
+	page, err := hb.History(ctx, topic, since, policy.Size)
 	if err != nil {
 		return Recovery{}, page, err
 	}
-	rec := Recovery{Position: page.Latest, Recovered: !page.Lost}
-	if since.IsZero() || page.Lost {
+	// Messages after newest are held live meanwhile: reading up to it is
+	// enough.
+	newest := page.Latest
+	for pages := 1; !page.Lost; pages++ {
+		n := len(page.Publications)
+		if n == 0 || !follows(newest, page.Publications[n-1].Position) {
+			break // all read
+		}
+		if pages == maxRecoveryPages {
+			page.Lost = true
+			break
+		}
+		next, err := hb.History(ctx, topic, page.Publications[n-1].Position, policy.Size)
+		if err != nil {
+			return Recovery{}, page, err
+		}
+		// An empty page short of newest: the messages are no longer kept.
+		page.Lost = next.Lost || len(next.Publications) == 0
+		page.Latest = next.Latest
+		page.Publications = append(page.Publications, next.Publications...)
+	}
+	if page.Lost {
 		page.Publications = nil // the client starts from Latest
 	}
-	return rec, page, nil
+	return Recovery{Position: page.Latest, Recovered: !page.Lost}, page, nil
 }
 
 // goLive sends c what it missed, then moves it to live delivery. History

@@ -134,15 +134,19 @@ type Broker struct {
 	// resubscribed is the client's reconnection count once the server has
 	// every subscription sent again after it.
 	resubscribed atomic.Uint64
+
+	hist history
 }
 
 type topic struct {
 	b         *Broker
+	name      string
 	subject   string
 	report    func(error) // what went wrong delivering
 	ns        *nats.Subscription
 	subs      topicsubs.List
 	confirmed atomic.Bool // the server has the SUB
+	order     liveOrder
 }
 
 // Connect connects to the NATS server(s) at url (a comma-separated list is
@@ -203,9 +207,13 @@ func Connect(url string, opts ...Option) (*Broker, error) {
 				return // lost again: the disconnect handler reports it
 			}
 			b.resubscribed.Store(reconnects)
+			b.refill("") // what the topics with history missed meanwhile
 			b.o.Reconnected(time.Unix(0, downSince.Load()), "url", nc.ConnectedUrlRedacted())
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) {
+			if s != nil && errors.Is(err, nats.ErrSlowConsumer) {
+				b.refill(s.Subject) // what the client dropped
+			}
 			if s != nil {
 				err = fmt.Errorf("ratchet/nats: subject %s: %w", s.Subject, err)
 			}
@@ -326,11 +334,13 @@ func (b *Broker) flush(ctx context.Context) error {
 // and must not call Unsubscribe on its own subscription (that waits for
 // deliver to return) or Close.
 func (b *Broker) Subscribe(ctx context.Context, topicName string, deliver func(ratchet.Message)) (ratchet.Subscription, error) {
+	return b.SubscribePublications(ctx, topicName, topicsubs.Plain(deliver))
+}
+
+// subscribe is SubscribePublications once deliver is checked.
+func (b *Broker) subscribe(ctx context.Context, topicName string, deliver func(ratchet.Publication)) (ratchet.Subscription, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
-	}
-	if deliver == nil {
-		return nil, errors.New("ratchet/nats: nil deliver function")
 	}
 	subject := b.Subject(topicName)
 	b.mu.Lock()
@@ -339,8 +349,9 @@ func (b *Broker) Subscribe(ctx context.Context, topicName string, deliver func(r
 		return nil, ratchet.ErrBrokerClosed
 	}
 	t := b.topics[subject]
-	if t == nil {
-		t = &topic{b: b, subject: subject}
+	created := t == nil
+	if created {
+		t = &topic{b: b, name: topicName, subject: subject}
 		t.report = func(err error) { b.o.ReportDelivery("subject "+subject, err) }
 		ns, err := b.nc.Subscribe(subject, t.handle)
 		if err != nil {
@@ -359,6 +370,9 @@ func (b *Broker) Subscribe(ctx context.Context, topicName string, deliver func(r
 	err := b.flush(ctx)
 	if err == nil {
 		t.confirmed.Store(true)
+		if created {
+			b.startOrder(ctx, t)
+		}
 		return s, nil
 	}
 	if ctx.Err() == nil && !b.nc.IsConnected() {
@@ -371,7 +385,15 @@ func (b *Broker) Subscribe(ctx context.Context, topicName string, deliver func(r
 	return nil, fmt.Errorf("ratchet/nats: subscribe %q: %w", topicName, err)
 }
 
-func (t *topic) handle(m *nats.Msg) { t.subs.Deliver(decode(m), t.report) }
+func (t *topic) handle(m *nats.Msg) {
+	if t.subs.Len() == 0 || t.b.receiveHistory(t, m) {
+		return
+	}
+	t.deliver(ratchet.Publication{Topic: t.name, Message: decode(m)})
+}
+
+// deliver hands p to the topic's subscriptions.
+func (t *topic) deliver(p ratchet.Publication) { t.subs.Deliver(p, t.report) }
 
 // Decode returns the message a NATS message carries, per TypeHeader: binary
 // when the header says so, else text, or binary when the payload is not
@@ -428,6 +450,7 @@ func (b *Broker) Close() error {
 	b.topics = nil
 	b.mu.Unlock()
 	b.nc.Close()
+	b.hist.refills.Wait()
 	for _, s := range subs {
 		s.Stop()
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,9 +48,10 @@ func WithLogger(l *slog.Logger) Option { return func(o *brokeropt.Options) { o.L
 // Outages counts it once this function has returned) and each failed
 // reconnection attempt after it. It is
 // also called with a *ratchet.PanicError when a deliver function panics,
-// and with an error wrapping ratchet.ErrInvalidUTF8 for a raw payload that
-// is not valid UTF-8 (delivered as binary, see the package documentation).
-// It must not block.
+// with an error wrapping ratchet.ErrInvalidUTF8 for a raw payload that is
+// not valid UTF-8 (delivered as binary, see the package documentation), and
+// with the error of a catch-up from a topic's stream that failed (see
+// SubscribePublications). It must not block.
 func WithOnError(fn func(error)) Option { return func(o *brokeropt.Options) { o.OnError = fn } }
 
 // WithOnReconnect sets a function called, from the broker's goroutine, each
@@ -111,6 +113,10 @@ type topic struct {
 	subs      topicsubs.List
 	confirmed chan struct{} // closed once Redis confirmed the SUBSCRIBE
 	done      bool          // confirmed is closed
+
+	// last is the newest position delivered, anchor the newest one History
+	// reported before any delivery: where a catch-up resumes (history.go).
+	last, anchor ratchet.Position
 }
 
 // New returns a Broker publishing with client and receiving on one pub/sub
@@ -174,21 +180,27 @@ func (b *Broker) Publish(ctx context.Context, topic string, msg ratchet.Message)
 		return ratchet.ErrBrokerClosed
 	}
 	channel, payload := b.Channel(topic), Encode(msg)
+	return wrapPublish(b.call(ctx, func() error { return b.client.Publish(ctx, channel, payload).Err() }))
+}
+
+// call runs the Redis command fn and returns its error, or ctx's error as
+// soon as ctx ends: fn then finishes in the background (Close waits for it).
+func (b *Broker) call(ctx context.Context, fn func() error) error {
 	if ctx.Done() == nil {
 		// Nothing to honour beyond the client's own timeouts.
-		return wrapPublish(b.client.Publish(ctx, channel, payload).Err())
+		return fn()
 	}
 	b.pubs.Add(1)
 	res := make(chan error, 1)
 	go func() {
 		defer b.pubs.Done()
-		res <- b.client.Publish(ctx, channel, payload).Err()
+		res <- fn()
 	}()
 	select {
 	case err := <-res:
-		return wrapPublish(err)
+		return err
 	case <-ctx.Done():
-		return fmt.Errorf("ratchet/redis: publish: %w", ctx.Err())
+		return ctx.Err()
 	}
 }
 
@@ -209,21 +221,11 @@ func wrapPublish(err error) error {
 // return quickly, and must not call Unsubscribe on its own subscription (that
 // waits for deliver to return) or Close.
 func (b *Broker) Subscribe(ctx context.Context, topicName string, deliver func(ratchet.Message)) (ratchet.Subscription, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if deliver == nil {
-		return nil, errors.New("ratchet/redis: nil deliver function")
-	}
-	s, err := b.subscribeChannel(ctx, b.Channel(topicName), deliver)
-	if err != nil {
-		return nil, err // not a nil *topicsubs.Sub in a non-nil interface
-	}
-	return s, nil
+	return b.SubscribePublications(ctx, topicName, topicsubs.Plain(deliver))
 }
 
 // subscribeChannel is Subscribe on a Redis channel named in full.
-func (b *Broker) subscribeChannel(ctx context.Context, channel string, deliver func(ratchet.Message)) (*topicsubs.Sub, error) {
+func (b *Broker) subscribeChannel(ctx context.Context, channel string, deliver func(ratchet.Publication)) (*topicsubs.Sub, error) {
 	b.ctl.Lock()
 	b.mu.Lock()
 	if b.closed.Load() {
@@ -439,6 +441,7 @@ func (b *Broker) receive(ps *goredis.PubSub) error {
 		case *goredis.Subscription:
 			if m.Kind == "subscribe" {
 				b.confirm(m.Channel)
+				b.catchUp(m.Channel)
 			}
 		}
 	}
@@ -504,7 +507,13 @@ func (b *Broker) dispatch(channel, payload string) {
 	// channel was published for an earlier subscription, already gone.
 	ready := t != nil && t.done && t.subs.Len() > 0
 	b.mu.Unlock()
-	if ready {
-		t.subs.Deliver(decode(payload), t.report)
+	if !ready {
+		return
 	}
+	msg, pos := decode(payload)
+	p := ratchet.Publication{Topic: strings.TrimPrefix(channel, b.o.Prefix), Position: pos, Message: msg}
+	if !pos.IsZero() && !b.inOrder(t, p) {
+		return
+	}
+	t.subs.Deliver(p, t.report)
 }

@@ -43,9 +43,15 @@ func newClient(t testing.TB, addr string) *goredis.Client {
 
 func newBroker(t testing.TB, addr string, opts ...redis.Option) *redis.Broker {
 	t.Helper()
+	return newBrokerOn(t, newClient(t, addr), opts...)
+}
+
+// newBrokerOn is newBroker on a client of the test's own.
+func newBrokerOn(t testing.TB, client *goredis.Client, opts ...redis.Option) *redis.Broker {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	b, err := redis.New(ctx, newClient(t, addr), append([]redis.Option{redis.WithLogger(quiet)}, opts...)...)
+	b, err := redis.New(ctx, client, append([]redis.Option{redis.WithLogger(quiet)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,8 @@
 // Package redis is a ratchet.Broker on Redis pub/sub, so that the Hubs of
-// several processes behind a load balancer share topics, and a
-// ratchet.Presence that tells which users are connected to a topic on any of
-// them.
+// several processes behind a load balancer share topics, with the history
+// of a ratchet.HistoryBroker in Redis Streams, so that a subscriber that
+// reconnects to any of them gets what it missed, and a ratchet.Presence that
+// tells which users are connected to a topic on any of them.
 //
 // # Usage
 //
@@ -17,6 +18,9 @@
 //	// Hand broker to the Hub; or use it directly:
 //	sub, _ := broker.Subscribe(ctx, "news", func(m ratchet.Message) { ... })
 //	_ = broker.Publish(ctx, "news", ratchet.Text("hello"))
+//	// With history (what a Hub given WithHistory does):
+//	hub := ratchet.NewHub(ratchet.WithBroker(broker),
+//		ratchet.WithHistory("orders.*", ratchet.HistoryPolicy{Size: 100, TTL: time.Hour}))
 //
 // # Connections
 //
@@ -43,7 +47,8 @@
 // nothing.
 //
 // Publish while Redis is unreachable returns an error: never a silent drop,
-// and never later than its context allows.
+// and never later than its context allows. Topics with history are caught
+// up after an outage (see History).
 //
 // # Message format
 //
@@ -61,11 +66,17 @@
 //   - An envelope may also carry text: {"ratchet":1,"type":"text","data":"hi"}.
 //     A Go publisher uses that form only for a text that is itself exactly
 //     such an envelope, so that it arrives as it was sent.
+//   - A message published with history (PublishHistory) is an envelope
+//     with its position, "epoch:offset", first:
+//     {"position":"k3x9:17","ratchet":1,"type":"text","data":"hello"}
+//     {"position":"k3x9:18","ratchet":1,"type":"binary","data":"AAEC"}
 //
 // Only a JSON object with exactly the three fields ratchet (the number 1),
-// type ("text" or "binary") and data (a string) is an envelope: application
-// JSON such as {"type":"chat","data":"hi"} travels as the text it is.
-// Encode and Decode implement the format.
+// type ("text" or "binary") and data (a string), and optionally position,
+// is an envelope: application JSON such as {"type":"chat","data":"hi"}
+// travels as the text it is. Payloads without a position, raw or
+// enveloped, are delivered with the zero position. Encode and Decode
+// implement the format.
 //
 // Text must be valid UTF-8: a WebSocket text frame that is not makes a
 // browser fail the whole connection, so one bad message to every connection
@@ -73,7 +84,50 @@
 // therefore delivered as binary (a Blob in the browser's onmessage, a
 // "binary" event on an event stream), intact, and reported: logged as a
 // warning and handed to the WithOnError function as an error wrapping
-// ratchet.ErrInvalidUTF8. Publish binary data in an envelope instead.
+// ratchet.ErrInvalidUTF8. Publish binary data in an envelope instead
+// (PublishHistory keeps such text as binary).
+//
+// # History
+//
+// The Broker is a ratchet.HistoryBroker. The history of a topic T lives in
+// two keys under the broker's prefix P:
+//
+//   - P+"history:"+T, a stream holding the newest HistoryPolicy.Size
+//     messages (trimmed exactly, MAXLEN =), each under the ID "<offset>-0"
+//     with one field, d, the channel payload a plain publish of the message
+//     would carry: XRANGE ratchet:history:news 18 + reads what follows
+//     offset 17;
+//   - P+"history-latest:"+T, a string holding the newest position, such as
+//     "k3x9:18"; "k3x9:0" for a stream without messages yet.
+//
+// PublishHistory runs one Lua script that reads the newest position, XADDs
+// the message at the next offset, writes the new position, sets the
+// policy's TTL on both keys and PUBLISHes the position envelope on T's
+// channel. Redis runs one script at a time, so offsets grow by exactly one
+// per message of a topic, and every node receives them in offset order.
+// When the keys are gone (the TTL passed with no publish, Redis restarted
+// without persistence, a FLUSHDB), the next publish starts a new random
+// epoch at offset 1, so a position of the lost stream is never taken for
+// one of the new.
+//
+// History reads the newest position and up to limit entries after since in
+// one MULTI/EXEC: one round trip, however many messages it returns. For a
+// topic without a stream it creates an empty one (offset 0, expiring after
+// ratchet.DefaultHistoryTTL unless a publish comes), so that the Latest it
+// returns is always a position to resume from. It reports Lost when since is
+// of another epoch (or the stream was gone), after the newest position, or
+// when the entry that follows it was trimmed or expired.
+//
+// Redis pub/sub keeps nothing for a node that is not subscribed. So the
+// broker remembers, per topic, the newest position it delivered (or, before
+// any, the newest one History reported), and when Redis confirms the
+// re-subscription after an outage it first delivers from the stream what
+// was published meanwhile; a live message whose offset skips is preceded
+// the same way by the ones in between. What the stream no longer holds
+// shows in the positions: a new epoch, or an offset that skips. Run Redis
+// with an append-only file (appendonly yes) for history to survive a
+// restart; without one, a restart loses it, and recovering clients are told
+// (HistoryPage.Lost, ratchet.Recovery.Recovered false).
 //
 // # Presence
 //

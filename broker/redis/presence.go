@@ -266,9 +266,9 @@ func (p *Presence) Watch(ctx context.Context, topic string, fn func(ratchet.Pres
 	p.mu.Lock()
 	p.watched[topic]++
 	p.mu.Unlock()
-	sub, err := p.b.subscribeChannel(ctx, p.EventsChannel(topic), func(m ratchet.Message) {
+	sub, err := p.b.subscribeChannel(ctx, p.EventsChannel(topic), func(pub ratchet.Publication) {
 		var e presenceEvent
-		if json.Unmarshal(m.Data, &e) != nil || e.User == "" {
+		if json.Unmarshal(pub.Message.Data, &e) != nil || e.User == "" {
 			return
 		}
 		ev := ratchet.PresenceEvent{Topic: topic, User: e.User}

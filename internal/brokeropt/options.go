@@ -124,3 +124,16 @@ func (o *Options) Reconnected(down time.Time, attrs ...any) {
 		o.OnReconnect()
 	}
 }
+
+// HistoryPolicy returns p with its zero fields filled as ratchet.WithHistory
+// fills them (ratchet.DefaultHistorySize, ratchet.DefaultHistoryTTL), for a
+// PublishHistory called without a Hub.
+func HistoryPolicy(p ratchet.HistoryPolicy) ratchet.HistoryPolicy {
+	if p.Size <= 0 {
+		p.Size = ratchet.DefaultHistorySize
+	}
+	if p.TTL <= 0 {
+		p.TTL = ratchet.DefaultHistoryTTL
+	}
+	return p
+}

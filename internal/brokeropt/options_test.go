@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"go.uber.org/goleak"
+
+	"github.com/ratchetgo/ratchet"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -57,4 +59,10 @@ func TestReportLogsThenCallsOnError(t *testing.T) {
 	o.Report(slog.LevelWarn, "lost", errLost, "outage", 1)
 	assert.Equal(t, []error{errLost}, got)
 	assert.Contains(t, buf.String(), "outage=1")
+}
+
+func TestHistoryPolicyFillsZeroFields(t *testing.T) {
+	assert.Equal(t, ratchet.HistoryPolicy{Size: ratchet.DefaultHistorySize, TTL: ratchet.DefaultHistoryTTL}, HistoryPolicy(ratchet.HistoryPolicy{}))
+	set := ratchet.HistoryPolicy{Size: 3, TTL: time.Second}
+	assert.Equal(t, set, HistoryPolicy(set))
 }

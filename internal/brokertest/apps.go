@@ -83,6 +83,12 @@ func appNode(t testing.TB, b ratchet.Broker, quiet bool, opts ...ratchet.RouteOp
 			t.Logf("server side of a connection: %v", err)
 		}
 	}}, []string{"*"}, opts...)
+	return hub, serveApp(t, hub, app)
+}
+
+// serveApp serves app until the end of the test, then closes hub and app,
+// and returns the URL of its route /ws.
+func serveApp(t testing.TB, hub *ratchet.Hub, app *ratchet.App) string {
 	srv := httptest.NewServer(app)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -92,10 +98,20 @@ func appNode(t testing.TB, b ratchet.Broker, quiet bool, opts ...ratchet.RouteOp
 		srv.CloseClientConnections()
 		srv.Close()
 	})
-	return hub, "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
+	return "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
 }
 
 func dialWS(ctx context.Context, t *testing.T, url string) *websocket.Conn {
+	t.Helper()
+	c := dialOnly(ctx, t, url)
+	if got := readWS(ctx, t, c); got != "ready" {
+		t.Fatalf("first message %q, want ready", got)
+	}
+	return c
+}
+
+// dialOnly opens a WebSocket to url, closed at the end of the test.
+func dialOnly(ctx context.Context, t testing.TB, url string) *websocket.Conn {
 	t.Helper()
 	c, resp, err := websocket.Dial(ctx, url, nil)
 	if err != nil {
@@ -105,9 +121,6 @@ func dialWS(ctx context.Context, t *testing.T, url string) *websocket.Conn {
 		resp.Body.Close()
 	}
 	t.Cleanup(func() { c.CloseNow() })
-	if got := readWS(ctx, t, c); got != "ready" {
-		t.Fatalf("first message %q, want ready", got)
-	}
 	return c
 }
 

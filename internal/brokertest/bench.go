@@ -19,6 +19,19 @@ import (
 // one publisher, each Publish waits for the previous one, so the rate is
 // bound by the broker's round trip; more publishers load the fan-out.
 func BenchFanOut(b *testing.B, pub, sub ratchet.Broker, n, publishers int) {
+	benchFanOut(b, pub.Publish, sub, n, publishers)
+}
+
+// BenchFanOutHistory is BenchFanOut with every message published with
+// history (PublishHistory with policy), to compare the cost of keeping it.
+func BenchFanOutHistory(b *testing.B, pub ratchet.HistoryBroker, sub ratchet.Broker, n, publishers int, policy ratchet.HistoryPolicy) {
+	benchFanOut(b, func(ctx context.Context, topic string, msg ratchet.Message) error {
+		_, err := pub.PublishHistory(ctx, topic, msg, policy)
+		return err
+	}, sub, n, publishers)
+}
+
+func benchFanOut(b *testing.B, publish func(context.Context, string, ratchet.Message) error, sub ratchet.Broker, n, publishers int) {
 	ctx := context.Background()
 	topic := Topic(b)
 	var delivered atomic.Int64
@@ -47,7 +60,7 @@ func BenchFanOut(b *testing.B, pub, sub ratchet.Broker, n, publishers int) {
 	}
 	// Warm up, and make sure the subscription is live across nodes.
 	for delivered.Load() < int64(n) {
-		if err := pub.Publish(ctx, topic, ratchet.Text("warm-up")); err != nil {
+		if err := publish(ctx, topic, ratchet.Text("warm-up")); err != nil {
 			b.Fatal(err)
 		}
 		time.Sleep(time.Millisecond)
@@ -67,7 +80,7 @@ func BenchFanOut(b *testing.B, pub, sub ratchet.Broker, n, publishers int) {
 		go func() {
 			defer wg.Done()
 			for range count {
-				if err := pub.Publish(ctx, topic, ratchet.Text(strconv.FormatInt(time.Now().UnixNano(), 10))); err != nil {
+				if err := publish(ctx, topic, ratchet.Text(strconv.FormatInt(time.Now().UnixNano(), 10))); err != nil {
 					b.Error(err)
 					return
 				}

@@ -1,6 +1,7 @@
 // Package topicsubs keeps a broker node's subscriptions to one topic and
-// hands them what the broker receives for it: in order, one message at a
-// time per subscription, never after its Unsubscribe has returned, with a
+// hands them what the broker receives for it, as ratchet.Publication (the
+// message with its topic and position): in order, one at a time per
+// subscription, never after its Unsubscribe has returned, with a
 // panicking deliver function recovered and reported, and never a text
 // message that is not valid UTF-8. The Redis and NATS brokers share it.
 package topicsubs
@@ -28,7 +29,7 @@ type List struct {
 // Sub is one subscription of a List: a ratchet.Subscription.
 type Sub struct {
 	mu      sync.Mutex // held while delivering
-	deliver func(ratchet.Message)
+	deliver func(ratchet.Publication)
 	leave   func(context.Context, *Sub) error
 	once    sync.Once
 }
@@ -42,10 +43,10 @@ func (l *List) load() []*Sub {
 	return nil
 }
 
-// Add adds a subscription that hands messages to deliver. Its Unsubscribe
-// calls leave, the broker's part (Remove, and unsubscribing the topic on
-// the server when it was the last), then stops deliveries.
-func (l *List) Add(deliver func(ratchet.Message), leave func(context.Context, *Sub) error) *Sub {
+// Add adds a subscription that hands publications to deliver. Its
+// Unsubscribe calls leave, the broker's part (Remove, and unsubscribing the
+// topic on the server when it was the last), then stops deliveries.
+func (l *List) Add(deliver func(ratchet.Publication), leave func(context.Context, *Sub) error) *Sub {
 	s := &Sub{deliver: deliver, leave: leave}
 	subs := append(slices.Clip(l.load()), s)
 	l.subs.Store(&subs)
@@ -76,22 +77,31 @@ func (l *List) Clear() []*Sub {
 	return old
 }
 
-// Deliver hands msg to every subscription, one after the other. A deliver
+// Deliver hands p to every subscription, one after the other. A deliver
 // function that panics is reported as a *ratchet.PanicError; the others
-// still get msg. Text that is not valid UTF-8 is delivered as binary and
+// still get p. Text that is not valid UTF-8 is delivered as binary and
 // reported (see Checked).
-func (l *List) Deliver(msg ratchet.Message, report func(error)) {
+func (l *List) Deliver(p ratchet.Publication, report func(error)) {
 	subs := l.load()
 	if len(subs) == 0 {
 		return
 	}
-	msg, err := Checked(msg)
-	if err != nil {
+	var err error
+	if p.Message, err = Checked(p.Message); err != nil {
 		report(err)
 	}
 	for _, s := range subs {
-		s.handle(msg, report)
+		s.handle(p, report)
 	}
+}
+
+// Plain adapts the deliver function of ratchet.Broker.Subscribe, which
+// takes only the message, to a List; nil stays nil.
+func Plain(deliver func(ratchet.Message)) func(ratchet.Publication) {
+	if deliver == nil {
+		return nil
+	}
+	return func(p ratchet.Publication) { deliver(p.Message) }
 }
 
 // Checked returns msg, unless it is text that is not valid UTF-8: then it
@@ -108,7 +118,7 @@ func Checked(msg ratchet.Message) (ratchet.Message, error) {
 	return msg, fmt.Errorf("%w: delivered as binary (%d bytes)", ratchet.ErrInvalidUTF8, len(msg.Data))
 }
 
-func (s *Sub) handle(msg ratchet.Message, report func(error)) {
+func (s *Sub) handle(p ratchet.Publication, report func(error)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.deliver == nil {
@@ -119,7 +129,7 @@ func (s *Sub) handle(msg ratchet.Message, report func(error)) {
 			report(&ratchet.PanicError{Value: v, Stack: debug.Stack()})
 		}
 	}()
-	s.deliver(msg)
+	s.deliver(p)
 }
 
 // Unsubscribe implements ratchet.Subscription: the first call runs the
