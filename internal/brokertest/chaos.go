@@ -23,7 +23,7 @@ import (
 // subscriber must end with every message exactly once, in position order,
 // and never be told that recovery failed (history holds them all).
 func RunChaos(t *testing.T, newNode NewNode, messages, subscribers int) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	topic := Topic(t)
 	policy := ratchet.HistoryPolicy{Size: messages + 100, TTL: 10 * time.Minute}
