@@ -2,6 +2,7 @@ package ratchet
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -64,8 +65,13 @@ const failingCloseWait = time.Second
 
 // conn is the connection behind Conn. Its run goroutine owns the life cycle:
 // it reads, calls every callback, and ends the connection. A writer goroutine
-// exists only while there is something to write, and a ping goroutine only
-// while a ping awaits its pong.
+// exists only while there is something to write.
+//
+// Every frame but the close frame is written here: data frames, and the
+// pings and pongs that coder/websocket would otherwise write itself,
+// blocking its reader (and, through the socket, anyone else) on a peer that
+// does not read. A pong is owed like a message: written inline when the
+// write side is free, else by the writer, ahead of the queue.
 type conn struct {
 	id   uint64
 	srv  *WsServer
@@ -73,17 +79,18 @@ type conn struct {
 	wire *wire.Conn
 	req  *http.Request
 	// deflate: permessage-deflate was negotiated (without context
-	// takeover, see WithCompression). Data frames are encoded here either way
-	// (wire.Conn.AppendFrame); coder/websocket writes only control frames.
+	// takeover, see WithCompression). Frames are encoded here either way
+	// (wire.Conn.AppendFrame); coder/websocket writes only close frames.
 	deflate bool
 	user    atomic.Pointer[string]
 	ctx     context.Context
 	cancel  context.CancelFunc
 
-	// helpers counts the writer and ping goroutines; Add only under mu while
-	// !ended, so the Wait in finish cannot race with it.
+	// helpers counts the writer goroutine and a keepalive timer writing a
+	// ping; Add only under mu while !ended, so the Wait in finish cannot race
+	// with it.
 	helpers sync.WaitGroup
-	ping    *time.Timer
+	ping    *time.Timer // keepalive: sends a ping, or ends a conn whose pong is overdue
 
 	mu          sync.Mutex
 	queue       []outMsg
@@ -99,16 +106,31 @@ type conn struct {
 	readErr     error // why reading stopped, nil for a clean close
 	peerClosed  bool  // the peer sent a normal close frame
 	values      map[string]any
+
+	// Control frames owed to the peer, written ahead of the queue.
+	pong     []byte // payload of the peer's latest ping: one pong answers them all (RFC 6455 §5.5.3)
+	pongDue  bool
+	pingDue  bool   // a keepalive ping is to be written
+	pingSeq  uint64 // payload of the last keepalive ping
+	awaiting bool   // that ping's pong has not come yet
 }
 
-func newConn(s *WsServer, ws *websocket.Conn, wc *wire.Conn, r *http.Request, user string, deflate bool) *conn {
-	c := &conn{id: NewConnID(), srv: s, ws: ws, wire: wc, req: r, deflate: deflate}
+// acceptOptions are s's options for coder/websocket's Accept, with the
+// hooks that hand c the peer's pings and pongs.
+func (c *conn) acceptOptions(s *WsServer) *websocket.AcceptOptions {
+	o := s.accept
+	o.OnPingReceived, o.OnPongReceived = c.onPing, c.onPong
+	return &o
+}
+
+// start completes c once the handshake is done.
+func (c *conn) start(s *WsServer, ws *websocket.Conn, wc *wire.Conn, r *http.Request, user string, deflate bool) {
+	c.id, c.srv, c.ws, c.wire, c.req, c.deflate = NewConnID(), s, ws, wc, r, deflate
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if user != "" {
 		c.user.Store(&user)
 	}
 	ws.SetReadLimit(s.cfg.readLimit)
-	return c
 }
 
 func (c *conn) ID() uint64               { return c.id }
@@ -194,16 +216,22 @@ func (c *conn) send(o outMsg) error {
 		return nil
 	}
 	c.writing = true
+	ctl := c.takeControlLocked()
 	c.mu.Unlock()
-	c.writeInline(o)
+	c.writeInline(ctl, &o)
 	return nil
 }
 
-// writeInline writes msg on the caller's goroutine with one non-blocking
-// write, handing any rest to a writer goroutine.
-func (c *conn) writeInline(o outMsg) {
+// writeInline writes the control frames due and o (if not nil) on the
+// caller's goroutine with one non-blocking write, handing any rest to a
+// writer goroutine.
+func (c *conn) writeInline(ctl control, o *outMsg) {
 	c.wire.HoldNonBlocking()
-	done, err := false, c.writeMessage(o)
+	err := c.writeControl(ctl)
+	if err == nil && o != nil {
+		err = c.writeMessage(*o)
+	}
+	done := false
 	if err == nil {
 		done, err = c.wire.TryFlush()
 	}
@@ -214,7 +242,7 @@ func (c *conn) writeInline(o outMsg) {
 		c.abort(nil)
 		return
 	}
-	if done && len(c.queue) == 0 && !c.closing {
+	if done && len(c.queue) == 0 && !c.closing && !c.controlDueLocked() {
 		c.writing = false
 		c.mu.Unlock()
 		return
@@ -281,7 +309,7 @@ func (c *conn) writeLoop() {
 	for {
 		err := c.wire.Flush() // what an inline write left behind goes first
 		c.mu.Lock()
-		if err == nil && len(c.queue) == 0 {
+		if err == nil && len(c.queue) == 0 && !c.controlDueLocked() {
 			if c.closing {
 				code, reason := c.closeCode, c.closeReason
 				failing := c.cause != nil
@@ -299,12 +327,13 @@ func (c *conn) writeLoop() {
 			c.mu.Unlock()
 			return
 		}
+		ctl := c.takeControlLocked()
 		batch := c.queue
 		c.queue = c.spare[:0]
 		c.mu.Unlock()
 
 		if err == nil {
-			err = c.writeBatch(batch)
+			err = c.writeBatch(ctl, batch)
 		}
 		clear(batch)
 		c.mu.Lock()
@@ -327,15 +356,95 @@ func (c *conn) writeFailedLocked(err error) {
 	}
 }
 
-func (c *conn) writeBatch(batch []outMsg) error {
+func (c *conn) writeBatch(ctl control, batch []outMsg) error {
 	c.wire.Hold()
-	for _, o := range batch {
-		if err := c.writeMessage(o); err != nil {
-			_ = c.wire.Flush()
+	err := c.writeControl(ctl)
+	for i := 0; i < len(batch) && err == nil; i++ {
+		err = c.writeMessage(batch[i])
+	}
+	if err != nil {
+		_ = c.wire.Flush()
+		return err
+	}
+	return c.wire.Flush()
+}
+
+// control is the control frames due, taken from the conn for one write.
+type control struct {
+	pong    []byte
+	pongDue bool
+	ping    bool
+	pingSeq uint64
+}
+
+func (c *conn) controlDueLocked() bool { return c.pongDue || c.pingDue }
+
+func (c *conn) takeControlLocked() control {
+	if !c.controlDueLocked() {
+		return control{}
+	}
+	ctl := control{pong: c.pong, pongDue: c.pongDue, ping: c.pingDue, pingSeq: c.pingSeq}
+	c.pong, c.pongDue, c.pingDue = nil, false, false
+	return ctl
+}
+
+// writeControl puts the control frames due in the held batch.
+func (c *conn) writeControl(ctl control) error {
+	if ctl.pongDue {
+		if err := c.wire.AppendFrame(wire.OpPong, false, ctl.pong); err != nil {
 			return err
 		}
 	}
-	return c.wire.Flush()
+	if ctl.ping {
+		var p [8]byte
+		binary.BigEndian.PutUint64(p[:], ctl.pingSeq)
+		return c.wire.AppendFrame(wire.OpPing, false, p[:])
+	}
+	return nil
+}
+
+// writeControlUnlock has the control frames just made due written: inline
+// when the write side is free, else by the writer. It unlocks mu.
+func (c *conn) writeControlUnlock() {
+	if c.writing || !c.wire.CanTryFlush() {
+		c.startWriterLocked()
+		c.mu.Unlock()
+		return
+	}
+	c.writing = true
+	ctl := c.takeControlLocked()
+	c.mu.Unlock()
+	c.writeInline(ctl, nil)
+}
+
+// onPing is coder/websocket's OnPingReceived hook, called by the reader: the
+// pong is owed like a message instead of written by coder/websocket, so
+// that the reader never waits on the socket. Pings that arrive faster than
+// the peer takes the pongs share one pong, the latest.
+func (c *conn) onPing(_ context.Context, p []byte) bool {
+	c.mu.Lock()
+	if c.closing || c.ended {
+		c.mu.Unlock()
+		return false // the close frame is next
+	}
+	c.pong = append(c.pong[:0], p...)
+	c.pongDue = true
+	c.writeControlUnlock()
+	return false
+}
+
+// onPong is coder/websocket's OnPongReceived hook: the answer to the last
+// keepalive ping re-arms the timer for the next one.
+func (c *conn) onPong(_ context.Context, p []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.awaiting || len(p) != 8 || binary.BigEndian.Uint64(p) != c.pingSeq {
+		return
+	}
+	c.awaiting = false
+	if !c.ended {
+		c.ping.Reset(c.srv.cfg.keepaliveInterval)
+	}
 }
 
 // writeMessage puts one message in the held batch, its frame encoded
@@ -376,31 +485,26 @@ func (c *conn) armKeepalive() {
 	c.mu.Unlock()
 }
 
-// keepalive runs on the ping timer's own goroutine: one ping, then re-arm.
+// keepalive runs on the ping timer's goroutine: it ends the connection when
+// the last ping is still unanswered, else owes the peer a new ping and
+// gives it the keepalive timeout to answer (onPong).
 func (c *conn) keepalive() {
 	c.mu.Lock()
 	if c.ended || c.closing {
 		c.mu.Unlock()
 		return
 	}
-	c.helpers.Add(1)
-	c.mu.Unlock()
-	defer c.helpers.Done()
-
-	ctx, cancel := context.WithTimeout(c.ctx, c.srv.cfg.keepaliveTimeout)
-	err := c.ws.Ping(ctx)
-	cancel()
-	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
-			c.abort(ErrKeepaliveTimeout)
-		}
+	if c.awaiting {
+		c.mu.Unlock()
+		c.abort(ErrKeepaliveTimeout)
 		return
 	}
-	c.mu.Lock()
-	if !c.ended {
-		c.ping.Reset(c.srv.cfg.keepaliveInterval)
-	}
-	c.mu.Unlock()
+	c.pingSeq++
+	c.awaiting, c.pingDue = true, true
+	c.ping.Reset(c.srv.cfg.keepaliveTimeout)
+	c.helpers.Add(1) // an inline write may follow on this goroutine
+	defer c.helpers.Done()
+	c.writeControlUnlock()
 }
 
 // run is the connection's life: OnOpen, the read loop, then the end.

@@ -77,12 +77,13 @@ func (s *WsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		user = u
 	}
 	hw := &hijackWriter{ResponseWriter: w, writeTimeout: s.cfg.writeTimeout}
-	ws, err := websocket.Accept(hw, r, &s.accept)
+	c := new(conn)
+	ws, err := websocket.Accept(hw, r, c.acceptOptions(s))
 	if err != nil {
 		s.cfg.log().Debug("ratchet: handshake refused", "remote", r.RemoteAddr, "err", err)
 		return // Accept has answered the request
 	}
-	c := newConn(s, ws, hw.wc, r, user, hw.header.Get("Sec-WebSocket-Extensions") != "")
+	c.start(s, ws, hw.wc, r, user, hw.header.Get("Sec-WebSocket-Extensions") != "")
 	if !s.life.Enter(func() { s.conns.Add(c) }) {
 		_ = ws.Close(websocket.StatusGoingAway, "server shutting down")
 		return

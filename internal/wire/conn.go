@@ -26,11 +26,17 @@ var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return
 
 // Conn is a hijacked connection with write batching and write deadlines.
 //
-// Between Hold and Flush (or TryFlush) every Write is appended to a pooled
+// Between Hold and Flush (or TryFlush) every frame is appended to a pooled
 // buffer, written out in one call at the end. Bytes always reach the socket
 // in the order they were written: a Write outside a batch while bytes of an
 // earlier batch are still pending goes after them. Reads first replay what
 // net/http had read ahead of the hijack.
+//
+// Writing to the socket and building a batch take different locks: a write
+// that blocks on a peer that does not read (a control frame from
+// coder/websocket, a Flush) never holds the lock AppendFrame and TryFlush
+// need, so those never wait for it; TryFlush leaves its bytes pending
+// instead.
 type Conn struct {
 	net.Conn
 	raw          syscall.RawConn // for non-blocking writes; nil when not a plain socket (TLS)
@@ -42,12 +48,18 @@ type Conn struct {
 	rbuf       *[]byte // pooled bulk-read buffer, nil when drained
 	rpos, rend int
 
+	// wmu is held by whoever writes to the socket, blocking or not: one
+	// writer at a time keeps the bytes in order.
+	wmu      sync.Mutex
+	deadline time.Time // the write deadline armed on the socket; under wmu
+
+	// mu guards the batch; it is never held while a write waits for the
+	// socket.
 	mu        sync.Mutex
 	holding   bool
-	noBlock   bool      // the batch is for TryFlush: never flush early
-	closeSent bool      // a close frame went into the stream: no more data
-	batch     *[]byte   // bytes not yet on the socket, in order
-	deadline  time.Time // the write deadline armed on the socket
+	noBlock   bool    // the batch is for TryFlush: never flush early
+	closeSent bool    // a close frame went into the stream: no more data
+	batch     *[]byte // bytes not yet handed to the socket, in order
 }
 
 // Wrap wraps nc. pending is what the server had buffered from nc beyond the
@@ -132,33 +144,47 @@ func (c *Conn) readBuffered(p []byte) int {
 	return n
 }
 
-// Write appends p to the batch while one is held or bytes are pending, else
-// writes it out.
+// Write writes p after any pending bytes, blocking until it is on the
+// socket or the write timeout passes. coder/websocket writes its frames here
+// (see the package documentation); it may close the socket right after a
+// close frame, so the frame must be written, not left in a batch.
 func (c *Conn) Write(p []byte) (int, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if len(p) > 0 && p[0] == finClose {
-		// coder/websocket writes only control frames here, each whole in
-		// one Write: after a close frame no data frame of ours may follow.
+		// After a close frame no data frame of ours may follow.
 		c.closeSent = true
 	}
-	if !c.holding && c.batch == nil {
+	if c.batch == nil && c.wmu.TryLock() {
+		// Nothing pending and nobody writing: straight to the socket.
+		c.mu.Unlock()
+		defer c.wmu.Unlock()
 		return c.writeLocked(p)
 	}
-	if err := c.appendLocked(p, nil); err != nil {
+	c.appendLocked(p, nil)
+	c.mu.Unlock()
+	if err := c.flush(); err != nil {
 		return 0, err
 	}
 	return len(p), nil
 }
 
-// finClose is the first byte of an unfragmented close frame.
-const finClose = 0x88
+// Opcodes of RFC 6455 §5.2 that ratchet writes (data frames use the
+// message type, 1 or 2).
+const (
+	OpClose = 0x8
+	OpPing  = 0x9
+	OpPong  = 0xa
+)
 
-// AppendFrame adds one unfragmented, unmasked server data frame (RFC 6455
-// §5.2) to the held batch: the frame is encoded straight into the batch, with
-// no copy through coder/websocket's writer. compressed sets RSV1 for a
-// payload from Deflate (RFC 7692). It returns net.ErrClosed once a close
-// frame was written.
+// finClose is the first byte of an unfragmented close frame.
+const finClose = 0x80 | OpClose
+
+// AppendFrame adds one unfragmented, unmasked server frame (RFC 6455 §5.2)
+// to the held batch: the frame is encoded straight into the batch, with no
+// copy through coder/websocket's writer. compressed sets RSV1 for a payload
+// from Deflate (RFC 7692). It returns net.ErrClosed once a close frame was
+// written. In a batch started by Hold, a batch grown past 64 KiB is written
+// out here, blocking.
 func (c *Conn) AppendFrame(opcode byte, compressed bool, payload []byte) error {
 	var hdr [10]byte
 	hdr[0] = 0x80 | opcode
@@ -179,24 +205,25 @@ func (c *Conn) AppendFrame(opcode byte, compressed bool, payload []byte) error {
 		n = 10
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closeSent {
+		c.mu.Unlock()
 		return net.ErrClosed
 	}
-	return c.appendLocked(hdr[:n], payload)
+	c.appendLocked(hdr[:n], payload)
+	early := !c.holding || len(*c.batch) >= maxBatch && !c.noBlock
+	c.mu.Unlock()
+	if early {
+		return c.flush()
+	}
+	return nil
 }
 
-// appendLocked adds a and b to the batch, writing it out (blocking) when
-// no batch is held or a blocking one grew past maxBatch.
-func (c *Conn) appendLocked(a, b []byte) error {
+// appendLocked adds a and b to the batch.
+func (c *Conn) appendLocked(a, b []byte) {
 	if c.batch == nil {
 		c.batch = batchPool.Get().(*[]byte)
 	}
 	*c.batch = append(append(*c.batch, a...), b...)
-	if !c.holding || len(*c.batch) >= maxBatch && !c.noBlock {
-		return c.flushLocked()
-	}
-	return nil
 }
 
 // Hold starts a batch: writes are kept until Flush. A batch larger than
@@ -219,9 +246,9 @@ func (c *Conn) HoldNonBlocking() {
 // written or the write timeout passes.
 func (c *Conn) Flush() error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.holding = false
-	return c.flushLocked()
+	c.mu.Unlock()
+	return c.flush()
 }
 
 // CanTryFlush reports whether TryFlush can write without blocking (a plain
@@ -229,8 +256,9 @@ func (c *Conn) Flush() error {
 func (c *Conn) CanTryFlush() bool { return c.raw != nil }
 
 // TryFlush ends the batch and writes as much of it as the socket takes now,
-// without waiting. It reports whether everything was written; if not, the
-// rest stays pending for Flush.
+// without waiting, neither for the socket nor for another write under way.
+// It reports whether everything was written; if not, the rest stays pending
+// for Flush.
 func (c *Conn) TryFlush() (done bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -238,9 +266,10 @@ func (c *Conn) TryFlush() (done bool, err error) {
 	if c.batch == nil {
 		return true, nil
 	}
-	if c.raw == nil {
+	if c.raw == nil || !c.wmu.TryLock() {
 		return false, nil
 	}
+	defer c.wmu.Unlock()
 	// A socket deadline in the past fails even this non-blocking write.
 	if err := c.armDeadlineLocked(); err != nil {
 		return false, err
@@ -258,42 +287,54 @@ func (c *Conn) TryFlush() (done bool, err error) {
 		n, werr = 0, nil
 	}
 	if werr != nil {
-		c.releaseLocked()
+		release(c.batch)
+		c.batch = nil
 		return false, werr
 	}
 	if n < 0 {
 		n = 0
 	}
 	if n == len(b) {
-		c.releaseLocked()
+		release(c.batch)
+		c.batch = nil
 		return true, nil
 	}
 	*c.batch = b[:copy(b, b[n:])]
 	return false, nil
 }
 
-func (c *Conn) flushLocked() error {
-	if c.batch == nil {
-		return nil
+// flush writes the pending bytes, blocking, until none are left: bytes
+// appended meanwhile go out in the same call.
+func (c *Conn) flush() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	for {
+		c.mu.Lock()
+		b := c.batch
+		c.batch = nil
+		c.mu.Unlock()
+		if b == nil {
+			return nil
+		}
+		_, err := c.writeLocked(*b)
+		release(b)
+		if err != nil {
+			return err
+		}
 	}
-	_, err := c.writeLocked(*c.batch)
-	c.releaseLocked()
-	return err
 }
 
-func (c *Conn) releaseLocked() {
-	b := c.batch
-	c.batch = nil
+func release(b *[]byte) {
 	if cap(*b) <= maxPooled {
 		*b = (*b)[:0]
 		batchPool.Put(b)
 	}
 }
 
-// writeLocked writes p with the write timeout. The socket deadline is moved
-// only when less than half the timeout is left, so a write is cut off after
-// between half and all of the timeout without touching the timer on every
-// write.
+// writeLocked writes p, under wmu, with the write timeout. The socket
+// deadline is moved only when less than half the timeout is left, so a
+// write is cut off after between half and all of the timeout without
+// touching the timer on every write.
 func (c *Conn) writeLocked(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
@@ -305,7 +346,7 @@ func (c *Conn) writeLocked(p []byte) (int, error) {
 }
 
 // armDeadlineLocked moves the socket's write deadline a write timeout ahead
-// when less than half of one is left.
+// when less than half of one is left. wmu is held.
 func (c *Conn) armDeadlineLocked() error {
 	if c.writeTimeout <= 0 {
 		return nil
