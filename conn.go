@@ -94,11 +94,12 @@ type conn struct {
 
 	mu          sync.Mutex
 	queue       []outMsg
-	spare       []outMsg // the writer's drained slice, reused
-	writing     bool     // an inline write or a writer goroutine owns the write side
-	inCallback  bool     // the run goroutine is inside OnOpen or OnMessage
-	closing     bool     // Close was called or the server failed the conn
-	ended       bool     // the run goroutine is finishing: no new helpers
+	spare       []outMsg      // the writer's drained slice, reused
+	writing     bool          // an inline write or a writer goroutine owns the write side
+	drained     chan struct{} // the reader waits for the writer to take the queue; closed when it does
+	inCallback  bool          // the run goroutine is inside OnOpen or OnMessage
+	closing     bool          // Close was called or the server failed the conn
+	ended       bool          // the run goroutine is finishing: no new helpers
 	closeCode   StatusCode
 	closeReason string
 	cause       error // an explicit failure (slow consumer, panic, ...)
@@ -207,6 +208,7 @@ func (c *conn) send(o outMsg) error {
 		if len(c.queue) >= c.srv.cfg.sendQueue {
 			c.failLocked(ErrSlowConsumer, StatusPolicyViolation, "slow consumer")
 			c.queue = nil // cannot be delivered in time; OnError tells
+			c.wakeReaderLocked()
 			c.mu.Unlock()
 			return ErrSlowConsumer
 		}
@@ -330,6 +332,7 @@ func (c *conn) writeLoop() {
 		ctl := c.takeControlLocked()
 		batch := c.queue
 		c.queue = c.spare[:0]
+		c.wakeReaderLocked()
 		c.mu.Unlock()
 
 		if err == nil {
@@ -353,6 +356,32 @@ func (c *conn) writeFailedLocked(err error) {
 	c.writing = false
 	if c.writeErr == nil {
 		c.writeErr = fmt.Errorf("ratchet: write: %w", err)
+	}
+	c.wakeReaderLocked()
+}
+
+// wakeReaderLocked lets a reader waiting in holdBackLocked check again.
+func (c *conn) wakeReaderLocked() {
+	if c.drained != nil {
+		close(c.drained)
+		c.drained = nil
+	}
+}
+
+// holdBackLocked runs on the reader after each callback. Replies to a
+// burst of input must not outrun the peer: while half the send queue or
+// more waits to be written, the reader stops, until the writer has taken
+// the queue (or the connection failed). A client that writes far ahead of
+// what it reads is slowed down, as TCP would, instead of overflowing its
+// queue; the queue's other half is for sends from other goroutines.
+func (c *conn) holdBackLocked() {
+	high := max(1, c.srv.cfg.sendQueue/2)
+	for len(c.queue) >= high && c.writeErr == nil {
+		ch := make(chan struct{})
+		c.drained = ch
+		c.mu.Unlock()
+		<-ch
+		c.mu.Lock()
 	}
 }
 
@@ -593,7 +622,8 @@ func (c *conn) readFailed(err error) {
 
 // callInput runs OnOpen or OnMessage. Sends made meanwhile go to the queue
 // and a writer goroutine instead of being written inline, so that the
-// replies to a burst of input tend to leave in one write.
+// replies to a burst of input tend to leave in one write; then the reader
+// holds back while they are many.
 func (c *conn) callInput(f func()) bool {
 	c.mu.Lock()
 	c.inCallback = true
@@ -601,6 +631,7 @@ func (c *conn) callInput(f func()) bool {
 	ok := c.call(f)
 	c.mu.Lock()
 	c.inCallback = false
+	c.holdBackLocked()
 	c.mu.Unlock()
 	return ok
 }

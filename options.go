@@ -74,8 +74,11 @@ func WithReadLimit(n int64) WsOption { return func(c *wsConfig) { c.readLimit = 
 
 // WithSendQueue sets how many messages may wait to be written to one
 // connection. When a Send finds the queue full, it returns ErrSlowConsumer
-// and the connection is closed with StatusPolicyViolation (1008). Default
-// DefaultSendQueue.
+// and the connection is closed with StatusPolicyViolation (1008). While half
+// of the queue or more waits, the connection is not read after OnOpen or
+// OnMessage returns until the writer has taken it: a client that writes
+// requests far ahead of reading the replies is slowed down, as TCP would,
+// instead of being cut off by its own replies. Default DefaultSendQueue.
 func WithSendQueue(n int) WsOption {
 	return func(c *wsConfig) {
 		if n > 0 {

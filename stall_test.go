@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -146,4 +147,88 @@ func TestPingAnsweredWithPong(t *testing.T) {
 	assert.Equal(t, "99", last, "the latest ping is answered before the message after it")
 	c.WriteFrame(t, wstest.OpClose, wstest.ClosePayload(1000, ""))
 	assert.Equal(t, 1000, c.ExpectClose(t))
+}
+
+// pipeline writes n requests without waiting for the replies and checks
+// that the replies come back all and in order: a client that reads is never
+// a slow consumer, however far ahead of the server it writes.
+func pipeline(t *testing.T, url string, n int, request, reply func(i int) string) {
+	t.Helper()
+	c := dial(t, url, nil)
+	wrote := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for i := range n {
+			if err := c.Write(ctx, websocket.MessageText, []byte(request(i))); err != nil {
+				wrote <- err
+				return
+			}
+		}
+		wrote <- nil
+	}()
+	for i := range n {
+		_, m := read(t, c)
+		require.Equal(t, reply(i), m, "reply %d", i)
+	}
+	require.NoError(t, <-wrote)
+	require.NoError(t, c.Close(websocket.StatusNormalClosure, ""))
+}
+
+// 10,000 pipelined echo requests are all answered, in order: the replies
+// sent from OnMessage hold back the connection's reader instead of
+// overflowing its send queue.
+func TestPipelinedRequestsAllAnswered(t *testing.T) {
+	_, url := serveComponent(t, echo)
+	msg := func(i int) string { return fmt.Sprintf("request %d", i) }
+	pipeline(t, url, 10000, msg, msg)
+}
+
+// A peer that pipelines requests and does not read stops being read once
+// half its queue waits; sends from elsewhere then overflow the queue, and
+// it is closed with 1008 like any slow consumer.
+func TestNonReadingPipelinerIsSlowConsumer(t *testing.T) {
+	rec := newRecorder()
+	rec.onMessage = func(c ratchet.Conn, m ratchet.Message) { _ = c.Send(m) }
+	const queue = 16
+	_, url := serveComponent(t, rec, ratchet.WithSendQueue(queue), ratchet.WithWriteTimeout(0), ratchet.WithKeepalive(0, 0))
+	raw := wstest.DialRaw(t, url, wstest.RawOptions{RecvBuffer: 4 << 10})
+	conn := rec.expect(t, "open").conn
+
+	// 64 KiB requests: 8 MiB of echoes are more than the sockets hold.
+	req := wstest.AppendFrame(nil, true, false, wstest.OpBinary, make([]byte, 64<<10))
+	wrote, stop := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(wrote)
+		for range 128 {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := raw.Write(req); err != nil {
+				return // the server closed the connection
+			}
+		}
+	}()
+	// 256 KiB messages from elsewhere fill the sockets (4 MiB at most) in a
+	// few more, then the queue.
+	big := ratchet.Binary(make([]byte, 256<<10))
+	var err error
+	for i := 0; err == nil; i++ {
+		require.Less(t, i, 10*queue, "the queue never overflowed")
+		err = conn.Send(big)
+	}
+	require.ErrorIs(t, err, ratchet.ErrSlowConsumer)
+	close(stop)
+
+	assert.Equal(t, 1008, raw.ExpectClose(t, wstest.OpBinary, wstest.OpText))
+	e := rec.next(t)
+	for e.kind == "message" {
+		e = rec.next(t)
+	}
+	require.Equal(t, "error", e.kind)
+	assert.ErrorIs(t, e.err, ratchet.ErrSlowConsumer)
+	rec.expect(t, "close")
+	<-wrote
 }
