@@ -95,6 +95,11 @@ func TestBlockedWriteDoesNotBlockTryFlush(t *testing.T) {
 	ping := frame(9, "")
 	wrote := make(chan error, 1)
 	go func() { _, err := c.Write([]byte(ping)); wrote <- err }() // blocks: the peer does not read
+	for start := time.Now(); c.wmu.TryLock(); {                   // until the Write holds the socket
+		c.wmu.Unlock()
+		require.Less(t, time.Since(start), 10*time.Second, "Write never started")
+		time.Sleep(time.Millisecond)
+	}
 
 	tried := make(chan struct{})
 	go func() {
