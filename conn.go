@@ -1,13 +1,16 @@
 package ratchet
 
 import (
+	"compress/flate"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -266,6 +269,9 @@ func (c *conn) Close(code StatusCode, reason string) error {
 }
 
 func (c *conn) closeLocked(code StatusCode, reason string) {
+	// A close reason must be UTF-8 (and internal/wire takes one that is not
+	// for the peer's, echoed).
+	reason = strings.ToValidUTF8(reason, "")
 	if len(reason) > 123 {
 		// cut on a character boundary: a close reason must be UTF-8
 		n := 123
@@ -548,13 +554,16 @@ func (c *conn) run() {
 
 func (c *conn) readLoop() {
 	ctx := context.Background() // no cancel: coder arms no timer per read
+	budget := wireBudget(c.srv.cfg.readLimit)
 	for {
 		typ, r, err := c.ws.Reader(ctx)
 		if err != nil {
 			c.readFailed(err)
 			return
 		}
+		c.wire.LimitRead(budget)
 		data, err := readMessage(r)
+		c.wire.LimitRead(0)
 		if err != nil {
 			c.readFailed(err)
 			return
@@ -568,6 +577,23 @@ func (c *conn) readLoop() {
 			return
 		}
 	}
+}
+
+// wireSlack is what a message may take on the wire beyond twice the read
+// limit: frame headers and control frames between its fragments.
+const wireSlack = 4 << 10
+
+// wireBudget is how many bytes one message may take on the wire, frames
+// and control frames between its fragments included (0: no bound). Twice
+// the read limit lets any sane framing or compression of a message within
+// the limit through; it stops a message of a million empty fragments, or
+// of megabytes of deflate blocks that inflate to nothing, which the read
+// limit alone (on the payload) lets pass.
+func wireBudget(readLimit int64) int64 {
+	if readLimit < 0 {
+		return 0
+	}
+	return 2*readLimit + wireSlack
 }
 
 var readPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
@@ -599,25 +625,47 @@ func readMessage(r io.Reader) ([]byte, error) {
 	return data, nil
 }
 
-// readFailed records why reading stopped; finish decides whether it is the
-// cause to report or a consequence of another one.
+// readFailed records why reading stopped. A peer that closed or went away
+// is recorded for finish, which decides whether it is the cause to report
+// or a consequence of another one. A peer that broke the protocol has the
+// connection failed with the code that says how, unless it was closing
+// already (coder/websocket may have sent that close frame itself).
 func (c *conn) readFailed(err error) {
-	var readErr error
-	switch code := StatusCode(websocket.CloseStatus(err)); {
-	case code == StatusNormalClosure || code == StatusGoingAway || code == StatusNoStatusRcvd:
-		readErr = nil
-	case errors.Is(err, websocket.ErrMessageTooBig):
-		readErr = &CloseError{Code: StatusMessageTooBig, Reason: "message over the read limit"}
-	case code != -1:
-		var ce websocket.CloseError
-		errors.As(err, &ce)
-		readErr = &CloseError{Code: code, Reason: ce.Reason}
-	default:
+	c.wire.LimitRead(0) // the close handshake reads on
+	var readErr, broken error
+	var ce websocket.CloseError
+	var corrupt flate.CorruptInputError
+	switch {
+	case errors.As(err, &ce) && !utf8.ValidString(ce.Reason):
+		// internal/wire has turned coder's echo of it into a 1007
+		broken = &CloseError{Code: StatusInvalidPayload, Reason: "invalid UTF-8 in close reason"}
+	case errors.As(err, &ce):
+		switch code := StatusCode(ce.Code); code {
+		case StatusNormalClosure, StatusGoingAway, StatusNoStatusRcvd:
+		default:
+			readErr = &CloseError{Code: code, Reason: ce.Reason}
+		}
+	case errors.Is(err, websocket.ErrMessageTooBig), c.wire.LimitReached():
+		broken = &CloseError{Code: StatusMessageTooBig, Reason: "message over the read limit"}
+	case c.wire.SocketFailed(), errors.Is(err, net.ErrClosed):
 		readErr = fmt.Errorf("ratchet: connection lost: %w", err)
+	case errors.As(err, &corrupt):
+		broken = fmt.Errorf("%w: %w", &CloseError{Code: StatusInvalidPayload, Reason: "invalid compressed data"}, err)
+	default: // a frame coder/websocket refused
+		broken = fmt.Errorf("%w: %w", &CloseError{Code: StatusProtocolError, Reason: "invalid frame"}, err)
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if broken != nil && !c.closing {
+		var bc *CloseError
+		errors.As(broken, &bc)
+		c.failLocked(broken, bc.Code, bc.Reason)
+		return
+	}
+	if broken != nil {
+		readErr = broken
+	}
 	c.readErr, c.peerClosed = readErr, readErr == nil
-	c.mu.Unlock()
 }
 
 // callInput runs OnOpen or OnMessage. Sends made meanwhile go to the queue

@@ -21,7 +21,7 @@ const (
 	StatusUnsupportedData StatusCode = 1003 // a data type the endpoint cannot take
 	StatusNoStatusRcvd    StatusCode = 1005 // reported only: the close frame had no code
 	StatusAbnormalClosure StatusCode = 1006 // reported only: no close frame at all
-	StatusInvalidPayload  StatusCode = 1007 // text message that is not UTF-8
+	StatusInvalidPayload  StatusCode = 1007 // text or close reason not UTF-8, corrupt compressed data
 	StatusPolicyViolation StatusCode = 1008 // slow consumer, unwanted messages
 	StatusMessageTooBig   StatusCode = 1009 // message over the read limit
 	StatusInternalError   StatusCode = 1011 // panic in a callback

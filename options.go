@@ -68,8 +68,12 @@ func (o WsOption) applyApp(a *App)        { a.defaults = append(a.defaults, o) }
 func (o WsOption) applyRoute(r *routeCfg) { r.ws = append(r.ws, o) }
 
 // WithReadLimit sets the largest message, in bytes, a peer may send. A larger
-// one closes the connection with StatusMessageTooBig (1009). Default
-// DefaultReadLimit (64 KiB); -1 removes the limit.
+// one closes the connection with StatusMessageTooBig (1009). What a message
+// takes on the wire is bounded too, at twice the limit plus 4 KiB (frame
+// headers, fragments, control frames between them, compressed data): a
+// message of a million empty fragments, or of megabytes of deflate blocks
+// that inflate to nothing, also closes with 1009. Default DefaultReadLimit
+// (64 KiB); -1 removes both bounds.
 func WithReadLimit(n int64) WsOption { return func(c *wsConfig) { c.readLimit = n } }
 
 // WithSendQueue sets how many messages may wait to be written to one

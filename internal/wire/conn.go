@@ -11,8 +11,10 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+	"unicode/utf8"
 )
 
 // maxBatch is the size at which a held batch is written out early, so a
@@ -47,6 +49,12 @@ type Conn struct {
 	busy       bool    // the last read filled the caller's buffer
 	rbuf       *[]byte // pooled bulk-read buffer, nil when drained
 	rpos, rend int
+	// Atomic: set by the connection's reader between the reads of
+	// coder/websocket, which may be under way on a closing writer.
+	nread     atomic.Int64 // bytes returned by Read
+	limit     atomic.Int64 // Read fails once nread reaches it; 0: no limit
+	limitHit  atomic.Bool  // Read returned ErrReadLimit
+	socketErr atomic.Bool  // a read from the socket failed
 
 	// wmu is held by whoever writes to the socket, blocking or not: one
 	// writer at a time keeps the bytes in order.
@@ -74,14 +82,59 @@ func Wrap(nc net.Conn, pending []byte, writeTimeout time.Duration) *Conn {
 	return c
 }
 
-// Read reads from the replayed bytes first, then from the socket.
+// ErrReadLimit is returned by Read once the bytes set by LimitRead have been
+// read.
+var ErrReadLimit = errors.New("wire: read limit reached")
+
+// LimitRead makes Read fail with ErrReadLimit once n more bytes have been
+// read; 0 removes the limit. It bounds what one message may take on the
+// wire, which coder/websocket's read limit (on the payload, after
+// inflating) does not: frame headers, empty fragments, control frames
+// between fragments, deflate blocks that inflate to nothing.
+func (c *Conn) LimitRead(n int64) {
+	if n <= 0 {
+		c.limit.Store(0)
+		return
+	}
+	c.limit.Store(c.nread.Load() + n)
+}
+
+// LimitReached reports whether Read has returned ErrReadLimit. The error
+// that coder/websocket returns then may not wrap it: an inflater fed the
+// bytes read before it reports corrupt data.
+func (c *Conn) LimitReached() bool { return c.limitHit.Load() }
+
+// SocketFailed reports whether a read from the socket failed (the peer
+// went away, a deadline passed): errors that coder/websocket returns
+// otherwise are about what the peer sent.
+func (c *Conn) SocketFailed() bool { return c.socketErr.Load() }
+
+// Read reads from the replayed bytes first, then from the socket, within
+// the limit set by LimitRead.
+func (c *Conn) Read(p []byte) (int, error) {
+	if lim := c.limit.Load(); lim != 0 {
+		left := lim - c.nread.Load()
+		if left <= 0 {
+			c.limitHit.Store(true)
+			return 0, ErrReadLimit
+		}
+		if int64(len(p)) > left {
+			p = p[:left]
+		}
+	}
+	n, err := c.read(p)
+	c.nread.Add(int64(n))
+	return n, err
+}
+
+// read serves replayed and bulk-read bytes, then reads the socket.
 //
 // The reader above is small, to keep idle connections small. When a read
 // fills it, more input is probably waiting: the next read then takes all
 // that the socket holds, without blocking, into a pooled 32 KiB buffer, and
 // serves from it; the buffer goes back to the pool as soon as it is empty,
 // so an idle connection never holds one.
-func (c *Conn) Read(p []byte) (int, error) {
+func (c *Conn) read(p []byte) (int, error) {
 	if len(c.pending) > 0 {
 		n := copy(p, c.pending)
 		c.pending = c.pending[n:]
@@ -102,6 +155,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 	n, err := c.Conn.Read(p)
 	c.busy = n == len(p)
+	if err != nil {
+		c.socketErr.Store(true)
+	}
 	return n, err
 }
 
@@ -121,6 +177,7 @@ func (c *Conn) readBulk() (int, error) {
 		return true // one attempt: the blocking read below waits
 	}); err != nil {
 		readPool.Put(buf)
+		c.socketErr.Store(true)
 		return 0, err
 	}
 	if n <= 0 || rerr != nil {
@@ -149,6 +206,9 @@ func (c *Conn) readBuffered(p []byte) int {
 // (see the package documentation); it may close the socket right after a
 // close frame, so the frame must be written, not left in a batch.
 func (c *Conn) Write(p []byte) (int, error) {
+	if len(p) > 0 && p[0] == finClose {
+		p = checkCloseReason(p)
+	}
 	c.mu.Lock()
 	if len(p) > 0 && p[0] == finClose {
 		// After a close frame no data frame of ours may follow.
@@ -178,6 +238,23 @@ const (
 
 // finClose is the first byte of an unfragmented close frame.
 const finClose = 0x80 | OpClose
+
+// invalidReasonClose is the close frame that fails a connection whose peer
+// sent a close reason that is not UTF-8: 1007, invalid payload data.
+var invalidReasonClose = append([]byte{finClose, 2 + byte(len(invalidReason)), 1007 >> 8, 1007 & 0xff}, invalidReason...)
+
+const invalidReason = "invalid UTF-8 in close reason"
+
+// checkCloseReason returns the close frame f, unless its reason is not
+// UTF-8: ratchet's own reasons always are, so f is coder/websocket's echo
+// of the peer's close frame, and RFC 6455 §8.1 has the connection failed
+// instead, with 1007.
+func checkCloseReason(f []byte) []byte {
+	if len(f) > 4 && f[1] < 126 && !utf8.Valid(f[4:]) {
+		return invalidReasonClose
+	}
+	return f
+}
 
 // AppendFrame adds one unfragmented, unmasked server frame (RFC 6455 §5.2)
 // to the held batch: the frame is encoded straight into the batch, with no

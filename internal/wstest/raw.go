@@ -21,7 +21,8 @@ import (
 // where a real client library would refuse to.
 type Raw struct {
 	net.Conn
-	br *bufio.Reader
+	Header http.Header // of the 101 answer
+	br     *bufio.Reader
 }
 
 // RawOptions adjust DialRaw.
@@ -65,7 +66,7 @@ func DialRaw(t testing.TB, url string, o RawOptions) *Raw {
 	require.NoError(t, err)
 	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
 	require.NoError(t, nc.SetReadDeadline(time.Time{}))
-	return &Raw{Conn: nc, br: br}
+	return &Raw{Conn: nc, Header: resp.Header, br: br}
 }
 
 // Opcodes of RFC 6455 §5.2.
