@@ -34,7 +34,8 @@ type Conn interface {
 	Send(msg Message) error
 	// Close sends what is already queued, then closes with code and reason
 	// (at most 123 bytes). OnClose follows once the peer has answered or a
-	// timeout passed. Close never blocks on the network.
+	// timeout passed; messages that arrive meanwhile do not reach
+	// OnMessage. Close never blocks on the network.
 	Close(code StatusCode, reason string) error
 	// Request is the HTTP upgrade request: headers, cookies, query, and
 	// PathValue for wildcards of the route pattern. Its Context is done; use
@@ -61,10 +62,13 @@ var lastConnID atomic.Uint64
 // WebSocket connections.
 func NewConnID() uint64 { return lastConnID.Add(1) }
 
-// failingCloseWait is how long a peer whose connection is failed (slow
-// consumer, invalid data, panic) has to answer the close frame; a clean close
-// waits up to coder/websocket's 5 s.
-const failingCloseWait = time.Second
+// How long the peer has to answer the close frame: a clean close waits as
+// long as coder/websocket's own close handshake; a peer whose connection is
+// failed (slow consumer, invalid data, panic) gets less.
+const (
+	closeWait        = 5 * time.Second
+	failingCloseWait = time.Second
+)
 
 // conn is the connection behind Conn. Its run goroutine owns the life cycle:
 // it reads, calls every callback, and ends the connection. A writer goroutine
@@ -322,13 +326,8 @@ func (c *conn) writeLoop() {
 				code, reason := c.closeCode, c.closeReason
 				failing := c.cause != nil
 				c.mu.Unlock()
-				if failing {
-					// A misbehaving peer gets less time to answer our close.
-					_ = c.wire.SetReadDeadline(time.Now().Add(failingCloseWait))
-				}
-				// The handshake waits for the peer's close frame (coder
-				// bounds it at 5 s); writing stays true so no writer restarts.
-				_ = c.ws.Close(websocket.StatusCode(code), reason)
+				// writing stays true: nothing may follow the close frame
+				c.writeClose(code, reason, failing)
 				return
 			}
 			c.writing = false
@@ -356,6 +355,44 @@ func (c *conn) writeLoop() {
 			return
 		}
 	}
+}
+
+// writeClose writes the close frame, after all that was queued before it,
+// and gives the peer a while to answer. The close handshake is not
+// coder/websocket's Close: that one reads the answer itself, while the
+// connection's reader may be in the middle of a message, and the two
+// readers would take each other's bytes. Here the reader alone reads on,
+// until the peer's close frame (coder/websocket then ends the connection)
+// or the deadline.
+func (c *conn) writeClose(code StatusCode, reason string, failing bool) {
+	err := c.wire.AppendFrame(wire.OpClose, false, closePayload(code, reason))
+	if errors.Is(err, net.ErrClosed) {
+		err = nil // coder/websocket has sent one: the peer's echo, or a protocol error
+	}
+	if err != nil {
+		c.mu.Lock()
+		c.writeFailedLocked(err)
+		c.mu.Unlock()
+		c.abort(nil)
+		return
+	}
+	wait := closeWait
+	if failing {
+		wait = failingCloseWait
+	}
+	_ = c.wire.SetReadDeadline(time.Now().Add(wait))
+}
+
+// closePayload is the body of a close frame. A code that may not be sent
+// (RFC 6455 §7.4: 1004-1006, 1015, outside 1000-4999) becomes 1011 without
+// a reason, as coder/websocket's Close does.
+func closePayload(code StatusCode, reason string) []byte {
+	switch {
+	case code == 1004 || code == StatusNoStatusRcvd || code == StatusAbnormalClosure || code == 1015,
+		code < 1000, code > 4999, code > 1015 && code < 3000:
+		code, reason = StatusInternalError, ""
+	}
+	return append(binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(reason)), uint16(code)), reason...)
 }
 
 func (c *conn) writeFailedLocked(err error) {
@@ -571,6 +608,12 @@ func (c *conn) readLoop() {
 		if typ == websocket.MessageText && !utf8.Valid(data) {
 			c.fail(ErrInvalidUTF8, StatusInvalidPayload, "invalid UTF-8")
 			return
+		}
+		c.mu.Lock()
+		closing := c.closing
+		c.mu.Unlock()
+		if closing {
+			continue // read on to the peer's close frame; the component is done
 		}
 		msg := Message{Type: MessageType(typ), Data: data}
 		if !c.callInput(func() { c.srv.component.OnMessage(c, msg) }) {

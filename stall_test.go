@@ -56,7 +56,7 @@ func TestPingFloodDoesNotBlockSenders(t *testing.T) {
 	// No write timeout and no keepalive: the stalled peer stays stalled for
 	// as long as the test wants.
 	const queue = 16
-	s, url := serveComponent(t, rec, ratchet.WithWriteTimeout(0), ratchet.WithKeepalive(0, 0), ratchet.WithSendQueue(queue))
+	s, url := serveTight(t, rec, ratchet.WithWriteTimeout(0), ratchet.WithKeepalive(0, 0), ratchet.WithSendQueue(queue))
 	stalled := wstest.DialRaw(t, url, wstest.RawOptions{RecvBuffer: 4 << 10})
 	stalledConn := rec.expect(t, "open").conn
 	other := dial(t, url, nil)
@@ -65,11 +65,10 @@ func TestPingFloodDoesNotBlockSenders(t *testing.T) {
 		require.NoError(t, hub.Subscribe(ctx, c, "t"))
 	}
 
-	// 64k pongs of 127 bytes, written one by one, are twice what the
-	// server's socket (4 MiB at most) and the peer's 4 KiB receive buffer
-	// hold: a server that wrote each pong before reading on would stop
-	// reading here.
-	flood := pingFlood(64<<10, "after the pings")
+	// 8k pongs of 127 bytes, 1 MiB, are far more than the server's 16 KiB
+	// send buffer and the peer's 4 KiB receive buffer hold: a server that
+	// wrote each pong before reading on would stop reading here.
+	flood := pingFlood(8<<10, "after the pings")
 	wrote := make(chan error, 1)
 	go func() { _, err := stalled.Write(flood); wrote <- err }()
 	e := rec.next(t)
@@ -78,7 +77,7 @@ func TestPingFloodDoesNotBlockSenders(t *testing.T) {
 	require.NoError(t, <-wrote)
 	// Pongs that wait share one, so they may not fill the socket: a large
 	// message does.
-	require.NoError(t, stalledConn.Send(ratchet.Binary(make([]byte, 8<<20))))
+	require.NoError(t, stalledConn.Send(ratchet.Binary(make([]byte, 1<<20))))
 
 	returns(t, "Broadcast", func() { assert.Equal(t, 2, s.Broadcast(ratchet.Text("broadcast"))) })
 	returns(t, "Hub.Publish", func() {
@@ -191,11 +190,11 @@ func TestNonReadingPipelinerIsSlowConsumer(t *testing.T) {
 	rec := newRecorder()
 	rec.onMessage = func(c ratchet.Conn, m ratchet.Message) { _ = c.Send(m) }
 	const queue = 16
-	_, url := serveComponent(t, rec, ratchet.WithSendQueue(queue), ratchet.WithWriteTimeout(0), ratchet.WithKeepalive(0, 0))
+	_, url := serveTight(t, rec, ratchet.WithSendQueue(queue), ratchet.WithWriteTimeout(0), ratchet.WithKeepalive(0, 0))
 	raw := wstest.DialRaw(t, url, wstest.RawOptions{RecvBuffer: 4 << 10})
 	conn := rec.expect(t, "open").conn
 
-	// 64 KiB requests: 8 MiB of echoes are more than the sockets hold.
+	// 64 KiB requests: 8 MiB of echoes are far more than the sockets hold.
 	req := wstest.AppendFrame(nil, true, false, wstest.OpBinary, make([]byte, 64<<10))
 	wrote, stop := make(chan struct{}), make(chan struct{})
 	go func() {
@@ -211,8 +210,8 @@ func TestNonReadingPipelinerIsSlowConsumer(t *testing.T) {
 			}
 		}
 	}()
-	// 256 KiB messages from elsewhere fill the sockets (4 MiB at most) in a
-	// few more, then the queue.
+	// 256 KiB messages from elsewhere fill the sockets, if the echoes have
+	// not, then the queue.
 	big := ratchet.Binary(make([]byte, 256<<10))
 	var err error
 	for i := 0; err == nil; i++ {
@@ -231,4 +230,31 @@ func TestNonReadingPipelinerIsSlowConsumer(t *testing.T) {
 	assert.ErrorIs(t, e.err, ratchet.ErrSlowConsumer)
 	rec.expect(t, "close")
 	<-wrote
+}
+
+// The server's close handshake while the peer keeps sending: the peer gets
+// the close frame, its answer ends the connection, and the messages that
+// arrive after Close do not reach OnMessage.
+func TestCloseWhilePeerSends(t *testing.T) {
+	rec := newRecorder()
+	rec.onMessage = func(c ratchet.Conn, m ratchet.Message) {
+		if m.String() == "close" {
+			_ = c.Close(4000, "done")
+		}
+	}
+	_, url := serveComponent(t, rec)
+	c := wstest.DialRaw(t, url, wstest.RawOptions{})
+	rec.expect(t, "open")
+	b := wstest.AppendFrame(nil, true, false, wstest.OpText, []byte("close"))
+	for range 300 {
+		// fragmented, so that the reader is often in the middle of one
+		b = wstest.AppendFrame(b, false, false, wstest.OpBinary, make([]byte, 3000))
+		b = wstest.AppendFrame(b, true, false, wstest.OpContinuation, make([]byte, 3000))
+	}
+	wrote := make(chan error, 1)
+	go func() { _, err := c.Write(b); wrote <- err }()
+	assert.Equal(t, 4000, c.ExpectClose(t))
+	require.NoError(t, <-wrote)
+	assert.Equal(t, "close", rec.expect(t, "message").msg.String())
+	rec.expect(t, "close")
 }

@@ -211,6 +211,12 @@ func (c *Conn) Write(p []byte) (int, error) {
 	}
 	c.mu.Lock()
 	if len(p) > 0 && p[0] == finClose {
+		if c.closeSent {
+			// ratchet's close frame went first: this is coder/websocket
+			// echoing the peer's answer to it, and must not be sent.
+			c.mu.Unlock()
+			return len(p), nil
+		}
 		// After a close frame no data frame of ours may follow.
 		c.closeSent = true
 	}
@@ -260,8 +266,8 @@ func checkCloseReason(f []byte) []byte {
 // to the held batch: the frame is encoded straight into the batch, with no
 // copy through coder/websocket's writer. compressed sets RSV1 for a payload
 // from Deflate (RFC 7692). It returns net.ErrClosed once a close frame was
-// written. In a batch started by Hold, a batch grown past 64 KiB is written
-// out here, blocking.
+// written, by either side. Outside a batch, or in a batch started by Hold
+// that grew past 64 KiB, the bytes are written out here, blocking.
 func (c *Conn) AppendFrame(opcode byte, compressed bool, payload []byte) error {
 	var hdr [10]byte
 	hdr[0] = 0x80 | opcode
@@ -287,6 +293,7 @@ func (c *Conn) AppendFrame(opcode byte, compressed bool, payload []byte) error {
 		return net.ErrClosed
 	}
 	c.appendLocked(hdr[:n], payload)
+	c.closeSent = opcode == OpClose
 	early := !c.holding || len(*c.batch) >= maxBatch && !c.noBlock
 	c.mu.Unlock()
 	if early {
