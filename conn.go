@@ -93,6 +93,11 @@ type conn struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 
+	// dropping: the send queue overflowed. The writer drops the messages it
+	// has not written yet, so that the close frame goes right after the one
+	// under way.
+	dropping atomic.Bool
+
 	// helpers counts the writer goroutine and a keepalive timer writing a
 	// ping; Add only under mu while !ended, so the Wait in finish cannot race
 	// with it.
@@ -215,6 +220,7 @@ func (c *conn) send(o outMsg) error {
 		if len(c.queue) >= c.srv.cfg.sendQueue {
 			c.failLocked(ErrSlowConsumer, StatusPolicyViolation, "slow consumer")
 			c.queue = nil // cannot be delivered in time; OnError tells
+			c.dropping.Store(true)
 			c.wakeReaderLocked()
 			c.mu.Unlock()
 			return ErrSlowConsumer
@@ -431,7 +437,7 @@ func (c *conn) holdBackLocked() {
 func (c *conn) writeBatch(ctl control, batch []outMsg) error {
 	c.wire.Hold()
 	err := c.writeControl(ctl)
-	for i := 0; i < len(batch) && err == nil; i++ {
+	for i := 0; i < len(batch) && err == nil && !c.dropping.Load(); i++ {
 		err = c.writeMessage(batch[i])
 	}
 	if err != nil {

@@ -54,8 +54,10 @@ var (
 
 	// ErrSlowConsumer is returned by Send when the connection's send queue is
 	// full because the peer does not read fast enough. The message is not
-	// queued; the connection is closed with StatusPolicyViolation (1008) and
-	// OnError receives ErrSlowConsumer, so no loss goes unreported.
+	// queued, and the queue is dropped; the connection is closed with
+	// StatusPolicyViolation (1008), sent right after the message being
+	// written, and OnError receives ErrSlowConsumer, so no loss goes
+	// unreported.
 	ErrSlowConsumer = errors.New("ratchet: slow consumer: send queue full")
 
 	// ErrKeepaliveTimeout is reported to OnError when a peer did not answer a

@@ -258,3 +258,38 @@ func TestCloseWhilePeerSends(t *testing.T) {
 	assert.Equal(t, "close", rec.expect(t, "message").msg.String())
 	rec.expect(t, "close")
 }
+
+// When the send queue overflows, the messages not yet written are dropped
+// with it: the close frame (1008) follows the message under way, so a peer
+// that reads again gets it at once instead of after megabytes.
+func TestSlowConsumerCloseFrameFirst(t *testing.T) {
+	rec := newRecorder()
+	const queue = 4
+	_, url := serveTight(t, rec, ratchet.WithSendQueue(queue), ratchet.WithWriteTimeout(0), ratchet.WithKeepalive(0, 0))
+	raw := wstest.DialRaw(t, url, wstest.RawOptions{RecvBuffer: 4 << 10})
+	conn := rec.expect(t, "open").conn
+	// Each message is far more than the sockets hold.
+	msg := ratchet.Binary(make([]byte, 256<<10))
+	for range 1 + queue { // one under way, a full queue behind it
+		require.NoError(t, conn.Send(msg))
+	}
+	f := raw.NextFrame(t)
+	require.Equal(t, len(msg.Data), len(f.Payload))
+	// The next one has started: the writer has taken the queue as its batch.
+	_, err := raw.Peek(10)
+	require.NoError(t, err)
+	for range queue {
+		require.NoError(t, conn.Send(msg))
+	}
+	require.ErrorIs(t, conn.Send(msg), ratchet.ErrSlowConsumer)
+
+	f = raw.NextFrame(t)
+	assert.Equal(t, byte(wstest.OpBinary), f.Opcode, "the message under way")
+	f = raw.NextFrame(t)
+	require.Equal(t, byte(wstest.OpClose), f.Opcode, "then the close frame, not the rest of the batch")
+	assert.Equal(t, 1008, f.CloseCode())
+	raw.WriteFrame(t, wstest.OpClose, f.Payload[:2])
+	e := rec.expect(t, "error")
+	assert.ErrorIs(t, e.err, ratchet.ErrSlowConsumer)
+	rec.expect(t, "close")
+}

@@ -174,6 +174,15 @@ func (c *Raw) ReadFrame() (Frame, error) {
 	return f, nil
 }
 
+// Peek waits, at most 10 s, until n bytes have arrived, and returns them
+// without consuming them.
+func (c *Raw) Peek(n int) ([]byte, error) {
+	if err := c.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		return nil, err
+	}
+	return c.br.Peek(n)
+}
+
 // NextFrame reads frames until one whose opcode is not in skip and returns
 // it; the test fails on a read error.
 func (c *Raw) NextFrame(t testing.TB, skip ...byte) Frame {
