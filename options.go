@@ -18,12 +18,6 @@ const (
 	DefaultAddress           = "127.0.0.1"      // where App.Run listens, as Ratchet does
 )
 
-// Buffer sizes of a connection; small, because an idle connection keeps them.
-const (
-	readBufferSize  = 512
-	writeBufferSize = 128
-)
-
 // Authenticator sees the upgrade request before the handshake. It returns
 // the user identity of the connection (Conn.User; "" for anonymous), or an
 // error to refuse the handshake: a *RejectError chooses the HTTP status,

@@ -1,12 +1,6 @@
-// Package wire holds the net.Conn that ratchet hands to coder/websocket in
-// place of the hijacked one. coder/websocket flushes its buffered writer after
-// every frame; wrapping the connection lets the library turn a burst of frames
-// into one write syscall, try a write without blocking, and enforce write
-// timeouts as socket deadlines instead of a timer per write.
 package wire
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"net"
@@ -441,16 +435,4 @@ func (c *Conn) armDeadlineLocked() error {
 	}
 	c.deadline = now.Add(c.writeTimeout)
 	return c.Conn.SetWriteDeadline(c.deadline)
-}
-
-// Hijacked returns the connection wrapped, with buffered readers and writers
-// of the given sizes, taking over what brw had already read from the peer.
-func Hijacked(nc net.Conn, brw *bufio.ReadWriter, readBuf, writeBuf int, writeTimeout time.Duration) (*Conn, *bufio.ReadWriter) {
-	var pending []byte
-	if n := brw.Reader.Buffered(); n > 0 {
-		b, _ := brw.Reader.Peek(n)
-		pending = append([]byte(nil), b...)
-	}
-	wc := Wrap(nc, pending, writeTimeout)
-	return wc, bufio.NewReadWriter(bufio.NewReaderSize(wc, readBuf), bufio.NewWriterSize(wc, writeBuf))
 }

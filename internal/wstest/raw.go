@@ -33,6 +33,9 @@ type RawOptions struct {
 	// connection is made: a small one makes a peer that does not read stall
 	// the server's writes after a few kilobytes instead of megabytes.
 	RecvBuffer int
+	// Early is written right after the request, before the answer is read:
+	// bytes the server reads ahead with the request.
+	Early []byte
 }
 
 // DialRaw connects to the ws:// url, sends the upgrade request and reads
@@ -58,7 +61,7 @@ func DialRaw(t testing.TB, url string, o RawOptions) *Raw {
 	require.NoError(t, err)
 	t.Cleanup(func() { nc.Close() })
 	_, err = fmt.Fprintf(nc, "GET /%s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n%s\r\n", path, host, o.Header)
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: %s\r\n%s\r\n%s", path, host, Key, o.Header, o.Early)
 	require.NoError(t, err)
 	br := bufio.NewReader(nc)
 	require.NoError(t, nc.SetReadDeadline(time.Now().Add(5*time.Second)))
@@ -68,6 +71,13 @@ func DialRaw(t testing.TB, url string, o RawOptions) *Raw {
 	require.NoError(t, nc.SetReadDeadline(time.Time{}))
 	return &Raw{Conn: nc, Header: resp.Header, br: br}
 }
+
+// Key is the Sec-WebSocket-Key of DialRaw (RFC 6455 §1.3's example), and
+// Accept the Sec-WebSocket-Accept that answers it.
+const (
+	Key    = "dGhlIHNhbXBsZSBub25jZQ=="
+	Accept = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+)
 
 // Opcodes of RFC 6455 §5.2.
 const (
