@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratchetgo/ratchet"
+	"github.com/ratchetgo/ratchet/internal/wstest"
 )
 
 func TestEchoTextAndBinary(t *testing.T) {
@@ -216,13 +217,7 @@ func TestSlowConsumer(t *testing.T) {
 	rec := newRecorder()
 	s, url := serveComponent(t, rec, ratchet.WithSendQueue(64), ratchet.WithWriteTimeout(500*time.Millisecond))
 
-	slowNet, err := net.Dial("tcp", strings.TrimPrefix(url, "ws://"))
-	require.NoError(t, err)
-	defer slowNet.Close()
-	// A raw handshake on a socket we then never read from.
-	_, err = fmt.Fprintf(slowNet, "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
-	require.NoError(t, err)
+	wstest.DialRaw(t, url, wstest.RawOptions{}) // a socket we never read from
 	slow := rec.expect(t, "open").conn
 
 	fast := dial(t, url, nil)
@@ -358,12 +353,7 @@ func TestStatusCodeString(t *testing.T) {
 func TestWriteTimeoutDropsStuckPeer(t *testing.T) {
 	rec := newRecorder()
 	_, url := serveComponent(t, rec, ratchet.WithWriteTimeout(200*time.Millisecond), ratchet.WithReadLimit(-1))
-	nc, err := net.Dial("tcp", strings.TrimPrefix(url, "ws://"))
-	require.NoError(t, err)
-	defer nc.Close()
-	_, err = fmt.Fprintf(nc, "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
-	require.NoError(t, err)
+	wstest.DialRaw(t, url, wstest.RawOptions{}) // a socket we never read from
 	conn := rec.expect(t, "open").conn
 	start := time.Now()
 	require.NoError(t, conn.Send(ratchet.Binary(make([]byte, 16<<20)))) // far more than socket buffers hold
