@@ -390,15 +390,29 @@ func (c *conn) writeClose(code StatusCode, reason string, failing bool) {
 }
 
 // closePayload is the body of a close frame. A code that may not be sent
-// (RFC 6455 §7.4: 1004-1006, 1015, outside 1000-4999) becomes 1011 without
-// a reason, as coder/websocket's Close does.
+// becomes 1011 without a reason, as coder/websocket's Close does.
 func closePayload(code StatusCode, reason string) []byte {
-	switch {
-	case code == 1004 || code == StatusNoStatusRcvd || code == StatusAbnormalClosure || code == 1015,
-		code < 1000, code > 4999, code > 1015 && code < 3000:
+	if !sendable(code) {
 		code, reason = StatusInternalError, ""
 	}
 	return append(binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(reason)), uint16(code)), reason...)
+}
+
+// Close codes a close frame may carry (RFC 6455 §7.4 and its IANA
+// registry): the defined ones but 1004 (reserved) and those only reported
+// (1005, 1006, 1015), and the range of libraries and applications.
+const (
+	statusReserved     StatusCode = 1004
+	statusLastDefined  StatusCode = 1014
+	statusFirstPrivate StatusCode = 3000
+	statusLastPrivate  StatusCode = 4999
+)
+
+func sendable(code StatusCode) bool {
+	if code >= StatusNormalClosure && code <= statusLastDefined {
+		return code != statusReserved && code != StatusNoStatusRcvd && code != StatusAbnormalClosure
+	}
+	return code >= statusFirstPrivate && code <= statusLastPrivate
 }
 
 func (c *conn) writeFailedLocked(err error) {

@@ -364,3 +364,31 @@ func TestWriteTimeoutDropsStuckPeer(t *testing.T) {
 	assert.Less(t, time.Since(start), 5*time.Second)
 	rec.expect(t, "close")
 }
+
+// A close code that may not be sent becomes 1011, as with coder/websocket.
+func TestCloseWithUnsendableCode(t *testing.T) {
+	for _, code := range []ratchet.StatusCode{ratchet.StatusNoStatusRcvd, 1004, 2000, 5000} {
+		_, url := serveComponent(t, ratchet.ComponentFuncs{Open: func(c ratchet.Conn) { _ = c.Close(code, "x") }})
+		c := dial(t, url, nil)
+		assert.Equal(t, websocket.StatusInternalError, readClose(t, c), "code %d", code)
+	}
+	for _, code := range []ratchet.StatusCode{ratchet.StatusTryAgainLater, 3000, 4999} {
+		_, url := serveComponent(t, ratchet.ComponentFuncs{Open: func(c ratchet.Conn) { _ = c.Close(code, "x") }})
+		c := dial(t, url, nil)
+		assert.Equal(t, websocket.StatusCode(code), readClose(t, c))
+	}
+}
+
+// A close reason that is not UTF-8 loses its invalid bytes: a peer must not
+// take ratchet's own close for an invalid one (RFC 6455 §8.1).
+func TestCloseReasonMadeValid(t *testing.T) {
+	_, url := serveComponent(t, ratchet.ComponentFuncs{Open: func(c ratchet.Conn) { _ = c.Close(4000, "a\xffb") }})
+	c := dial(t, url, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, _, err := c.Read(ctx)
+	var ce websocket.CloseError
+	require.ErrorAs(t, err, &ce)
+	assert.Equal(t, websocket.StatusCode(4000), ce.Code)
+	assert.Equal(t, "ab", ce.Reason)
+}

@@ -240,10 +240,13 @@ const (
 const finClose = 0x80 | OpClose
 
 // invalidReasonClose is the close frame that fails a connection whose peer
-// sent a close reason that is not UTF-8: 1007, invalid payload data.
-var invalidReasonClose = append([]byte{finClose, 2 + byte(len(invalidReason)), 1007 >> 8, 1007 & 0xff}, invalidReason...)
+// sent a close reason that is not UTF-8.
+var invalidReasonClose = append([]byte{finClose, 2 + byte(len(invalidReason)), statusInvalidPayload >> 8, statusInvalidPayload & 0xff}, invalidReason...)
 
-const invalidReason = "invalid UTF-8 in close reason"
+const (
+	statusInvalidPayload = 1007 // RFC 6455 §7.4.1: data inconsistent with its type
+	invalidReason        = "invalid UTF-8 in close reason"
+)
 
 // checkCloseReason returns the close frame f, unless its reason is not
 // UTF-8: ratchet's own reasons always are, so f is coder/websocket's echo
