@@ -43,8 +43,9 @@ type Conn struct {
 	busy       bool    // the last read filled the caller's buffer
 	rbuf       *[]byte // pooled bulk-read buffer, nil when drained
 	rpos, rend int
-	// Atomic: set by the connection's reader between the reads of
-	// coder/websocket, which may be under way on a closing writer.
+	// Atomic, to stay safe if coder/websocket ever reads on another
+	// goroutine (its Close does; ratchet calls it only before a connection
+	// runs).
 	nread     atomic.Int64 // bytes returned by Read
 	limit     atomic.Int64 // Read fails once nread reaches it; 0: no limit
 	limitHit  atomic.Bool  // Read returned ErrReadLimit
