@@ -603,7 +603,7 @@ func (c *conn) keepalive() {
 func (c *conn) run() {
 	defer c.srv.remove(c)
 	c.armKeepalive()
-	if c.callInput(func() { c.srv.component.OnOpen(c) }) {
+	if c.callInput(func() { c.srv.component.OnOpen(c) }, false) {
 		c.readLoop()
 	}
 	c.finish()
@@ -629,14 +629,8 @@ func (c *conn) readLoop() {
 			c.fail(ErrInvalidUTF8, StatusInvalidPayload, "invalid UTF-8")
 			return
 		}
-		c.mu.Lock()
-		closing := c.closing
-		c.mu.Unlock()
-		if closing {
-			continue // read on to the peer's close frame; the component is done
-		}
 		msg := Message{Type: MessageType(typ), Data: data}
-		if !c.callInput(func() { c.srv.component.OnMessage(c, msg) }) {
+		if !c.callInput(func() { c.srv.component.OnMessage(c, msg) }, true) {
 			return
 		}
 	}
@@ -731,12 +725,18 @@ func (c *conn) readFailed(err error) {
 	c.readErr, c.peerClosed = readErr, readErr == nil
 }
 
-// callInput runs OnOpen or OnMessage. Sends made meanwhile go to the queue
-// and a writer goroutine instead of being written inline, so that the
-// replies to a burst of input tend to leave in one write; then the reader
-// holds back while they are many.
-func (c *conn) callInput(f func()) bool {
+// callInput runs OnOpen or OnMessage; with unlessClosing, not once the
+// connection is closing (the reader reads on to the peer's close frame, and
+// the component is done). Sends made meanwhile go to the queue and a writer
+// goroutine instead of being written inline, so that the replies to a
+// burst of input tend to leave in one write; then the reader holds back
+// while they are many.
+func (c *conn) callInput(f func(), unlessClosing bool) bool {
 	c.mu.Lock()
+	if unlessClosing && c.closing {
+		c.mu.Unlock()
+		return true
+	}
 	c.inCallback = true
 	c.mu.Unlock()
 	ok := c.call(f)
@@ -773,7 +773,16 @@ func (c *conn) finish() {
 	if !closing {
 		_ = c.wire.Close() // the peer ended it: nothing more can be delivered
 	}
-	c.helpers.Wait() // a closing writer finishes its handshake, bounded by timeouts
+	c.helpers.Wait() // a closing writer has written the close frame (or failed)
+	if closing {
+		// The reader may have stopped before the peer's answer (a failed
+		// message, a panic): with no reader left, coder/websocket's Close
+		// can read on to it, until the deadline set when the close frame
+		// went out, so that the peer is not reset with input unread. Its
+		// own close frame is dropped (internal/wire); it returns at once if
+		// the handshake is over.
+		_ = c.ws.Close(websocket.StatusNormalClosure, "")
+	}
 	_ = c.ws.CloseNow()
 	c.cancel()
 

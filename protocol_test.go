@@ -135,3 +135,23 @@ func TestWireBudgetLetsSaneMessagesThrough(t *testing.T) {
 		assert.Equal(t, string(payload), e.msg.String())
 	}
 }
+
+// A connection failed while the peer keeps sending (invalid UTF-8 here) still
+// ends with the close handshake: the peer gets the close frame, not a reset
+// that would discard it.
+func TestFailedConnectionAnswersTheHandshake(t *testing.T) {
+	rec := newRecorder()
+	_, url := serveComponent(t, rec)
+	c := wstest.DialRaw(t, url, wstest.RawOptions{})
+	rec.expect(t, "open")
+	b := wstest.AppendFrame(nil, true, false, wstest.OpText, []byte{0xff})
+	for range 2000 {
+		b = wstest.AppendFrame(b, true, false, wstest.OpText, bytes.Repeat([]byte("x"), 1000))
+	}
+	wrote := make(chan error, 1)
+	go func() { _, err := c.Write(b); wrote <- err }()
+	assert.Equal(t, 1007, c.ExpectClose(t))
+	require.NoError(t, <-wrote)
+	assert.ErrorIs(t, rec.expect(t, "error").err, ratchet.ErrInvalidUTF8)
+	rec.expect(t, "close")
+}

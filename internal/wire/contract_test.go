@@ -242,6 +242,17 @@ func TestCoderWebsocketContract(t *testing.T) {
 		assert.Error(t, err, "no second close frame")
 	})
 
+	t.Run("coder's Close after ratchet's close frame reads on to the answer and writes nothing", func(t *testing.T) {
+		u := dial(wstest.RawOptions{})
+		require.NoError(t, u.wc.AppendFrame(OpClose, false, []byte{0x03, 0xe8}))
+		closed := make(chan error, 1)
+		go func() { closed <- u.ws.Close(websocket.StatusNormalClosure, "") }()
+		u.raw.WriteFrame(t, wstest.OpText, []byte("read and dropped by Close"))
+		assert.Equal(t, 1000, u.raw.ExpectClose(t))
+		assert.NoError(t, <-closed, "coder/websocket's Close did not see the answer")
+		assert.Equal(t, [][]byte{closeFrame(1000, "")}, u.socket.after101(t), "one close frame, ratchet's")
+	})
+
 	t.Run("a close reason that is not UTF-8 is answered with 1007", func(t *testing.T) {
 		u := dial(wstest.RawOptions{})
 		u.raw.WriteFrame(t, wstest.OpClose, wstest.ClosePayload(1000, "\xff"))

@@ -23,19 +23,23 @@
 //
 // # Who writes which frame
 //
-// ratchet encodes data frames, pings and pongs itself, straight into the
-// Conn's batch (AppendFrame): it never calls coder/websocket's Write,
-// Writer or Ping, and its OnPingReceived hook returns false, so that
-// coder/websocket sends no pong. coder/websocket writes only close frames:
-// the echo of a peer's close frame, and the close for a protocol error it
-// detects itself (1002, 1009). It writes each whole, in one Write call (a
+// ratchet encodes data frames, pings, pongs and its close frames itself,
+// straight into the Conn's batch (AppendFrame): it never calls
+// coder/websocket's Write, Writer or Ping, and its OnPingReceived hook
+// returns false, so that coder/websocket sends no pong. It calls
+// coder/websocket's Close only after its own close frame, once its reader
+// has stopped, for coder/websocket to read on to the peer's answer.
+// coder/websocket writes only close frames: the echo of a peer's close
+// frame, the close for a protocol error it detects itself (1002, 1009), and
+// the one of its Close. It writes each whole, in one Write call (a
 // control frame is at most 127 bytes, which the 128-byte writer holds, and
 // coder/websocket flushes it after every frame), so Conn recognises a close
 // frame by its first byte, 0x88. After a close frame, in either direction
 // of the write path, AppendFrame refuses data (net.ErrClosed); Write drops a
 // second close frame (coder/websocket's echo of the peer's answer to
-// ratchet's close) and replaces a close frame whose reason is not UTF-8 (the
-// echo of a peer's invalid one; ratchet's own reasons are valid) with 1007.
+// ratchet's close, or its Close's) and replaces a close frame whose reason
+// is not UTF-8 (the echo of a peer's invalid one; ratchet's own reasons are
+// valid) with 1007.
 //
 // # Reading
 //
