@@ -126,6 +126,8 @@ type conn struct {
 	pingDue  bool   // a keepalive ping is to be written
 	pingSeq  uint64 // payload of the last keepalive ping
 	awaiting bool   // that ping's pong has not come yet
+
+	out control // taken by the owner of the write side, not under mu
 }
 
 // acceptOptions are s's options for coder/websocket's Accept, with the
@@ -231,18 +233,18 @@ func (c *conn) send(o outMsg) error {
 		return nil
 	}
 	c.writing = true
-	ctl := c.takeControlLocked()
+	c.takeControlLocked()
 	c.mu.Unlock()
-	c.writeInline(ctl, &o)
+	c.writeInline(&o)
 	return nil
 }
 
-// writeInline writes the control frames due and o (if not nil) on the
+// writeInline writes the control frames taken and o (if not nil) on the
 // caller's goroutine with one non-blocking write, handing any rest to a
 // writer goroutine.
-func (c *conn) writeInline(ctl control, o *outMsg) {
+func (c *conn) writeInline(o *outMsg) {
 	c.wire.HoldNonBlocking()
-	err := c.writeControl(ctl)
+	err := c.writeControl()
 	if err == nil && o != nil {
 		err = c.writeMessage(*o)
 	}
@@ -340,14 +342,14 @@ func (c *conn) writeLoop() {
 			c.mu.Unlock()
 			return
 		}
-		ctl := c.takeControlLocked()
+		c.takeControlLocked()
 		batch := c.queue
 		c.queue = c.spare[:0]
 		c.wakeReaderLocked()
 		c.mu.Unlock()
 
 		if err == nil {
-			err = c.writeBatch(ctl, batch)
+			err = c.writeBatch(batch)
 		}
 		clear(batch)
 		c.mu.Lock()
@@ -448,9 +450,9 @@ func (c *conn) holdBackLocked() {
 	}
 }
 
-func (c *conn) writeBatch(ctl control, batch []outMsg) error {
+func (c *conn) writeBatch(batch []outMsg) error {
 	c.wire.Hold()
-	err := c.writeControl(ctl)
+	err := c.writeControl()
 	for i := 0; i < len(batch) && err == nil && !c.dropping.Load(); i++ {
 		err = c.writeMessage(batch[i])
 	}
@@ -461,7 +463,7 @@ func (c *conn) writeBatch(ctl control, batch []outMsg) error {
 	return c.wire.Flush()
 }
 
-// control is the control frames due, taken from the conn for one write.
+// control is the control frames taken for one write.
 type control struct {
 	pong    []byte
 	pongDue bool
@@ -471,17 +473,24 @@ type control struct {
 
 func (c *conn) controlDueLocked() bool { return c.pongDue || c.pingDue }
 
-func (c *conn) takeControlLocked() control {
+// takeControlLocked moves the control frames due to c.out, for the
+// goroutine that owns the write side (it set writing).
+func (c *conn) takeControlLocked() {
 	if !c.controlDueLocked() {
-		return control{}
+		return
 	}
-	ctl := control{pong: c.pong, pongDue: c.pongDue, ping: c.pingDue, pingSeq: c.pingSeq}
+	c.out = control{pong: c.pong, pongDue: c.pongDue, ping: c.pingDue, pingSeq: c.pingSeq}
 	c.pong, c.pongDue, c.pingDue = nil, false, false
-	return ctl
 }
 
-// writeControl puts the control frames due in the held batch.
-func (c *conn) writeControl(ctl control) error {
+// writeControl puts the control frames taken in the held batch. It runs on
+// the owner of the write side; c.out passes from owner to owner under mu.
+func (c *conn) writeControl() error {
+	if !c.out.pongDue && !c.out.ping {
+		return nil
+	}
+	ctl := c.out
+	c.out = control{}
 	if ctl.pongDue {
 		if err := c.wire.AppendFrame(wire.OpPong, false, ctl.pong); err != nil {
 			return err
@@ -504,9 +513,9 @@ func (c *conn) writeControlUnlock() {
 		return
 	}
 	c.writing = true
-	ctl := c.takeControlLocked()
+	c.takeControlLocked()
 	c.mu.Unlock()
-	c.writeInline(ctl, nil)
+	c.writeInline(nil)
 }
 
 // onPing is coder/websocket's OnPingReceived hook, called by the reader: the

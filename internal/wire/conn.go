@@ -223,7 +223,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 	}
 	c.appendLocked(p, nil)
 	c.mu.Unlock()
-	if err := c.flush(); err != nil {
+	if err := c.flush(false); err != nil {
 		return 0, err
 	}
 	return len(p), nil
@@ -295,7 +295,7 @@ func (c *Conn) AppendFrame(opcode byte, compressed bool, payload []byte) error {
 	early := !c.holding || len(*c.batch) >= maxBatch && !c.noBlock
 	c.mu.Unlock()
 	if early {
-		return c.flush()
+		return c.flush(false)
 	}
 	return nil
 }
@@ -326,12 +326,7 @@ func (c *Conn) HoldNonBlocking() {
 
 // Flush ends the batch and writes everything pending, blocking until it is
 // written or the write timeout passes.
-func (c *Conn) Flush() error {
-	c.mu.Lock()
-	c.holding = false
-	c.mu.Unlock()
-	return c.flush()
-}
+func (c *Conn) Flush() error { return c.flush(true) }
 
 // CanTryFlush reports whether TryFlush can write without blocking (a plain
 // socket, not TLS).
@@ -386,12 +381,17 @@ func (c *Conn) TryFlush() (done bool, err error) {
 }
 
 // flush writes the pending bytes, blocking, until none are left: bytes
-// appended meanwhile go out in the same call.
-func (c *Conn) flush() error {
+// appended meanwhile go out in the same call. endHold ends the batch. (One
+// function for all, and small frames: it runs at the bottom of the writer
+// goroutine's stack, which should not have to grow.)
+func (c *Conn) flush(endHold bool) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	for {
 		c.mu.Lock()
+		if endHold {
+			c.holding, endHold = false, false
+		}
 		b := c.batch
 		c.batch = nil
 		c.mu.Unlock()
