@@ -1,12 +1,16 @@
 package ratchet
 
 import (
+	"compress/flate"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,8 +33,9 @@ type Conn interface {
 	// closed with 1008). Send does not copy msg.Data.
 	Send(msg Message) error
 	// Close sends what is already queued, then closes with code and reason
-	// (cut to maxCloseReason bytes). OnClose follows once the peer has answered or a
-	// timeout passed. Close never blocks on the network.
+	// (cut to maxCloseReason bytes). OnClose follows once the peer has
+	// answered or a timeout passed; messages that arrive meanwhile do not
+	// reach OnMessage. Close never blocks on the network.
 	Close(code StatusCode, reason string) error
 	// Request is the HTTP upgrade request: headers, cookies, query, and
 	// PathValue for wildcards of the route pattern. Its Context is done; use
@@ -57,10 +62,13 @@ var lastConnID atomic.Uint64
 // WebSocket connections.
 func NewConnID() uint64 { return lastConnID.Add(1) }
 
-// failingCloseWait is how long a peer whose connection is failed (slow
-// consumer, invalid data, panic) has to answer the close frame; a clean close
-// waits up to coder/websocket's 5 s.
-const failingCloseWait = time.Second
+// How long the peer has to answer the close frame: a clean close waits as
+// long as coder/websocket's own close handshake; a peer whose connection is
+// failed (slow consumer, invalid data, panic) gets less.
+const (
+	closeWait        = 5 * time.Second
+	failingCloseWait = time.Second
+)
 
 // maxCloseReason is the longest close reason, in bytes: a control frame's
 // payload is at most 125 bytes (RFC 6455 §5.5), two of them the close code.
@@ -68,8 +76,13 @@ const maxCloseReason = 123
 
 // conn is the connection behind Conn. Its run goroutine owns the life cycle:
 // it reads, calls every callback, and ends the connection. A writer goroutine
-// exists only while there is something to write, and a ping goroutine only
-// while a ping awaits its pong.
+// exists only while there is something to write.
+//
+// Every frame but the close frame is written here: data frames, and the
+// pings and pongs that coder/websocket would otherwise write itself,
+// blocking its reader (and, through the socket, anyone else) on a peer that
+// does not read. A pong is owed like a message: written inline when the
+// write side is free, else by the writer, ahead of the queue.
 type conn struct {
 	id   uint64
 	srv  *WsServer
@@ -77,25 +90,32 @@ type conn struct {
 	wire *wire.Conn
 	req  *http.Request
 	// deflate: permessage-deflate was negotiated (without context
-	// takeover, see WithCompression). Data frames are encoded here either way
-	// (wire.Conn.AppendFrame); coder/websocket writes only control frames.
+	// takeover, see WithCompression). Frames are encoded here either way
+	// (wire.Conn.AppendFrame); coder/websocket writes only close frames.
 	deflate bool
 	user    atomic.Pointer[string]
 	ctx     context.Context
 	cancel  context.CancelFunc
 
-	// helpers counts the writer and ping goroutines; Add only under mu while
-	// !ended, so the Wait in finish cannot race with it.
+	// dropping: the send queue overflowed. The writer drops the messages it
+	// has not written yet, so that the close frame goes right after the one
+	// under way.
+	dropping atomic.Bool
+
+	// helpers counts the writer goroutine and a keepalive timer writing a
+	// ping; Add only under mu while !ended, so the Wait in finish cannot race
+	// with it.
 	helpers sync.WaitGroup
-	ping    *time.Timer
+	ping    *time.Timer // keepalive: sends a ping, or ends a conn whose pong is overdue
 
 	mu          sync.Mutex
 	queue       []outMsg
-	spare       []outMsg // the writer's drained slice, reused
-	writing     bool     // an inline write or a writer goroutine owns the write side
-	inCallback  bool     // the run goroutine is inside OnOpen or OnMessage
-	closing     bool     // Close was called or the server failed the conn
-	ended       bool     // the run goroutine is finishing: no new helpers
+	spare       []outMsg      // the writer's drained slice, reused
+	writing     bool          // an inline write or a writer goroutine owns the write side
+	drained     chan struct{} // the reader waits for the writer to take the queue; closed when it does
+	inCallback  bool          // the run goroutine is inside OnOpen or OnMessage
+	closing     bool          // Close was called or the server failed the conn
+	ended       bool          // the run goroutine is finishing: no new helpers
 	closeCode   StatusCode
 	closeReason string
 	cause       error // an explicit failure (slow consumer, panic, ...)
@@ -103,16 +123,33 @@ type conn struct {
 	readErr     error // why reading stopped, nil for a clean close
 	peerClosed  bool  // the peer sent a normal close frame
 	values      map[string]any
+
+	// Control frames owed to the peer, written ahead of the queue.
+	pong     []byte // payload of the peer's latest ping: one pong answers them all (RFC 6455 §5.5.3)
+	pongDue  bool
+	pingDue  bool   // a keepalive ping is to be written
+	pingSeq  uint64 // payload of the last keepalive ping
+	awaiting bool   // that ping's pong has not come yet
+
+	out control // taken by the owner of the write side, not under mu
 }
 
-func newConn(s *WsServer, ws *websocket.Conn, wc *wire.Conn, r *http.Request, user string, deflate bool) *conn {
-	c := &conn{id: NewConnID(), srv: s, ws: ws, wire: wc, req: r, deflate: deflate}
+// acceptOptions are s's options for coder/websocket's Accept, with the
+// hooks that hand c the peer's pings and pongs.
+func (c *conn) acceptOptions(s *WsServer) *websocket.AcceptOptions {
+	o := s.accept
+	o.OnPingReceived, o.OnPongReceived = c.onPing, c.onPong
+	return &o
+}
+
+// start completes c once the handshake is done.
+func (c *conn) start(s *WsServer, ws *websocket.Conn, wc *wire.Conn, r *http.Request, user string, deflate bool) {
+	c.id, c.srv, c.ws, c.wire, c.req, c.deflate = NewConnID(), s, ws, wc, r, deflate
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if user != "" {
 		c.user.Store(&user)
 	}
 	ws.SetReadLimit(s.cfg.readLimit)
-	return c
 }
 
 func (c *conn) ID() uint64               { return c.id }
@@ -189,6 +226,8 @@ func (c *conn) send(o outMsg) error {
 		if len(c.queue) >= c.srv.cfg.sendQueue {
 			c.failLocked(ErrSlowConsumer, StatusPolicyViolation, "slow consumer")
 			c.queue = nil // cannot be delivered in time; OnError tells
+			c.dropping.Store(true)
+			c.wakeReaderLocked()
 			c.mu.Unlock()
 			return ErrSlowConsumer
 		}
@@ -198,16 +237,22 @@ func (c *conn) send(o outMsg) error {
 		return nil
 	}
 	c.writing = true
+	c.takeControlLocked()
 	c.mu.Unlock()
-	c.writeInline(o)
+	c.writeInline(&o)
 	return nil
 }
 
-// writeInline writes msg on the caller's goroutine with one non-blocking
-// write, handing any rest to a writer goroutine.
-func (c *conn) writeInline(o outMsg) {
+// writeInline writes the control frames taken and o (if not nil) on the
+// caller's goroutine with one non-blocking write, handing any rest to a
+// writer goroutine.
+func (c *conn) writeInline(o *outMsg) {
 	c.wire.HoldNonBlocking()
-	done, err := false, c.writeMessage(o)
+	err := c.writeControl()
+	if err == nil && o != nil {
+		err = c.writeMessage(*o)
+	}
+	done := false
 	if err == nil {
 		done, err = c.wire.TryFlush()
 	}
@@ -218,7 +263,7 @@ func (c *conn) writeInline(o outMsg) {
 		c.abort(nil)
 		return
 	}
-	if done && len(c.queue) == 0 && !c.closing {
+	if done && len(c.queue) == 0 && !c.closing && !c.controlDueLocked() {
 		c.writing = false
 		c.mu.Unlock()
 		return
@@ -240,6 +285,9 @@ func (c *conn) Close(code StatusCode, reason string) error {
 }
 
 func (c *conn) closeLocked(code StatusCode, reason string) {
+	// A close reason must be UTF-8 (and internal/wire takes one that is not
+	// for the peer's, echoed).
+	reason = strings.ToValidUTF8(reason, "")
 	if len(reason) > maxCloseReason {
 		// cut on a character boundary: a close reason must be UTF-8
 		n := maxCloseReason
@@ -285,26 +333,23 @@ func (c *conn) writeLoop() {
 	for {
 		err := c.wire.Flush() // what an inline write left behind goes first
 		c.mu.Lock()
-		if err == nil && len(c.queue) == 0 {
+		if err == nil && len(c.queue) == 0 && !c.controlDueLocked() {
 			if c.closing {
 				code, reason := c.closeCode, c.closeReason
 				failing := c.cause != nil
 				c.mu.Unlock()
-				if failing {
-					// A misbehaving peer gets less time to answer our close.
-					_ = c.wire.SetReadDeadline(time.Now().Add(failingCloseWait))
-				}
-				// The handshake waits for the peer's close frame (coder
-				// bounds it at 5 s); writing stays true so no writer restarts.
-				_ = c.ws.Close(websocket.StatusCode(code), reason)
+				// writing stays true: nothing may follow the close frame
+				c.writeClose(code, reason, failing)
 				return
 			}
 			c.writing = false
 			c.mu.Unlock()
 			return
 		}
+		c.takeControlLocked()
 		batch := c.queue
 		c.queue = c.spare[:0]
+		c.wakeReaderLocked()
 		c.mu.Unlock()
 
 		if err == nil {
@@ -324,22 +369,187 @@ func (c *conn) writeLoop() {
 	}
 }
 
+// writeClose writes the close frame, after all that was queued before it,
+// and gives the peer a while to answer. The close handshake is not
+// coder/websocket's Close: that one reads the answer itself, while the
+// connection's reader may be in the middle of a message, and the two
+// readers would take each other's bytes. Here the reader alone reads on,
+// until the peer's close frame (coder/websocket then ends the connection)
+// or the deadline.
+func (c *conn) writeClose(code StatusCode, reason string, failing bool) {
+	err := c.wire.AppendFrame(wire.OpClose, false, closePayload(code, reason))
+	if errors.Is(err, net.ErrClosed) {
+		err = nil // coder/websocket has sent one: the peer's echo, or a protocol error
+	}
+	if err != nil {
+		c.mu.Lock()
+		c.writeFailedLocked(err)
+		c.mu.Unlock()
+		c.abort(nil)
+		return
+	}
+	wait := closeWait
+	if failing {
+		wait = failingCloseWait
+	}
+	_ = c.wire.SetReadDeadline(time.Now().Add(wait))
+}
+
+// closePayload is the body of a close frame. A code that may not be sent
+// becomes 1011 without a reason, as coder/websocket's Close does.
+func closePayload(code StatusCode, reason string) []byte {
+	if !sendable(code) {
+		code, reason = StatusInternalError, ""
+	}
+	return append(binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(reason)), uint16(code)), reason...)
+}
+
+// Close codes a close frame may carry (RFC 6455 §7.4 and its IANA
+// registry): the defined ones but 1004 (reserved) and those only reported
+// (1005, 1006, 1015), and the range of libraries and applications.
+const (
+	statusReserved     StatusCode = 1004
+	statusLastDefined  StatusCode = 1014
+	statusFirstPrivate StatusCode = 3000
+	statusLastPrivate  StatusCode = 4999
+)
+
+func sendable(code StatusCode) bool {
+	if code >= StatusNormalClosure && code <= statusLastDefined {
+		return code != statusReserved && code != StatusNoStatusRcvd && code != StatusAbnormalClosure
+	}
+	return code >= statusFirstPrivate && code <= statusLastPrivate
+}
+
 func (c *conn) writeFailedLocked(err error) {
 	c.writing = false
 	if c.writeErr == nil {
 		c.writeErr = fmt.Errorf("ratchet: write: %w", err)
 	}
+	c.wakeReaderLocked()
+}
+
+// wakeReaderLocked lets a reader waiting in holdBackLocked check again.
+func (c *conn) wakeReaderLocked() {
+	if c.drained != nil {
+		close(c.drained)
+		c.drained = nil
+	}
+}
+
+// holdBackLocked runs on the reader after each callback. Replies to a
+// burst of input must not outrun the peer: while half the send queue or
+// more waits to be written, the reader stops, until the writer has taken
+// the queue (or the connection failed). A client that writes far ahead of
+// what it reads is slowed down, as TCP would, instead of overflowing its
+// queue; the queue's other half is for sends from other goroutines.
+func (c *conn) holdBackLocked() {
+	high := max(1, c.srv.cfg.sendQueue/2)
+	for len(c.queue) >= high && c.writeErr == nil {
+		ch := make(chan struct{})
+		c.drained = ch
+		c.mu.Unlock()
+		<-ch
+		c.mu.Lock()
+	}
 }
 
 func (c *conn) writeBatch(batch []outMsg) error {
 	c.wire.Hold()
-	for _, o := range batch {
-		if err := c.writeMessage(o); err != nil {
-			_ = c.wire.Flush()
+	err := c.writeControl()
+	for i := 0; i < len(batch) && err == nil && !c.dropping.Load(); i++ {
+		err = c.writeMessage(batch[i])
+	}
+	if err != nil {
+		_ = c.wire.Flush()
+		return err
+	}
+	return c.wire.Flush()
+}
+
+// control is the control frames taken for one write.
+type control struct {
+	pong    []byte
+	pongDue bool
+	ping    bool
+	pingSeq uint64
+}
+
+func (c *conn) controlDueLocked() bool { return c.pongDue || c.pingDue }
+
+// takeControlLocked moves the control frames due to c.out, for the
+// goroutine that owns the write side (it set writing).
+func (c *conn) takeControlLocked() {
+	if !c.controlDueLocked() {
+		return
+	}
+	c.out = control{pong: c.pong, pongDue: c.pongDue, ping: c.pingDue, pingSeq: c.pingSeq}
+	c.pong, c.pongDue, c.pingDue = nil, false, false
+}
+
+// writeControl puts the control frames taken in the held batch. It runs on
+// the owner of the write side; c.out passes from owner to owner under mu.
+func (c *conn) writeControl() error {
+	if !c.out.pongDue && !c.out.ping {
+		return nil
+	}
+	ctl := c.out
+	c.out = control{}
+	if ctl.pongDue {
+		if err := c.wire.AppendFrame(wire.OpPong, false, ctl.pong); err != nil {
 			return err
 		}
 	}
-	return c.wire.Flush()
+	if ctl.ping {
+		var p [8]byte
+		binary.BigEndian.PutUint64(p[:], ctl.pingSeq)
+		return c.wire.AppendFrame(wire.OpPing, false, p[:])
+	}
+	return nil
+}
+
+// writeControlUnlock has the control frames just made due written: inline
+// when the write side is free, else by the writer. It unlocks mu.
+func (c *conn) writeControlUnlock() {
+	if c.writing || !c.wire.CanTryFlush() {
+		c.startWriterLocked()
+		c.mu.Unlock()
+		return
+	}
+	c.writing = true
+	c.takeControlLocked()
+	c.mu.Unlock()
+	c.writeInline(nil)
+}
+
+// onPing is coder/websocket's OnPingReceived hook, called by the reader: the
+// pong is owed like a message instead of written by coder/websocket, so
+// that the reader never waits on the socket. Pings that arrive faster than
+// the peer takes the pongs share one pong, the latest.
+func (c *conn) onPing(_ context.Context, p []byte) bool {
+	c.mu.Lock()
+	if c.closing || c.ended {
+		c.mu.Unlock()
+		return false // the close frame is next
+	}
+	c.pong = append(c.pong[:0], p...)
+	c.pongDue = true
+	c.writeControlUnlock()
+	return false
+}
+
+// onPong is coder/websocket's OnPongReceived hook: the answer to the last
+// keepalive ping re-arms the timer for the next one.
+func (c *conn) onPong(_ context.Context, p []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.awaiting || len(p) != 8 || binary.BigEndian.Uint64(p) != c.pingSeq {
+		return
+	}
+	c.awaiting = false
+	if !c.ended {
+		c.ping.Reset(c.srv.cfg.keepaliveInterval)
+	}
 }
 
 // writeMessage puts one message in the held batch, its frame encoded
@@ -380,38 +590,33 @@ func (c *conn) armKeepalive() {
 	c.mu.Unlock()
 }
 
-// keepalive runs on the ping timer's own goroutine: one ping, then re-arm.
+// keepalive runs on the ping timer's goroutine: it ends the connection when
+// the last ping is still unanswered, else owes the peer a new ping and
+// gives it the keepalive timeout to answer (onPong).
 func (c *conn) keepalive() {
 	c.mu.Lock()
 	if c.ended || c.closing {
 		c.mu.Unlock()
 		return
 	}
-	c.helpers.Add(1)
-	c.mu.Unlock()
-	defer c.helpers.Done()
-
-	ctx, cancel := context.WithTimeout(c.ctx, c.srv.cfg.keepaliveTimeout)
-	err := c.ws.Ping(ctx)
-	cancel()
-	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
-			c.abort(ErrKeepaliveTimeout)
-		}
+	if c.awaiting {
+		c.mu.Unlock()
+		c.abort(ErrKeepaliveTimeout)
 		return
 	}
-	c.mu.Lock()
-	if !c.ended {
-		c.ping.Reset(c.srv.cfg.keepaliveInterval)
-	}
-	c.mu.Unlock()
+	c.pingSeq++
+	c.awaiting, c.pingDue = true, true
+	c.ping.Reset(c.srv.cfg.keepaliveTimeout)
+	c.helpers.Add(1) // an inline write may follow on this goroutine
+	defer c.helpers.Done()
+	c.writeControlUnlock()
 }
 
 // run is the connection's life: OnOpen, the read loop, then the end.
 func (c *conn) run() {
 	defer c.srv.remove(c)
 	c.armKeepalive()
-	if c.callInput(func() { c.srv.component.OnOpen(c) }) {
+	if c.callInput(func() { c.srv.component.OnOpen(c) }, false) {
 		c.readLoop()
 	}
 	c.finish()
@@ -419,13 +624,16 @@ func (c *conn) run() {
 
 func (c *conn) readLoop() {
 	ctx := context.Background() // no cancel: coder arms no timer per read
+	budget := wireBudget(c.srv.cfg.readLimit)
 	for {
 		typ, r, err := c.ws.Reader(ctx)
 		if err != nil {
 			c.readFailed(err)
 			return
 		}
+		c.wire.LimitRead(budget)
 		data, err := readMessage(r)
+		c.wire.LimitRead(0)
 		if err != nil {
 			c.readFailed(err)
 			return
@@ -435,10 +643,27 @@ func (c *conn) readLoop() {
 			return
 		}
 		msg := Message{Type: MessageType(typ), Data: data}
-		if !c.callInput(func() { c.srv.component.OnMessage(c, msg) }) {
+		if !c.callInput(func() { c.srv.component.OnMessage(c, msg) }, true) {
 			return
 		}
 	}
+}
+
+// wireSlack is what a message may take on the wire beyond twice the read
+// limit: frame headers and control frames between its fragments.
+const wireSlack = 4 << 10
+
+// wireBudget is how many bytes one message may take on the wire, frames
+// and control frames between its fragments included (0: no bound). Twice
+// the read limit lets any sane framing or compression of a message within
+// the limit through; it stops a message of a million empty fragments, or
+// of megabytes of deflate blocks that inflate to nothing, which the read
+// limit alone (on the payload) lets pass.
+func wireBudget(readLimit int64) int64 {
+	if readLimit < 0 {
+		return 0
+	}
+	return 2*readLimit + wireSlack
 }
 
 var readPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
@@ -470,37 +695,67 @@ func readMessage(r io.Reader) ([]byte, error) {
 	return data, nil
 }
 
-// readFailed records why reading stopped; finish decides whether it is the
-// cause to report or a consequence of another one.
+// readFailed records why reading stopped. A peer that closed or went away
+// is recorded for finish, which decides whether it is the cause to report
+// or a consequence of another one. A peer that broke the protocol has the
+// connection failed with the code that says how, unless it was closing
+// already (coder/websocket may have sent that close frame itself).
 func (c *conn) readFailed(err error) {
-	var readErr error
-	switch code := StatusCode(websocket.CloseStatus(err)); {
-	case code == StatusNormalClosure || code == StatusGoingAway || code == StatusNoStatusRcvd:
-		readErr = nil
-	case errors.Is(err, websocket.ErrMessageTooBig):
-		readErr = &CloseError{Code: StatusMessageTooBig, Reason: "message over the read limit"}
-	case code != -1:
-		var ce websocket.CloseError
-		errors.As(err, &ce)
-		readErr = &CloseError{Code: code, Reason: ce.Reason}
-	default:
+	c.wire.LimitRead(0) // the close handshake reads on
+	var readErr, broken error
+	var ce websocket.CloseError
+	var corrupt flate.CorruptInputError
+	switch {
+	case errors.As(err, &ce) && !utf8.ValidString(ce.Reason):
+		// internal/wire has turned coder's echo of it into a 1007
+		broken = &CloseError{Code: StatusInvalidPayload, Reason: "invalid UTF-8 in close reason"}
+	case errors.As(err, &ce):
+		switch code := StatusCode(ce.Code); code {
+		case StatusNormalClosure, StatusGoingAway, StatusNoStatusRcvd:
+		default:
+			readErr = &CloseError{Code: code, Reason: ce.Reason}
+		}
+	case errors.Is(err, websocket.ErrMessageTooBig), c.wire.LimitReached():
+		broken = &CloseError{Code: StatusMessageTooBig, Reason: "message over the read limit"}
+	case c.wire.SocketFailed(), errors.Is(err, net.ErrClosed):
 		readErr = fmt.Errorf("ratchet: connection lost: %w", err)
+	case errors.As(err, &corrupt):
+		broken = fmt.Errorf("%w: %w", &CloseError{Code: StatusInvalidPayload, Reason: "invalid compressed data"}, err)
+	default: // a frame coder/websocket refused
+		broken = fmt.Errorf("%w: %w", &CloseError{Code: StatusProtocolError, Reason: "invalid frame"}, err)
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if broken != nil && !c.closing {
+		var bc *CloseError
+		errors.As(broken, &bc)
+		c.failLocked(broken, bc.Code, bc.Reason)
+		return
+	}
+	if broken != nil {
+		readErr = broken
+	}
 	c.readErr, c.peerClosed = readErr, readErr == nil
-	c.mu.Unlock()
 }
 
-// callInput runs OnOpen or OnMessage. Sends made meanwhile go to the queue
-// and a writer goroutine instead of being written inline, so that the
-// replies to a burst of input tend to leave in one write.
-func (c *conn) callInput(f func()) bool {
+// callInput runs OnOpen or OnMessage; with unlessClosing, not once the
+// connection is closing (the reader reads on to the peer's close frame, and
+// the component is done). Sends made meanwhile go to the queue and a writer
+// goroutine instead of being written inline, so that the replies to a
+// burst of input tend to leave in one write; then the reader holds back
+// while they are many.
+func (c *conn) callInput(f func(), unlessClosing bool) bool {
 	c.mu.Lock()
+	if unlessClosing && c.closing {
+		c.mu.Unlock()
+		return true
+	}
 	c.inCallback = true
 	c.mu.Unlock()
 	ok := c.call(f)
 	c.mu.Lock()
 	c.inCallback = false
+	c.holdBackLocked()
 	c.mu.Unlock()
 	return ok
 }
@@ -531,7 +786,16 @@ func (c *conn) finish() {
 	if !closing {
 		_ = c.wire.Close() // the peer ended it: nothing more can be delivered
 	}
-	c.helpers.Wait() // a closing writer finishes its handshake, bounded by timeouts
+	c.helpers.Wait() // a closing writer has written the close frame (or failed)
+	if closing {
+		// The reader may have stopped before the peer's answer (a failed
+		// message, a panic): with no reader left, coder/websocket's Close
+		// can read on to it, until the deadline set when the close frame
+		// went out, so that the peer is not reset with input unread. Its
+		// own close frame is dropped (internal/wire); it returns at once if
+		// the handshake is over.
+		_ = c.ws.Close(websocket.StatusNormalClosure, "")
+	}
 	_ = c.ws.CloseNow()
 	c.cancel()
 

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratchetgo/ratchet"
+	"github.com/ratchetgo/ratchet/internal/wstest"
 )
 
 func TestEchoTextAndBinary(t *testing.T) {
@@ -216,13 +217,7 @@ func TestSlowConsumer(t *testing.T) {
 	rec := newRecorder()
 	s, url := serveComponent(t, rec, ratchet.WithSendQueue(64), ratchet.WithWriteTimeout(500*time.Millisecond))
 
-	slowNet, err := net.Dial("tcp", strings.TrimPrefix(url, "ws://"))
-	require.NoError(t, err)
-	defer slowNet.Close()
-	// A raw handshake on a socket we then never read from.
-	_, err = fmt.Fprintf(slowNet, "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
-	require.NoError(t, err)
+	wstest.DialRaw(t, url, wstest.RawOptions{}) // a socket we never read from
 	slow := rec.expect(t, "open").conn
 
 	fast := dial(t, url, nil)
@@ -332,20 +327,25 @@ func TestConnValuesAndMetadata(t *testing.T) {
 	rec.expect(t, "close")
 }
 
-// A long close reason is cut to fit a control frame without splitting a
-// character, so the peer gets valid UTF-8.
-func TestCloseReasonCutOnCharacter(t *testing.T) {
-	reason := strings.Repeat("é", 100) // 200 bytes
-	_, url := serveComponent(t, ratchet.ComponentFuncs{Open: func(c ratchet.Conn) { _ = c.Close(4001, reason) }})
-	c := dial(t, url, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_, _, err := c.Read(ctx)
-	var ce websocket.CloseError
-	require.ErrorAs(t, err, &ce)
-	assert.Equal(t, websocket.StatusCode(4001), ce.Code)
-	assert.True(t, utf8.ValidString(ce.Reason))
-	assert.Equal(t, strings.Repeat("é", 61), ce.Reason)
+// A close reason reaches the peer as valid UTF-8 (RFC 6455 §8.1): a long one
+// is cut to fit a control frame without splitting a character, invalid
+// bytes are left out.
+func TestCloseReasonValidUTF8(t *testing.T) {
+	for _, tc := range []struct{ reason, want string }{
+		{strings.Repeat("é", 100), strings.Repeat("é", 61)}, // 200 bytes, cut to 122
+		{"a\xffb", "ab"},
+	} {
+		_, url := serveComponent(t, ratchet.ComponentFuncs{Open: func(c ratchet.Conn) { _ = c.Close(4001, tc.reason) }})
+		c := dial(t, url, nil)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, _, err := c.Read(ctx)
+		cancel()
+		var ce websocket.CloseError
+		require.ErrorAs(t, err, &ce)
+		assert.Equal(t, websocket.StatusCode(4001), ce.Code)
+		assert.True(t, utf8.ValidString(ce.Reason))
+		assert.Equal(t, tc.want, ce.Reason)
+	}
 }
 
 func TestStatusCodeString(t *testing.T) {
@@ -358,12 +358,7 @@ func TestStatusCodeString(t *testing.T) {
 func TestWriteTimeoutDropsStuckPeer(t *testing.T) {
 	rec := newRecorder()
 	_, url := serveComponent(t, rec, ratchet.WithWriteTimeout(200*time.Millisecond), ratchet.WithReadLimit(-1))
-	nc, err := net.Dial("tcp", strings.TrimPrefix(url, "ws://"))
-	require.NoError(t, err)
-	defer nc.Close()
-	_, err = fmt.Fprintf(nc, "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
-	require.NoError(t, err)
+	wstest.DialRaw(t, url, wstest.RawOptions{}) // a socket we never read from
 	conn := rec.expect(t, "open").conn
 	start := time.Now()
 	require.NoError(t, conn.Send(ratchet.Binary(make([]byte, 16<<20)))) // far more than socket buffers hold
@@ -373,4 +368,18 @@ func TestWriteTimeoutDropsStuckPeer(t *testing.T) {
 	assert.True(t, ne.Timeout())
 	assert.Less(t, time.Since(start), 5*time.Second)
 	rec.expect(t, "close")
+}
+
+// A close code that may not be sent becomes 1011, as with coder/websocket.
+func TestCloseWithUnsendableCode(t *testing.T) {
+	for _, code := range []ratchet.StatusCode{ratchet.StatusNoStatusRcvd, 1004, 2000, 5000} {
+		_, url := serveComponent(t, ratchet.ComponentFuncs{Open: func(c ratchet.Conn) { _ = c.Close(code, "x") }})
+		c := dial(t, url, nil)
+		assert.Equal(t, websocket.StatusInternalError, readClose(t, c), "code %d", code)
+	}
+	for _, code := range []ratchet.StatusCode{ratchet.StatusTryAgainLater, 3000, 4999} {
+		_, url := serveComponent(t, ratchet.ComponentFuncs{Open: func(c ratchet.Conn) { _ = c.Close(code, "x") }})
+		c := dial(t, url, nil)
+		assert.Equal(t, websocket.StatusCode(code), readClose(t, c))
+	}
 }

@@ -21,7 +21,7 @@ const (
 	StatusUnsupportedData StatusCode = 1003 // a data type the endpoint cannot take
 	StatusNoStatusRcvd    StatusCode = 1005 // reported only: the close frame had no code
 	StatusAbnormalClosure StatusCode = 1006 // reported only: no close frame at all
-	StatusInvalidPayload  StatusCode = 1007 // text message that is not UTF-8
+	StatusInvalidPayload  StatusCode = 1007 // text or close reason not UTF-8, corrupt compressed data
 	StatusPolicyViolation StatusCode = 1008 // slow consumer, unwanted messages
 	StatusMessageTooBig   StatusCode = 1009 // message over the read limit
 	StatusInternalError   StatusCode = 1011 // panic in a callback
@@ -62,8 +62,10 @@ var (
 
 	// ErrSlowConsumer is returned by Send when the connection's send queue is
 	// full because the peer does not read fast enough. The message is not
-	// queued; the connection is closed with StatusPolicyViolation (1008) and
-	// OnError receives ErrSlowConsumer, so no loss goes unreported.
+	// queued, and the queue is dropped; the connection is closed with
+	// StatusPolicyViolation (1008), sent right after the message being
+	// written, and OnError receives ErrSlowConsumer, so no loss goes
+	// unreported.
 	ErrSlowConsumer = errors.New("ratchet: slow consumer: send queue full")
 
 	// ErrKeepaliveTimeout is reported to OnError when a peer did not answer a

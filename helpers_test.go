@@ -3,11 +3,13 @@ package ratchet_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -87,12 +89,42 @@ func serveComponent(t *testing.T, c ratchet.MessageComponent, opts ...ratchet.Ws
 	t.Helper()
 	s := ratchet.NewWsServer(c, opts...)
 	url := serve(t, s)
+	shutdownAtEnd(t, s)
+	return s, url
+}
+
+// serveTight is serveComponent with a 16 KiB send buffer on each server
+// socket (instead of up to 4 MiB), so that a peer that does not read stalls
+// the server's writes after a few kilobytes.
+func serveTight(t *testing.T, c ratchet.MessageComponent, opts ...ratchet.WsOption) (*ratchet.WsServer, string) {
+	t.Helper()
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, 16<<10)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	l, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	s := ratchet.NewWsServer(c, opts...)
+	srv := httptest.NewUnstartedServer(s)
+	srv.Listener.Close()
+	srv.Listener = l // accepted sockets inherit the send buffer
+	srv.Start()
+	t.Cleanup(srv.Close)
+	shutdownAtEnd(t, s)
+	return s, "ws" + strings.TrimPrefix(srv.URL, "http")
+}
+
+func shutdownAtEnd(t *testing.T, s *ratchet.WsServer) {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		require.NoError(t, s.Shutdown(ctx))
 	})
-	return s, url
 }
 
 // dialStatus tries a handshake and returns the HTTP status it got.

@@ -21,12 +21,6 @@ const (
 	DefaultAddress           = "127.0.0.1"      // where App.Run listens, as Ratchet does
 )
 
-// Buffer sizes of a connection; small, because an idle connection keeps them.
-const (
-	readBufferSize  = 512
-	writeBufferSize = 128
-)
-
 // Authenticator sees the upgrade request before the handshake. It returns
 // the user identity of the connection (Conn.User; "" for anonymous), or an
 // error to refuse the handshake: a *RejectError chooses the HTTP status,
@@ -71,14 +65,21 @@ func (o WsOption) applyApp(a *App)        { a.defaults = append(a.defaults, o) }
 func (o WsOption) applyRoute(r *routeCfg) { r.ws = append(r.ws, o) }
 
 // WithReadLimit sets the largest message, in bytes, a peer may send. A larger
-// one closes the connection with StatusMessageTooBig (1009). Default
-// DefaultReadLimit (64 KiB); -1 removes the limit.
+// one closes the connection with StatusMessageTooBig (1009). What a message
+// takes on the wire is bounded too, at twice the limit plus 4 KiB (frame
+// headers, fragments, control frames between them, compressed data): a
+// message of a million empty fragments, or of megabytes of deflate blocks
+// that inflate to nothing, also closes with 1009. Default DefaultReadLimit
+// (64 KiB); -1 removes both bounds.
 func WithReadLimit(n int64) WsOption { return func(c *wsConfig) { c.readLimit = n } }
 
 // WithSendQueue sets how many messages may wait to be written to one
 // connection. When a Send finds the queue full, it returns ErrSlowConsumer
-// and the connection is closed with StatusPolicyViolation (1008). Default
-// DefaultSendQueue.
+// and the connection is closed with StatusPolicyViolation (1008). While half
+// of the queue or more waits, the connection is not read after OnOpen or
+// OnMessage returns until the writer has taken it: a client that writes
+// requests far ahead of reading the replies is slowed down, as TCP would,
+// instead of being cut off by its own replies. Default DefaultSendQueue.
 func WithSendQueue(n int) WsOption {
 	return func(c *wsConfig) {
 		if n > 0 {

@@ -1,16 +1,13 @@
 package ratchet
 
 import (
-	"bufio"
 	"context"
 	"errors"
-	"net"
 	"net/http"
 	"net/url"
 	"path"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/coder/websocket"
 
@@ -77,13 +74,13 @@ func (s *WsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		user = u
 	}
-	hw := &hijackWriter{ResponseWriter: w, writeTimeout: s.cfg.writeTimeout}
-	ws, err := websocket.Accept(hw, r, &s.accept)
+	c := new(conn)
+	ws, wc, deflate, err := wire.Accept(w, r, c.acceptOptions(s), s.cfg.writeTimeout)
 	if err != nil {
 		s.cfg.log().Debug("ratchet: handshake refused", "remote", r.RemoteAddr, "err", err)
 		return // Accept has answered the request
 	}
-	c := newConn(s, ws, hw.wc, r, user, hw.header.Get("Sec-WebSocket-Extensions") != "")
+	c.start(s, ws, wc, r, user, deflate)
 	if !s.life.Enter(func() { s.conns.Add(c) }) {
 		_ = ws.Close(websocket.StatusGoingAway, "server shutting down")
 		return
@@ -115,75 +112,6 @@ func (s *WsServer) Shutdown(ctx context.Context) error {
 func (s *WsServer) remove(c *conn) {
 	s.conns.Remove(c)
 	s.life.Leave()
-}
-
-// hijackWriter hands coder/websocket our wrapped connection instead of the
-// raw hijacked one (see package internal/wire), and writes the 101 answer
-// itself, in one write from the headers coder/websocket chose, instead of
-// through net/http's general response machinery. Any other answer (a
-// refusal) goes to the real ResponseWriter.
-type hijackWriter struct {
-	http.ResponseWriter
-	writeTimeout time.Duration
-	header       http.Header // set by coder/websocket
-	switching    bool        // WriteHeader(101) was called: ours to send
-	forwarded    bool        // the header went to the real ResponseWriter
-	wc           *wire.Conn
-}
-
-func (h *hijackWriter) Header() http.Header {
-	if h.header == nil {
-		h.header = make(http.Header, 4)
-	}
-	return h.header
-}
-
-func (h *hijackWriter) WriteHeader(code int) {
-	if code == http.StatusSwitchingProtocols {
-		h.switching = true
-		return
-	}
-	h.forward()
-	h.ResponseWriter.WriteHeader(code)
-}
-
-func (h *hijackWriter) Write(b []byte) (int, error) {
-	h.forward()
-	return h.ResponseWriter.Write(b)
-}
-
-func (h *hijackWriter) forward() {
-	if h.forwarded {
-		return
-	}
-	h.forwarded = true
-	dst := h.ResponseWriter.Header()
-	for k, v := range h.header {
-		dst[k] = v
-	}
-}
-
-func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	nc, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
-	if err != nil {
-		return nil, nil, err
-	}
-	wc, rw := wire.Hijacked(nc, brw, readBufferSize, writeBufferSize, h.writeTimeout)
-	if h.switching {
-		b := make([]byte, 0, 256)
-		b = append(b, "HTTP/1.1 101 Switching Protocols\r\n"...)
-		for k, vs := range h.header {
-			for _, v := range vs {
-				b = append(append(append(append(b, k...), ": "...), v...), "\r\n"...)
-			}
-		}
-		if _, err := wc.Write(append(b, "\r\n"...)); err != nil {
-			_ = nc.Close()
-			return nil, nil, err
-		}
-	}
-	h.wc = wc
-	return wc, rw, nil
 }
 
 // checkOrigin applies the origin policy; see WithOrigins.

@@ -221,3 +221,37 @@ func TestPublishToUserReachesAllItsConnections(t *testing.T) {
 	expectText(t, alice2, "via http")
 	require.Equal(t, "via http", aliceSSE.event(t).Data)
 }
+
+// A client may pipeline control messages far beyond the send queue: every
+// reply comes back, in order (the replies hold back the connection's reader
+// instead of overflowing its queue).
+func TestEndpointPipelinedControlMessages(t *testing.T) {
+	s := newTestServer(t, serverOpts{})
+	c := s.dial(t, "")
+	const n = 10000
+	control := func(i int) (msg, reply string) {
+		if i%2 == 0 {
+			return `{"subscribe":"t"}`, `{"subscribed":"t"}`
+		}
+		return `{"unsubscribe":"t"}`, `{"unsubscribed":"t"}`
+	}
+	wrote := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for i := range n {
+			msg, _ := control(i)
+			if err := c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+				wrote <- err
+				return
+			}
+		}
+		wrote <- nil
+	}()
+	for i := range n {
+		_, reply := control(i)
+		expectJSON(t, c, reply)
+	}
+	require.NoError(t, <-wrote)
+	require.Equal(t, 0, s.hub.Subscribers("t"))
+}

@@ -1,18 +1,14 @@
-// Package wire holds the net.Conn that ratchet hands to coder/websocket in
-// place of the hijacked one. coder/websocket flushes its buffered writer after
-// every frame; wrapping the connection lets the library turn a burst of frames
-// into one write syscall, try a write without blocking, and enforce write
-// timeouts as socket deadlines instead of a timer per write.
 package wire
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+	"unicode/utf8"
 )
 
 // maxBatch is the size at which a held batch is written out early, so a
@@ -26,11 +22,17 @@ var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return
 
 // Conn is a hijacked connection with write batching and write deadlines.
 //
-// Between Hold and Flush (or TryFlush) every Write is appended to a pooled
+// Between Hold and Flush (or TryFlush) every frame is appended to a pooled
 // buffer, written out in one call at the end. Bytes always reach the socket
 // in the order they were written: a Write outside a batch while bytes of an
 // earlier batch are still pending goes after them. Reads first replay what
 // net/http had read ahead of the hijack.
+//
+// Writing to the socket and building a batch take different locks: a write
+// that blocks on a peer that does not read (a control frame from
+// coder/websocket, a Flush) never holds the lock AppendFrame and TryFlush
+// need, so those never wait for it; TryFlush leaves its bytes pending
+// instead.
 type Conn struct {
 	net.Conn
 	raw          syscall.RawConn // for non-blocking writes; nil when not a plain socket (TLS)
@@ -41,13 +43,26 @@ type Conn struct {
 	busy       bool    // the last read filled the caller's buffer
 	rbuf       *[]byte // pooled bulk-read buffer, nil when drained
 	rpos, rend int
+	// Atomic, to stay safe if coder/websocket ever reads on another
+	// goroutine (its Close does; ratchet calls it only before a connection
+	// runs).
+	nread     atomic.Int64 // bytes returned by Read
+	limit     atomic.Int64 // Read fails once nread reaches it; 0: no limit
+	limitHit  atomic.Bool  // Read returned ErrReadLimit
+	socketErr atomic.Bool  // a read from the socket failed
 
+	// wmu is held by whoever writes to the socket, blocking or not: one
+	// writer at a time keeps the bytes in order.
+	wmu      sync.Mutex
+	deadline time.Time // the write deadline armed on the socket; under wmu
+
+	// mu guards the batch; it is never held while a write waits for the
+	// socket.
 	mu        sync.Mutex
 	holding   bool
-	noBlock   bool      // the batch is for TryFlush: never flush early
-	closeSent bool      // a close frame went into the stream: no more data
-	batch     *[]byte   // bytes not yet on the socket, in order
-	deadline  time.Time // the write deadline armed on the socket
+	noBlock   bool    // the batch is for TryFlush: never flush early
+	closeSent bool    // a close frame went into the stream: no more data
+	batch     *[]byte // bytes not yet handed to the socket, in order
 }
 
 // Wrap wraps nc. pending is what the server had buffered from nc beyond the
@@ -62,14 +77,59 @@ func Wrap(nc net.Conn, pending []byte, writeTimeout time.Duration) *Conn {
 	return c
 }
 
-// Read reads from the replayed bytes first, then from the socket.
+// ErrReadLimit is returned by Read once the bytes set by LimitRead have been
+// read.
+var ErrReadLimit = errors.New("wire: read limit reached")
+
+// LimitRead makes Read fail with ErrReadLimit once n more bytes have been
+// read; 0 removes the limit. It bounds what one message may take on the
+// wire, which coder/websocket's read limit (on the payload, after
+// inflating) does not: frame headers, empty fragments, control frames
+// between fragments, deflate blocks that inflate to nothing.
+func (c *Conn) LimitRead(n int64) {
+	if n <= 0 {
+		c.limit.Store(0)
+		return
+	}
+	c.limit.Store(c.nread.Load() + n)
+}
+
+// LimitReached reports whether Read has returned ErrReadLimit. The error
+// that coder/websocket returns then may not wrap it: an inflater fed the
+// bytes read before it reports corrupt data.
+func (c *Conn) LimitReached() bool { return c.limitHit.Load() }
+
+// SocketFailed reports whether a read from the socket failed (the peer
+// went away, a deadline passed): errors that coder/websocket returns
+// otherwise are about what the peer sent.
+func (c *Conn) SocketFailed() bool { return c.socketErr.Load() }
+
+// Read reads from the replayed bytes first, then from the socket, within
+// the limit set by LimitRead.
+func (c *Conn) Read(p []byte) (int, error) {
+	if lim := c.limit.Load(); lim != 0 {
+		left := lim - c.nread.Load()
+		if left <= 0 {
+			c.limitHit.Store(true)
+			return 0, ErrReadLimit
+		}
+		if int64(len(p)) > left {
+			p = p[:left]
+		}
+	}
+	n, err := c.read(p)
+	c.nread.Add(int64(n))
+	return n, err
+}
+
+// read serves replayed and bulk-read bytes, then reads the socket.
 //
 // The reader above is small, to keep idle connections small. When a read
 // fills it, more input is probably waiting: the next read then takes all
 // that the socket holds, without blocking, into a pooled 32 KiB buffer, and
 // serves from it; the buffer goes back to the pool as soon as it is empty,
 // so an idle connection never holds one.
-func (c *Conn) Read(p []byte) (int, error) {
+func (c *Conn) read(p []byte) (int, error) {
 	if len(c.pending) > 0 {
 		n := copy(p, c.pending)
 		c.pending = c.pending[n:]
@@ -90,6 +150,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 	n, err := c.Conn.Read(p)
 	c.busy = n == len(p)
+	if err != nil {
+		c.socketErr.Store(true)
+	}
 	return n, err
 }
 
@@ -109,6 +172,7 @@ func (c *Conn) readBulk() (int, error) {
 		return true // one attempt: the blocking read below waits
 	}); err != nil {
 		readPool.Put(buf)
+		c.socketErr.Store(true)
 		return 0, err
 	}
 	if n <= 0 || rerr != nil {
@@ -132,33 +196,76 @@ func (c *Conn) readBuffered(p []byte) int {
 	return n
 }
 
-// Write appends p to the batch while one is held or bytes are pending, else
-// writes it out.
+// Write writes p after any pending bytes, blocking until it is on the
+// socket or the write timeout passes. coder/websocket writes its frames here
+// (see the package documentation); it may close the socket right after a
+// close frame, so the frame must be written, not left in a batch.
 func (c *Conn) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	if len(p) > 0 && p[0] == finClose {
-		// coder/websocket writes only control frames here, each whole in
-		// one Write: after a close frame no data frame of ours may follow.
+		p = checkCloseReason(p)
+	}
+	c.mu.Lock()
+	if len(p) > 0 && p[0] == finClose {
+		if c.closeSent {
+			// ratchet's close frame went first: this is coder/websocket
+			// echoing the peer's answer to it, and must not be sent.
+			c.mu.Unlock()
+			return len(p), nil
+		}
+		// After a close frame no data frame of ours may follow.
 		c.closeSent = true
 	}
-	if !c.holding && c.batch == nil {
+	if c.batch == nil && c.wmu.TryLock() {
+		// Nothing pending and nobody writing: straight to the socket.
+		c.mu.Unlock()
+		defer c.wmu.Unlock()
 		return c.writeLocked(p)
 	}
-	if err := c.appendLocked(p, nil); err != nil {
+	c.appendLocked(p, nil)
+	c.mu.Unlock()
+	if err := c.flush(false); err != nil {
 		return 0, err
 	}
 	return len(p), nil
 }
 
-// finClose is the first byte of an unfragmented close frame.
-const finClose = 0x88
+// Opcodes of RFC 6455 §5.2 that ratchet writes (data frames use the
+// message type, 1 or 2).
+const (
+	OpClose = 0x8
+	OpPing  = 0x9
+	OpPong  = 0xa
+)
 
-// AppendFrame adds one unfragmented, unmasked server data frame (RFC 6455
-// §5.2) to the held batch: the frame is encoded straight into the batch, with
-// no copy through coder/websocket's writer. compressed sets RSV1 for a
-// payload from Deflate (RFC 7692). It returns net.ErrClosed once a close
-// frame was written.
+// finClose is the first byte of an unfragmented close frame.
+const finClose = 0x80 | OpClose
+
+// invalidReasonClose is the close frame that fails a connection whose peer
+// sent a close reason that is not UTF-8.
+var invalidReasonClose = append([]byte{finClose, 2 + byte(len(invalidReason)), statusInvalidPayload >> 8, statusInvalidPayload & 0xff}, invalidReason...)
+
+const (
+	statusInvalidPayload = 1007 // RFC 6455 §7.4.1: data inconsistent with its type
+	invalidReason        = "invalid UTF-8 in close reason"
+)
+
+// checkCloseReason returns the close frame f, unless its reason is not
+// UTF-8: ratchet's own reasons always are, so f is coder/websocket's echo
+// of the peer's close frame, and RFC 6455 §8.1 has the connection failed
+// instead, with 1007.
+func checkCloseReason(f []byte) []byte {
+	if len(f) > 4 && f[1] < 126 && !utf8.Valid(f[4:]) {
+		return invalidReasonClose
+	}
+	return f
+}
+
+// AppendFrame adds one unfragmented, unmasked server frame (RFC 6455 §5.2)
+// to the held batch: the frame is encoded straight into the batch, with no
+// copy through coder/websocket's writer. compressed sets RSV1 for a payload
+// from Deflate (RFC 7692). It returns net.ErrClosed once a close frame was
+// written, by either side. Outside a batch, or in a batch started by Hold
+// that grew past 64 KiB, the bytes are written out here, blocking.
 func (c *Conn) AppendFrame(opcode byte, compressed bool, payload []byte) error {
 	var hdr [10]byte
 	hdr[0] = 0x80 | opcode
@@ -179,24 +286,26 @@ func (c *Conn) AppendFrame(opcode byte, compressed bool, payload []byte) error {
 		n = 10
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closeSent {
+		c.mu.Unlock()
 		return net.ErrClosed
 	}
-	return c.appendLocked(hdr[:n], payload)
+	c.appendLocked(hdr[:n], payload)
+	c.closeSent = opcode == OpClose
+	early := !c.holding || len(*c.batch) >= maxBatch && !c.noBlock
+	c.mu.Unlock()
+	if early {
+		return c.flush(false)
+	}
+	return nil
 }
 
-// appendLocked adds a and b to the batch, writing it out (blocking) when
-// no batch is held or a blocking one grew past maxBatch.
-func (c *Conn) appendLocked(a, b []byte) error {
+// appendLocked adds a and b to the batch.
+func (c *Conn) appendLocked(a, b []byte) {
 	if c.batch == nil {
 		c.batch = batchPool.Get().(*[]byte)
 	}
 	*c.batch = append(append(*c.batch, a...), b...)
-	if !c.holding || len(*c.batch) >= maxBatch && !c.noBlock {
-		return c.flushLocked()
-	}
-	return nil
 }
 
 // Hold starts a batch: writes are kept until Flush. A batch larger than
@@ -217,20 +326,16 @@ func (c *Conn) HoldNonBlocking() {
 
 // Flush ends the batch and writes everything pending, blocking until it is
 // written or the write timeout passes.
-func (c *Conn) Flush() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.holding = false
-	return c.flushLocked()
-}
+func (c *Conn) Flush() error { return c.flush(true) }
 
 // CanTryFlush reports whether TryFlush can write without blocking (a plain
 // socket, not TLS).
 func (c *Conn) CanTryFlush() bool { return c.raw != nil }
 
 // TryFlush ends the batch and writes as much of it as the socket takes now,
-// without waiting. It reports whether everything was written; if not, the
-// rest stays pending for Flush.
+// without waiting, neither for the socket nor for another write under way.
+// It reports whether everything was written; if not, the rest stays pending
+// for Flush.
 func (c *Conn) TryFlush() (done bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -238,9 +343,10 @@ func (c *Conn) TryFlush() (done bool, err error) {
 	if c.batch == nil {
 		return true, nil
 	}
-	if c.raw == nil {
+	if c.raw == nil || !c.wmu.TryLock() {
 		return false, nil
 	}
+	defer c.wmu.Unlock()
 	// A socket deadline in the past fails even this non-blocking write.
 	if err := c.armDeadlineLocked(); err != nil {
 		return false, err
@@ -258,42 +364,59 @@ func (c *Conn) TryFlush() (done bool, err error) {
 		n, werr = 0, nil
 	}
 	if werr != nil {
-		c.releaseLocked()
+		release(c.batch)
+		c.batch = nil
 		return false, werr
 	}
 	if n < 0 {
 		n = 0
 	}
 	if n == len(b) {
-		c.releaseLocked()
+		release(c.batch)
+		c.batch = nil
 		return true, nil
 	}
 	*c.batch = b[:copy(b, b[n:])]
 	return false, nil
 }
 
-func (c *Conn) flushLocked() error {
-	if c.batch == nil {
-		return nil
+// flush writes the pending bytes, blocking, until none are left: bytes
+// appended meanwhile go out in the same call. endHold ends the batch. (One
+// function for all, and small frames: it runs at the bottom of the writer
+// goroutine's stack, which should not have to grow.)
+func (c *Conn) flush(endHold bool) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	for {
+		c.mu.Lock()
+		if endHold {
+			c.holding, endHold = false, false
+		}
+		b := c.batch
+		c.batch = nil
+		c.mu.Unlock()
+		if b == nil {
+			return nil
+		}
+		_, err := c.writeLocked(*b)
+		release(b)
+		if err != nil {
+			return err
+		}
 	}
-	_, err := c.writeLocked(*c.batch)
-	c.releaseLocked()
-	return err
 }
 
-func (c *Conn) releaseLocked() {
-	b := c.batch
-	c.batch = nil
+func release(b *[]byte) {
 	if cap(*b) <= maxPooled {
 		*b = (*b)[:0]
 		batchPool.Put(b)
 	}
 }
 
-// writeLocked writes p with the write timeout. The socket deadline is moved
-// only when less than half the timeout is left, so a write is cut off after
-// between half and all of the timeout without touching the timer on every
-// write.
+// writeLocked writes p, under wmu, with the write timeout. The socket
+// deadline is moved only when less than half the timeout is left, so a
+// write is cut off after between half and all of the timeout without
+// touching the timer on every write.
 func (c *Conn) writeLocked(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
@@ -305,7 +428,7 @@ func (c *Conn) writeLocked(p []byte) (int, error) {
 }
 
 // armDeadlineLocked moves the socket's write deadline a write timeout ahead
-// when less than half of one is left.
+// when less than half of one is left. wmu is held.
 func (c *Conn) armDeadlineLocked() error {
 	if c.writeTimeout <= 0 {
 		return nil
@@ -316,16 +439,4 @@ func (c *Conn) armDeadlineLocked() error {
 	}
 	c.deadline = now.Add(c.writeTimeout)
 	return c.Conn.SetWriteDeadline(c.deadline)
-}
-
-// Hijacked returns the connection wrapped, with buffered readers and writers
-// of the given sizes, taking over what brw had already read from the peer.
-func Hijacked(nc net.Conn, brw *bufio.ReadWriter, readBuf, writeBuf int, writeTimeout time.Duration) (*Conn, *bufio.ReadWriter) {
-	var pending []byte
-	if n := brw.Reader.Buffered(); n > 0 {
-		b, _ := brw.Reader.Peek(n)
-		pending = append([]byte(nil), b...)
-	}
-	wc := Wrap(nc, pending, writeTimeout)
-	return wc, bufio.NewReadWriter(bufio.NewReaderSize(wc, readBuf), bufio.NewWriterSize(wc, writeBuf))
 }

@@ -30,22 +30,27 @@ func pair(t *testing.T, timeout time.Duration) (*Conn, net.Conn) {
 	return Wrap(server, nil, timeout), client
 }
 
+// frame is the encoding of a small unmasked server frame.
+func frame(opcode byte, payload string) string {
+	return string([]byte{0x80 | opcode, byte(len(payload))}) + payload
+}
+
 func TestBatchIsOneWriteInOrder(t *testing.T) {
 	c, peer := pair(t, time.Second)
 	c.Hold()
 	for _, s := range []string{"a", "bb", "ccc"} {
-		_, err := c.Write([]byte(s))
-		require.NoError(t, err)
+		require.NoError(t, c.AppendFrame(1, false, []byte(s)))
 	}
 	require.NoError(t, peer.SetReadDeadline(time.Now().Add(50*time.Millisecond)))
 	_, err := peer.Read(make([]byte, 1))
 	require.Error(t, err, "nothing leaves before Flush")
 	require.NoError(t, c.Flush())
 	require.NoError(t, peer.SetReadDeadline(time.Now().Add(5*time.Second)))
-	got := make([]byte, 6)
+	want := frame(1, "a") + frame(1, "bb") + frame(1, "ccc")
+	got := make([]byte, len(want))
 	_, err = io.ReadFull(peer, got)
 	require.NoError(t, err)
-	assert.Equal(t, "abbccc", string(got))
+	assert.Equal(t, want, string(got))
 }
 
 // A TryFlush the socket cannot take whole keeps the rest, and later writes
@@ -54,8 +59,7 @@ func TestTryFlushPartialKeepsOrder(t *testing.T) {
 	c, peer := pair(t, 5*time.Second)
 	big := bytes.Repeat([]byte("0123456789abcdef"), 4<<20/16) // 4 MiB: more than loopback buffers take unread
 	c.HoldNonBlocking()
-	_, err := c.Write(big)
-	require.NoError(t, err)
+	require.NoError(t, c.AppendFrame(2, false, big))
 	done, err := c.TryFlush()
 	require.NoError(t, err)
 	require.False(t, done, "a 4 MiB write to a peer that does not read cannot finish at once")
@@ -67,12 +71,63 @@ func TestTryFlushPartialKeepsOrder(t *testing.T) {
 	}()
 	_, err = c.Write([]byte("tail")) // outside a batch, behind the pending rest
 	require.NoError(t, err)
+	require.NoError(t, c.Conn.Close())
+	b := <-got
+	const hdr = 10 // 0x82, 127, 8-byte length
+	require.Equal(t, hdr+len(big)+4, len(b))
+	assert.True(t, bytes.Equal(big, b[hdr:hdr+len(big)]))
+	assert.Equal(t, "tail", string(b[hdr+len(big):]))
+}
+
+// A write that blocks on a peer that does not read (a control frame from
+// coder/websocket) holds nobody else up: a data frame appended meanwhile is
+// left pending by TryFlush, which returns at once, and the bytes reach the
+// peer in order once it reads.
+func TestBlockedWriteDoesNotBlockTryFlush(t *testing.T) {
+	c, peer := pair(t, 0)
+	big := bytes.Repeat([]byte{'x'}, 8<<20) // more than the socket buffers hold
+	c.HoldNonBlocking()
+	require.NoError(t, c.AppendFrame(2, false, big))
+	done, err := c.TryFlush()
+	require.NoError(t, err)
+	require.False(t, done)
+
+	ping := frame(9, "")
+	wrote := make(chan error, 1)
+	go func() { _, err := c.Write([]byte(ping)); wrote <- err }() // blocks: the peer does not read
+	for start := time.Now(); c.wmu.TryLock(); {                   // until the Write holds the socket
+		c.wmu.Unlock()
+		require.Less(t, time.Since(start), 10*time.Second, "Write never started")
+		time.Sleep(time.Millisecond)
+	}
+
+	tried := make(chan struct{})
+	go func() {
+		defer close(tried)
+		c.HoldNonBlocking()
+		assert.NoError(t, c.AppendFrame(1, false, []byte("after")))
+		done, err := c.TryFlush()
+		assert.NoError(t, err)
+		assert.False(t, done, "the socket is full")
+	}()
+	select {
+	case <-tried:
+	case <-time.After(10 * time.Second):
+		t.Fatal("TryFlush waited for the blocked write")
+	}
+
+	got := make(chan []byte)
+	go func() {
+		b, _ := io.ReadAll(peer)
+		got <- b
+	}()
+	require.NoError(t, <-wrote)
 	require.NoError(t, c.Flush())
 	require.NoError(t, c.Conn.Close())
 	b := <-got
-	require.Equal(t, len(big)+4, len(b))
-	assert.True(t, bytes.Equal(big, b[:len(big)]))
-	assert.Equal(t, "tail", string(b[len(big):]))
+	const hdr = 10
+	require.Equal(t, hdr+len(big)+len(ping)+len(frame(1, "after")), len(b))
+	assert.Equal(t, ping+frame(1, "after"), string(b[hdr+len(big):]), "the data frame appended later goes after the control frame")
 }
 
 func TestWriteTimeoutCutsOffStuckPeer(t *testing.T) {
@@ -108,8 +163,7 @@ func TestTryFlushAfterTheTimeout(t *testing.T) {
 	for range 10 {
 		time.Sleep(40 * time.Millisecond)
 		c.HoldNonBlocking()
-		_, err := c.Write([]byte("inline"))
-		require.NoError(t, err)
+		require.NoError(t, c.AppendFrame(1, false, []byte("inline")))
 		done, err := c.TryFlush()
 		require.NoError(t, err)
 		require.True(t, done)
