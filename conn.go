@@ -444,14 +444,49 @@ func (c *conn) wakeReaderLocked() {
 // what it reads is slowed down, as TCP would, instead of overflowing its
 // queue; the queue's other half is for sends from other goroutines.
 func (c *conn) holdBackLocked() {
-	high := max(1, c.srv.cfg.sendQueue/2)
-	for len(c.queue) >= high && c.writeErr == nil {
-		ch := make(chan struct{})
-		c.drained = ch
+	for c.queueHighLocked() {
+		ch := c.drainedLocked()
 		c.mu.Unlock()
 		<-ch
 		c.mu.Lock()
 	}
+}
+
+// queueHighLocked reports whether half the send queue or more waits for a
+// writer that can still write it.
+func (c *conn) queueHighLocked() bool {
+	return len(c.queue) >= max(1, c.srv.cfg.sendQueue/2) && c.writeErr == nil
+}
+
+// drainedLocked returns the channel closed when the writer next takes the
+// queue; every waiter shares it.
+func (c *conn) drainedLocked() chan struct{} {
+	if c.drained == nil {
+		c.drained = make(chan struct{})
+	}
+	return c.drained
+}
+
+// sendWait is Send that first waits, up to ctx, while half the send queue
+// or more is waiting: the Hub sends a recovery through it, so that a history
+// larger than the queue slows the sender down instead of failing the
+// connection (see Hub.SubscribeWith).
+func (c *conn) sendWait(ctx context.Context, msg Message) error {
+	c.mu.Lock()
+	for c.queueHighLocked() && !c.closing && !c.ended {
+		ch := c.drainedLocked()
+		c.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.ctx.Done():
+			return ErrClosed
+		}
+		c.mu.Lock()
+	}
+	c.mu.Unlock()
+	return c.Send(msg)
 }
 
 func (c *conn) writeBatch(batch []outMsg) error {

@@ -195,3 +195,20 @@ func TestPublishAnswersPosition(t *testing.T) {
 	require.Equal(t, http.StatusOK, status)
 	require.NotContains(t, body, "position")
 }
+
+// A recovery larger than the send queue (256 by default) is sent whole: the
+// Hub waits for room in the connection's queue instead of overflowing it.
+func TestEndpointRecoversMoreThanTheQueue(t *testing.T) {
+	s := historyServer(t, 2000)
+	start := publishAt(t, s.hub, "news", "0")
+	const missed = 1000
+	for i := 1; i <= missed; i++ {
+		publishAt(t, s.hub, "news", fmt.Sprint(i))
+	}
+	c := s.dial(t, "topic=news&since="+start.String())
+	for i := 1; i <= missed; i++ {
+		expectText(t, c, fmt.Sprint(i))
+	}
+	r := readReply(t, c)
+	require.Equal(t, true, r["recovered"])
+}
