@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,11 +19,14 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	goredis "github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratchetgo/ratchet"
+	"github.com/ratchetgo/ratchet/broker/redis"
 	"github.com/ratchetgo/ratchet/internal/browsertest"
 	"github.com/ratchetgo/ratchet/internal/jstest"
+	"github.com/ratchetgo/ratchet/internal/testenv"
 )
 
 // The recovery of issue 9 with real EventSource clients: the npm package
@@ -82,6 +86,31 @@ func memoryCluster(t *testing.T, size int) []*pushNode {
 	b := ratchet.NewMemoryBroker()
 	t.Cleanup(func() { require.NoError(t, b.Close()) })
 	return []*pushNode{startNode(t, b, size), startNode(t, b, size)}
+}
+
+// redisCluster is two nodes, each with its own connection to the Redis
+// server at RATCHET_REDIS_ADDR (default 127.0.0.1:6379), under a key prefix
+// of their own.
+func redisCluster(t *testing.T, size int) []*pushNode {
+	addr := os.Getenv("RATCHET_REDIS_ADDR")
+	if addr == "" {
+		addr = "127.0.0.1:6379"
+	}
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err != nil {
+		testenv.SkipOrFail(t, "no redis-server at %s (%v): apt-get install redis-server, or set RATCHET_REDIS_ADDR", addr, err)
+	} else {
+		c.Close()
+	}
+	prefix := fmt.Sprintf("push-recovery-%d:", time.Now().UnixNano())
+	var nodes []*pushNode
+	for range 2 {
+		client := goredis.NewClient(&goredis.Options{Addr: addr})
+		b, err := redis.New(context.Background(), client, redis.WithPrefix(prefix))
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = b.Close(); _ = client.Close() })
+		nodes = append(nodes, startNode(t, b, size))
+	}
+	return nodes
 }
 
 // singleNode is one node on its Hub's own history.
@@ -503,6 +532,9 @@ var recoveryCases = []struct {
 	{"cut before the first message", singleNode, recoveryCase{size: 10, cut: cutByNode, beforeFirst: true}},
 	{"history too short: reset", singleNode, recoveryCase{size: 3, cut: cutByNode}},
 	{"history too short on the other node: reset", memoryCluster, recoveryCase{size: 3, cut: cutByFront, reconnectTo: 1}},
+	{"other node on Redis", redisCluster, recoveryCase{size: 10, cut: cutByFront, reconnectTo: 1}},
+	{"same node on Redis, stream ended by the server", redisCluster, recoveryCase{size: 10, cut: cutByNode}},
+	{"history too short on the other node on Redis: reset", redisCluster, recoveryCase{size: 3, cut: cutByNode, reconnectTo: 1}},
 }
 
 // TestSSERecoveryNpmEventSource runs the scenarios with the npm package
