@@ -33,7 +33,7 @@ import (
 //
 //	go test -run '^$' -bench FanoutCPU -benchtime 300x ./pusher
 func BenchmarkFanoutCPU(b *testing.B) {
-	for _, n := range []int{1000, 5000} {
+	for _, n := range []int{1000, 5000, 10000} {
 		for _, mode := range []string{"native", "pusher"} {
 			b.Run(fmt.Sprintf("%s/subs=%d", mode, n), func(b *testing.B) { benchFanoutCPU(b, mode, n) })
 		}
