@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"net/http/httptest"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -227,20 +225,11 @@ func resumeComponent(hub *ratchet.Hub) ratchet.MessageComponent {
 	}}
 }
 
-// pushNode serves resumeComponent at /push on a Hub with history on b.
+// pushNode serves resumeComponent at /ws on a Hub with history on b.
 func pushNode(t *testing.T, b ratchet.Broker, policy ratchet.HistoryPolicy, queue int) (*ratchet.Hub, string) {
 	hub := ratchet.NewHub(ratchet.WithBroker(b), ratchet.WithHistory("*", policy))
 	app := ratchet.NewApp("", 0)
 	// The publishers do not wait for the readers: queues hold what they lag.
-	app.Route("/push", resumeComponent(hub), []string{"*"}, ratchet.WithSendQueue(queue+16))
-	srv := httptest.NewServer(app)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = hub.Close(ctx)
-		_ = app.Shutdown(ctx)
-		srv.CloseClientConnections()
-		srv.Close()
-	})
-	return hub, "ws" + strings.TrimPrefix(srv.URL, "http") + "/push"
+	app.Route("/ws", resumeComponent(hub), []string{"*"}, ratchet.WithSendQueue(queue+16))
+	return hub, serveApp(t, hub, app)
 }
