@@ -45,12 +45,18 @@ type envelope struct {
 	Binary   bool   `json:"binary"`
 }
 
-func readEnvelope(t *testing.T, c *websocket.Conn) envelope {
+// readJSON reads one message of c and decodes it as a T.
+func readJSON[T any](t *testing.T, c *websocket.Conn) T {
 	t.Helper()
 	_, m := read(t, c)
-	var e envelope
-	require.NoError(t, json.Unmarshal([]byte(m), &e), "envelope %q", m)
-	return e
+	var v T
+	require.NoError(t, json.Unmarshal([]byte(m), &v), "%T %q", v, m)
+	return v
+}
+
+func readEnvelope(t *testing.T, c *websocket.Conn) envelope {
+	t.Helper()
+	return readJSON[envelope](t, c)
 }
 
 // resumeServer subscribes each connection to ?topic= with the envelope, from
@@ -81,13 +87,7 @@ type ready struct {
 	Sent     int    `json:"sent"`
 }
 
-func readReady(t *testing.T, c *websocket.Conn) ready {
-	t.Helper()
-	_, m := read(t, c)
-	var r ready
-	require.NoError(t, json.Unmarshal([]byte(m), &r), "ready %q", m)
-	return r
-}
+func readReady(t *testing.T, c *websocket.Conn) ready { t.Helper(); return readJSON[ready](t, c) }
 
 func publishN(t *testing.T, hub *ratchet.Hub, topic string, from, to int) []ratchet.Position {
 	t.Helper()
