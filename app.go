@@ -49,6 +49,7 @@ type App struct {
 	shutdowners []shutdowner // handlers given to Handle that can shut down
 	https       []*http.Server
 	shutdown    bool
+	fresh       map[net.Conn]struct{} // accepted, no request yet (http.StateNew)
 }
 
 type shutdowner interface {
@@ -232,10 +233,40 @@ func (a *App) Serve(l net.Listener) error {
 		ReadTimeout:       a.readTimeout,
 		IdleTimeout:       a.idleTimeout,
 		MaxHeaderBytes:    a.maxHeaderBytes,
+		ConnState:         a.trackFresh,
 	}
+	hs.RegisterOnShutdown(a.closeFresh)
 	a.https = append(a.https, hs)
 	a.mu.Unlock()
 	return hs.Serve(l)
+}
+
+// trackFresh records the connections that have not sent a request yet.
+// Browsers open such spare connections ahead of need, and
+// http.Server.Shutdown counts one as busy for five seconds.
+func (a *App) trackFresh(c net.Conn, state http.ConnState) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if state == http.StateNew {
+		if a.fresh == nil {
+			a.fresh = make(map[net.Conn]struct{})
+		}
+		a.fresh[c] = struct{}{}
+	} else {
+		delete(a.fresh, c)
+	}
+}
+
+// closeFresh closes the connections that have sent no request, once
+// http.Server.Shutdown has closed the listeners: nothing was asked on them,
+// and a client retries its request on a new connection.
+func (a *App) closeFresh() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for c := range a.fresh {
+		_ = c.Close()
+		delete(a.fresh, c)
+	}
 }
 
 // Shutdown stops accepting connections, closes every WebSocket with

@@ -627,3 +627,31 @@ func TestAppWrongHostAnswer(t *testing.T) {
 	require.NotEmpty(t, lines)
 	assert.Contains(t, lines[0], `level=DEBUG msg="ratchet: request for a host the app does not serve" host=`+wrong+` serves=[localhost] method=POST path=/publish`)
 }
+
+// A connection that has sent no request yet (browsers open spare ones) does
+// not hold Shutdown: net/http would count it busy for five seconds, longer
+// than this Shutdown's context.
+func TestShutdownClosesSpareConnections(t *testing.T) {
+	app := ratchet.NewApp("", 0)
+	app.Route("/ws", ratchet.ComponentFuncs{}, nil)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	served := make(chan error, 1)
+	go func() { served <- app.Serve(l) }()
+	spare, err := net.Dial("tcp", l.Addr().String())
+	require.NoError(t, err)
+	defer spare.Close()
+	// The server has accepted it once a request on another connection is
+	// answered (connections are accepted in order).
+	resp, err := http.Get("http://" + l.Addr().String() + "/none")
+	require.NoError(t, err)
+	resp.Body.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+	defer cancel()
+	require.NoError(t, app.Shutdown(ctx), "Shutdown waited for a connection that asked nothing")
+	require.ErrorIs(t, <-served, ratchet.ErrServerClosed)
+	require.NoError(t, spare.SetReadDeadline(time.Now().Add(10*time.Second)))
+	_, err = spare.Read(make([]byte, 1))
+	require.ErrorIs(t, err, io.EOF, "the spare connection is closed")
+}
