@@ -191,7 +191,8 @@ type consoleWatch struct {
 // test waits for the end.
 func watchConsole(t *testing.T, tab context.Context) *consoleWatch {
 	c := &consoleWatch{done: make(chan struct{})}
-	msgs := chromedp.Console(tab) // subscribes now
+	listen, stop := context.WithCancel(tab)
+	msgs := chromedp.Console(listen) // subscribes now
 	go func() {
 		defer close(c.done)
 		for m, err := range msgs {
@@ -203,7 +204,7 @@ func watchConsole(t *testing.T, tab context.Context) *consoleWatch {
 			c.mu.Unlock()
 		}
 	}()
-	t.Cleanup(func() { <-c.done }) // after the deferred close of the browser
+	t.Cleanup(func() { stop(); <-c.done }) // the tab may outlive the test body
 	return c
 }
 

@@ -65,8 +65,19 @@ func Start(t testing.TB) context.Context {
 	t.Cleanup(func() {
 		// Close the browser gracefully through its first tab, within a
 		// bound, and wait for its process; then free the allocator.
-		closeCtx, closeCancel := context.WithTimeout(tab, 15*time.Second)
-		if err := chromedp.Cancel(closeCtx); err != nil {
+		// chromedp.Cancel waits for the process, which only the allocator
+		// kills: past the grace period, kill it so that Cancel returns.
+		closeCtx, closeCancel := context.WithTimeout(tab, 5*time.Second)
+		closed := make(chan error, 1)
+		go func() { closed <- chromedp.Cancel(closeCtx) }()
+		var err error
+		select {
+		case err = <-closed:
+		case <-closeCtx.Done():
+			cancelAlloc()
+			err = <-closed
+		}
+		if err != nil {
 			t.Logf("closing the browser: %v", err)
 		}
 		closeCancel()
