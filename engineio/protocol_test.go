@@ -194,3 +194,69 @@ func TestSlowConsumer(t *testing.T) {
 		t.Fatalf("errors %v", rec.errs)
 	}
 }
+
+// The Conn of a session keeps the guarantees of a WebSocket connection: a
+// component's Close sends what is queued, then the close packet, then
+// OnClose runs once and Send fails with ErrClosed; a panic in OnMessage is
+// reported to OnError as a *ratchet.PanicError and closes the session.
+func TestConnCloseAndPanic(t *testing.T) {
+	type end struct {
+		errs []error
+	}
+	ends := make(chan end, 2)
+	var mu sync.Mutex
+	var errs []error
+	comp := ratchet.ComponentFuncs{
+		Message: func(c ratchet.Conn, m ratchet.Message) {
+			switch string(m.Data) {
+			case "bye":
+				_ = c.Send(ratchet.Message{Type: ratchet.MessageText, Data: []byte("last words")})
+				_ = c.Close(ratchet.StatusNormalClosure, "bye")
+			case "panic":
+				panic("component bug")
+			}
+		},
+		Error: func(c ratchet.Conn, err error) {
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
+		},
+		Close: func(c ratchet.Conn) {
+			if err := c.Send(ratchet.Message{Type: ratchet.MessageText, Data: []byte("late")}); !errors.Is(err, ratchet.ErrClosed) {
+				t.Errorf("Send in OnClose: %v", err)
+			}
+			if c.Context().Err() == nil {
+				t.Error("Context not done in OnClose")
+			}
+			mu.Lock()
+			ends <- end{errs}
+			errs = nil
+			mu.Unlock()
+		},
+	}
+	base := serve(t, engineio.NewHandler(comp))
+
+	session, _ := open(t, base)
+	if status, _, _ := do(t, "POST", session, "4bye"); status != 200 {
+		t.Fatalf("POST: %d", status)
+	}
+	if got := pollUntil(t, session, "1"); got != "4last words\x1e1" {
+		t.Fatalf("polls after Close: %q", got)
+	}
+	if e := <-ends; len(e.errs) != 0 {
+		t.Fatalf("OnError after a clean Close: %v", e.errs)
+	}
+
+	session, _ = open(t, base)
+	if status, _, _ := do(t, "POST", session, "4panic"); status != 200 {
+		t.Fatalf("POST: %d", status)
+	}
+	if got := pollUntil(t, session, "1"); got != "1" {
+		t.Fatalf("polls after the panic: %q", got)
+	}
+	e := <-ends
+	var pe *ratchet.PanicError
+	if len(e.errs) != 1 || !errors.As(e.errs[0], &pe) || pe.Value != "component bug" {
+		t.Fatalf("OnError after a panic: %v", e.errs)
+	}
+}
