@@ -54,7 +54,6 @@ type TransportConn struct {
 
 	mu          sync.Mutex
 	user        string
-	values      map[string]any
 	queue       []Message
 	writing     bool // a writer goroutine owns the transport's write side
 	closing     bool // Close, a failure or End: Send refuses
@@ -62,6 +61,8 @@ type TransportConn struct {
 	closeCode   StatusCode
 	closeReason string
 	cause       error // for OnError
+
+	connValues // Set and Get
 }
 
 var _ UserSetter = (*TransportConn)(nil)
@@ -157,24 +158,6 @@ func (c *TransportConn) SetUser(u string) {
 	c.mu.Lock()
 	c.user = u
 	c.mu.Unlock()
-}
-
-// Set implements Conn.
-func (c *TransportConn) Set(key string, value any) {
-	c.mu.Lock()
-	if c.values == nil {
-		c.values = make(map[string]any)
-	}
-	c.values[key] = value
-	c.mu.Unlock()
-}
-
-// Get implements Conn.
-func (c *TransportConn) Get(key string) (any, bool) {
-	c.mu.Lock()
-	v, ok := c.values[key]
-	c.mu.Unlock()
-	return v, ok
 }
 
 // Send implements Conn: it queues msg and returns at once.

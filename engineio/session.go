@@ -189,22 +189,31 @@ func (s *session) gotPong() {
 	}
 }
 
+// begin starts a polling request, busy being s.polling for a GET or
+// s.posting for a POST: a session on WebSocket refuses it, and a second one
+// of its kind while one is under way ends the session (overlap, in the
+// reference server's words).
+func (s *session) begin(w http.ResponseWriter, busy *bool, overlap string) bool {
+	s.mu.Lock()
+	refused, overlapping := s.ws != nil, *busy
+	*busy = *busy || !refused
+	s.mu.Unlock()
+	if refused || overlapping {
+		writeError(w, http.StatusBadRequest, codeBadRequest)
+	}
+	if overlapping && !refused {
+		s.end(fmt.Errorf("%w: %s", ErrProtocol, overlap))
+	}
+	return !refused && !overlapping
+}
+
 // poll answers a GET with what waits for the client, holding it until
 // something does.
 func (s *session) poll(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	switch {
-	case s.ws != nil:
-		s.mu.Unlock()
-		writeError(w, http.StatusBadRequest, codeBadRequest)
-		return
-	case s.polling:
-		s.mu.Unlock()
-		writeError(w, http.StatusBadRequest, codeBadRequest)
-		s.end(fmt.Errorf("%w: a second poll while one is pending", ErrProtocol))
+	if !s.begin(w, &s.polling, "a second poll while one is pending") {
 		return
 	}
-	s.polling = true
+	s.mu.Lock()
 	gone := false
 	for len(s.out) == 0 && !s.closed && !s.upgrading && s.ws == nil {
 		if !s.waitLocked(r.Context()) {
@@ -256,20 +265,9 @@ func writePayload(w http.ResponseWriter, batch []packet, timeout time.Duration) 
 
 // post reads the packets of a POST body, in order.
 func (s *session) post(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	switch {
-	case s.ws != nil:
-		s.mu.Unlock()
-		writeError(w, http.StatusBadRequest, codeBadRequest)
-		return
-	case s.posting:
-		s.mu.Unlock()
-		writeError(w, http.StatusBadRequest, codeBadRequest)
-		s.end(fmt.Errorf("%w: a second POST while one is being read", ErrProtocol))
+	if !s.begin(w, &s.posting, "a second POST while one is being read") {
 		return
 	}
-	s.posting = true
-	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		s.posting = false
