@@ -34,22 +34,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // With CHAT_SCREENSHOT=file.png the test saves screenshots of the first tab,
 // chatting (file.png) and offline (file-offline.png).
 func TestChatInBrowser(t *testing.T) {
-	// The chat server, as main builds it, on a free loopback port. Its
-	// httpHost is "localhost", so the browser must ask for that host.
-	srv := &chatServer{addr: "127.0.0.1:0"}
-	srv.start(t)
-	t.Cleanup(func() { srv.stop(t) })
-	pageURL := "http://localhost:" + port(srv.addr) + "/"
-
-	tab1 := browsertest.Start(t)
-
-	// The first call starts the browser; tab2, made after it, is a second
-	// tab of the same browser. Each tab's console is watched from the start.
-	console1 := watchConsole(t, tab1)
-	if err := chromedp.Do(tab1, chromedp.Navigate(pageURL+"?nick=ann")); err != nil {
-		t.Fatalf("tab 1: open %s: %v", pageURL, err)
-	}
-	waitForState(t, tab1, "tab 1", "connected", "connected as ann")
+	srv, pageURL, tab1, console1 := startChat(t)
 	nick, err := chromedp.Run(tab1, chromedp.Value(chromedp.ID("nick")))
 	if err != nil || nick != "ann" {
 		t.Errorf("tab 1: #nick holds %q (%v), want the nickname of the URL, ann", nick, err)
@@ -123,6 +108,27 @@ func TestChatInBrowser(t *testing.T) {
 	}
 }
 
+// startChat starts the chat server, as main builds it, on a free loopback
+// port, and opens its page in a first tab of a new browser as ann, on the
+// plain WebSocket. The server's httpHost is "localhost", so the browser
+// must ask for that host. Tabs made from the first one are tabs of the same
+// browser; each tab's console is watched from the start.
+func startChat(t *testing.T) (srv *chatServer, pageURL string, tab1 context.Context, console1 *consoleWatch) {
+	t.Helper()
+	srv = &chatServer{addr: "127.0.0.1:0"}
+	srv.start(t)
+	t.Cleanup(func() { srv.stop(t) })
+	pageURL = "http://localhost:" + port(srv.addr) + "/"
+
+	tab1 = browsertest.Start(t)
+	console1 = watchConsole(t, tab1)
+	if err := chromedp.Do(tab1, chromedp.Navigate(pageURL+"?nick=ann")); err != nil {
+		t.Fatalf("tab 1: open %s: %v", pageURL, err)
+	}
+	waitForState(t, tab1, "tab 1", "connected", "connected as ann")
+	return srv, pageURL, tab1, console1
+}
+
 // TestChatWithoutWebSocket runs the chat in a browser whose page has no
 // WebSocket (deleted before any script of the page runs): the page falls
 // back to engine.io-client, served by the example from the npm package, and
@@ -130,17 +136,7 @@ func TestChatInBrowser(t *testing.T) {
 // ways, through the same component. No console errors.
 func TestChatWithoutWebSocket(t *testing.T) {
 	jstest.Require(t, "engine.io-client") // the browser build comes from node_modules
-	srv := &chatServer{addr: "127.0.0.1:0"}
-	srv.start(t)
-	t.Cleanup(func() { srv.stop(t) })
-	pageURL := "http://localhost:" + port(srv.addr) + "/"
-
-	tab1 := browsertest.Start(t)
-	console1 := watchConsole(t, tab1)
-	if err := chromedp.Do(tab1, chromedp.Navigate(pageURL+"?nick=ann")); err != nil {
-		t.Fatalf("tab 1: open %s: %v", pageURL, err)
-	}
-	waitForState(t, tab1, "tab 1", "connected", "connected as ann")
+	_, pageURL, tab1, console1 := startChat(t)
 
 	tab2, cancelTab2 := chromedp.NewContext(tab1)
 	defer cancelTab2()
