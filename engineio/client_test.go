@@ -154,6 +154,29 @@ func TestPollingSession(t *testing.T) {
 	}
 }
 
+// A WebSocket-only client (no polling at all) opens its session on the
+// WebSocket transport and exchanges messages both ways.
+func TestWebSocketOnlySession(t *testing.T) {
+	rec := newRecorder()
+	url := serve(t, engineio.NewHandler(rec))
+	p := start(t, url, "websocket")
+	expect(t, p, event{Event: "open", Transport: "websocket"})
+	waitConn(t, rec.opened, "OnOpen")
+	expect(t, p, event{Event: "message", Data: "welcome"})
+	p.WriteJSON(map[string]any{"send": "c7"})
+	expect(t, p, event{Event: "message", Data: "s7"})
+	p.WriteJSON(map[string]any{"binary": "0102"})
+	expect(t, p, event{Event: "message", Data: "binary:0102"})
+	p.WriteJSON(map[string]any{"close": true})
+	expect(t, p, event{Event: "close", Reason: "forced close"})
+	waitConn(t, rec.closed, "OnClose")
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.errs) != 0 || rec.closes != 1 {
+		t.Fatalf("errors %v, %d OnClose", rec.errs, rec.closes)
+	}
+}
+
 // A session that starts on polling upgrades to WebSocket while 1,000
 // messages are in flight each way: 500 sent at open on polling, 500 more
 // sent the moment the probe succeeded (buffered by the client across the

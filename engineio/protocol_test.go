@@ -43,7 +43,13 @@ type handshake struct {
 // open makes the handshake of a polling session and returns its URL.
 func open(t *testing.T, base string) (string, handshake) {
 	t.Helper()
-	status, body, header := do(t, "GET", base+"/?EIO=4&transport=polling", "")
+	return openQuery(t, base, "")
+}
+
+// openQuery is open with more query parameters (say "&user=ann").
+func openQuery(t *testing.T, base, query string) (string, handshake) {
+	t.Helper()
+	status, body, header := do(t, "GET", base+"/?EIO=4&transport=polling"+query, "")
 	if status != 200 || !strings.HasPrefix(body, "0") {
 		t.Fatalf("handshake: %d %q", status, body)
 	}
@@ -107,6 +113,48 @@ func TestHandshakeAndRefusals(t *testing.T) {
 		}
 		waitConn(t, rec.closed, "OnClose")
 	}
+}
+
+// A foreign Origin is refused on the handshake and on the requests of a
+// session; the Authenticator refuses a handshake, or names the session's
+// user.
+func TestOriginAndAuthenticate(t *testing.T) {
+	rec := newRecorder()
+	base := serve(t, engineio.NewHandler(rec, engineio.WithOrigins("good.example"),
+		engineio.WithAuthenticate(func(r *http.Request) (string, error) {
+			if u := r.URL.Query().Get("user"); u != "" {
+				return u, nil
+			}
+			return "", &ratchet.RejectError{Status: http.StatusForbidden, Reason: "who are you?"}
+		})))
+	get := func(url, origin string) int {
+		req, _ := http.NewRequest("GET", url, nil)
+		req.Header.Set("Origin", origin)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if status := get(base+"/?EIO=4&transport=polling&user=ann", "https://evil.example"); status != http.StatusForbidden {
+		t.Fatalf("foreign origin: %d", status)
+	}
+	if status := get(base+"/?EIO=4&transport=polling", "https://good.example"); status != http.StatusForbidden {
+		t.Fatalf("refused by the Authenticator: %d", status)
+	}
+	session, _ := openQuery(t, base, "&user=ann")
+	conn := waitConn(t, rec.opened, "OnOpen")
+	if conn.User() != "ann" {
+		t.Fatalf("User %q", conn.User())
+	}
+	if status := get(session, "https://evil.example"); status != http.StatusForbidden {
+		t.Fatalf("foreign origin on a session: %d", status)
+	}
+	if status, _, _ := do(t, "POST", session, "1"); status != 200 {
+		t.Fatalf("close: %d", status)
+	}
+	waitConn(t, rec.closed, "OnClose")
 }
 
 // A second poll while one is pending closes the session, as the protocol

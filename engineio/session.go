@@ -443,7 +443,8 @@ func (s *session) runWebSocket(ws *wsConn) {
 		}
 	}
 	switch code := websocket.CloseStatus(err); {
-	case errors.Is(err, errClientClose), code == websocket.StatusNormalClosure, code == websocket.StatusGoingAway:
+	case errors.Is(err, errClientClose), code == websocket.StatusNormalClosure, code == websocket.StatusGoingAway,
+		code == websocket.StatusNoStatusRcvd: // engine.io-client closes its WebSocket with no code
 		err = nil
 	case errors.Is(err, websocket.ErrMessageTooBig):
 		err = fmt.Errorf("%w: a WebSocket message over maxPayload (%d bytes)", ErrProtocol, s.h.cfg.maxPayload)
