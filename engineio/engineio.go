@@ -7,8 +7,9 @@
 //	chat := ratchet.ComponentFuncs{Message: func(c ratchet.Conn, m ratchet.Message) { _ = c.Send(m) }}
 //	mux.Handle("/engine.io/", engineio.NewHandler(chat))
 //
-//	// in the browser
-//	const socket = new eio.Socket("/"); // path "/engine.io/" by default
+//	// in the browser, with engine.io-client
+//	import { Socket } from "engine.io-client";
+//	const socket = new Socket("https://example.com"); // path "/engine.io/" by default
 //	socket.on("message", data => console.log(data));
 //	socket.send("hello");
 //

@@ -49,8 +49,9 @@ func WithMaxPayload(n int64) Option {
 // WithSendQueue sets how many messages may wait for the client per session
 // (for its next poll, or for the WebSocket), as ratchet.WithSendQueue does
 // for a WebSocket connection: a Send that finds it full fails with
-// ratchet.ErrSlowConsumer and closes the session. Default
-// ratchet.DefaultSendQueue.
+// ratchet.ErrSlowConsumer and closes the session. On top of the queue, the
+// session holds the batch handed to it for the next poll, at most as many
+// messages again. Default ratchet.DefaultSendQueue.
 func WithSendQueue(n int) Option {
 	return func(c *config) {
 		if n > 0 {
