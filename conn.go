@@ -55,6 +55,31 @@ type Conn interface {
 	Get(key string) (any, bool)
 }
 
+// connValues holds the values of Conn.Set and Conn.Get, for every
+// implementation of Conn in this package.
+type connValues struct {
+	valuesMu sync.Mutex
+	values   map[string]any
+}
+
+// Set implements Conn.
+func (v *connValues) Set(key string, value any) {
+	v.valuesMu.Lock()
+	if v.values == nil {
+		v.values = make(map[string]any)
+	}
+	v.values[key] = value
+	v.valuesMu.Unlock()
+}
+
+// Get implements Conn.
+func (v *connValues) Get(key string) (any, bool) {
+	v.valuesMu.Lock()
+	val, ok := v.values[key]
+	v.valuesMu.Unlock()
+	return val, ok
+}
+
 var lastConnID atomic.Uint64
 
 // NewConnID returns a connection ID unique in this process, for other
@@ -122,7 +147,7 @@ type conn struct {
 	writeErr    error // the first write error
 	readErr     error // why reading stopped, nil for a clean close
 	peerClosed  bool  // the peer sent a normal close frame
-	values      map[string]any
+	connValues        // Set and Get
 
 	// Control frames owed to the peer, written ahead of the queue.
 	pong     []byte // payload of the peer's latest ping: one pong answers them all (RFC 6455 §5.5.3)
@@ -167,22 +192,6 @@ func (c *conn) User() string {
 
 // SetUser implements UserSetter.
 func (c *conn) SetUser(u string) { c.user.Store(&u) }
-
-func (c *conn) Set(key string, value any) {
-	c.mu.Lock()
-	if c.values == nil {
-		c.values = make(map[string]any)
-	}
-	c.values[key] = value
-	c.mu.Unlock()
-}
-
-func (c *conn) Get(key string) (any, bool) {
-	c.mu.Lock()
-	v, ok := c.values[key]
-	c.mu.Unlock()
-	return v, ok
-}
 
 func (c *conn) String() string { return fmt.Sprintf("conn#%d(%s)", c.id, c.req.RemoteAddr) }
 

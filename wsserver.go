@@ -4,14 +4,11 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"net/url"
-	"path"
-	"slices"
-	"strings"
 
 	"github.com/coder/websocket"
 
 	"github.com/ratchetgo/ratchet/internal/lifecycle"
+	"github.com/ratchetgo/ratchet/internal/origin"
 	"github.com/ratchetgo/ratchet/internal/wire"
 )
 
@@ -115,47 +112,4 @@ func (s *WsServer) remove(c *conn) {
 }
 
 // checkOrigin applies the origin policy; see WithOrigins.
-func checkOrigin(r *http.Request, patterns []string) error {
-	origin := r.Header.Get("Origin")
-	if origin == "" || slices.Contains(patterns, "*") {
-		return nil
-	}
-	if origin == opaqueOrigin {
-		if slices.ContainsFunc(patterns, func(p string) bool { return strings.EqualFold(p, opaqueOrigin) }) {
-			return nil
-		}
-		return errOriginNotAllowed
-	}
-	u, err := url.Parse(origin)
-	if err != nil || u.Host == "" {
-		return errors.New("ratchet: malformed Origin header")
-	}
-	if len(patterns) == 0 {
-		if strings.EqualFold(u.Host, r.Host) {
-			return nil
-		}
-		return errOriginNotAllowed
-	}
-	for _, p := range patterns {
-		if strings.EqualFold(p, opaqueOrigin) {
-			continue // not a host name
-		}
-		target := u.Hostname()
-		switch {
-		case strings.Contains(p, "://"):
-			target = u.Scheme + "://" + u.Host
-		case strings.Contains(p, ":"):
-			target = u.Host
-		}
-		if ok, _ := path.Match(strings.ToLower(p), strings.ToLower(target)); ok {
-			return nil
-		}
-	}
-	return errOriginNotAllowed
-}
-
-// opaqueOrigin is the Origin a browser sends for a page without an origin
-// of its own: a file:// page, a sandboxed frame, a data: URL (RFC 6454 §7.3).
-const opaqueOrigin = "null"
-
-var errOriginNotAllowed = errors.New("ratchet: origin not allowed")
+func checkOrigin(r *http.Request, patterns []string) error { return origin.Check(r, patterns) }

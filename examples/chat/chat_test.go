@@ -12,11 +12,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	cdppage "github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"go.uber.org/goleak"
 
 	"github.com/ratchetgo/ratchet"
 	"github.com/ratchetgo/ratchet/internal/browsertest"
+	"github.com/ratchetgo/ratchet/internal/jstest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -31,22 +34,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // With CHAT_SCREENSHOT=file.png the test saves screenshots of the first tab,
 // chatting (file.png) and offline (file-offline.png).
 func TestChatInBrowser(t *testing.T) {
-	// The chat server, as main builds it, on a free loopback port. Its
-	// httpHost is "localhost", so the browser must ask for that host.
-	srv := &chatServer{addr: "127.0.0.1:0"}
-	srv.start(t)
-	t.Cleanup(func() { srv.stop(t) })
-	pageURL := "http://localhost:" + port(srv.addr) + "/"
-
-	tab1 := browsertest.Start(t)
-
-	// The first call starts the browser; tab2, made after it, is a second
-	// tab of the same browser. Each tab's console is watched from the start.
-	console1 := watchConsole(t, tab1)
-	if err := chromedp.Do(tab1, chromedp.Navigate(pageURL+"?nick=ann")); err != nil {
-		t.Fatalf("tab 1: open %s: %v", pageURL, err)
-	}
-	waitForState(t, tab1, "tab 1", "connected", "connected as ann")
+	srv, pageURL, tab1, console1 := startChat(t)
 	nick, err := chromedp.Run(tab1, chromedp.Value(chromedp.ID("nick")))
 	if err != nil || nick != "ann" {
 		t.Errorf("tab 1: #nick holds %q (%v), want the nickname of the URL, ann", nick, err)
@@ -120,6 +108,64 @@ func TestChatInBrowser(t *testing.T) {
 	}
 }
 
+// startChat starts the chat server, as main builds it, on a free loopback
+// port, and opens its page in a first tab of a new browser as ann, on the
+// plain WebSocket. The server's httpHost is "localhost", so the browser
+// must ask for that host. Tabs made from the first one are tabs of the same
+// browser; each tab's console is watched from the start.
+func startChat(t *testing.T) (srv *chatServer, pageURL string, tab1 context.Context, console1 *consoleWatch) {
+	t.Helper()
+	srv = &chatServer{addr: "127.0.0.1:0"}
+	srv.start(t)
+	t.Cleanup(func() { srv.stop(t) })
+	pageURL = "http://localhost:" + port(srv.addr) + "/"
+
+	tab1 = browsertest.Start(t)
+	console1 = watchConsole(t, tab1)
+	if err := chromedp.Do(tab1, chromedp.Navigate(pageURL+"?nick=ann")); err != nil {
+		t.Fatalf("tab 1: open %s: %v", pageURL, err)
+	}
+	waitForState(t, tab1, "tab 1", "connected", "connected as ann")
+	return srv, pageURL, tab1, console1
+}
+
+// TestChatWithoutWebSocket runs the chat in a browser whose page has no
+// WebSocket (deleted before any script of the page runs): the page falls
+// back to engine.io-client, served by the example from the npm package, and
+// chats over long polling with a tab on the plain WebSocket route, both
+// ways, through the same component. No console errors.
+func TestChatWithoutWebSocket(t *testing.T) {
+	jstest.Require(t, "engine.io-client") // the browser build comes from node_modules
+	_, pageURL, tab1, console1 := startChat(t)
+
+	tab2, cancelTab2 := chromedp.NewContext(tab1)
+	defer cancelTab2()
+	console2 := watchConsole(t, tab2)
+	noWebSocket := chromedp.Action[chromedp.Void](func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
+		_, err := cdp.Call(ctx, tg, cdppage.AddScriptToEvaluateOnNewDocument,
+			cdppage.AddScriptToEvaluateOnNewDocumentParams{Source: "delete window.WebSocket;"})
+		return chromedp.Void{}, err
+	})
+	if err := chromedp.Do(tab2, noWebSocket, chromedp.Navigate(pageURL+"?nick=bob")); err != nil {
+		t.Fatalf("tab 2: open %s without WebSocket: %v", pageURL, err)
+	}
+	waitForState(t, tab2, "tab 2", "connected", "connected as bob (Engine.IO)")
+	if ws, err := chromedp.Run(tab2, chromedp.Evaluate[bool](`typeof WebSocket !== 'undefined'`)); err != nil || ws {
+		t.Fatalf("tab 2 has a WebSocket (%v): the test proves nothing", err)
+	}
+	waitForLine(t, tab1, "tab 1", ".greeting", "bob joined: Hello, WebSocket!")
+
+	sendMessage(t, tab1, "tab 1", "hi bob, over WebSocket")
+	waitForLine(t, tab2, "tab 2", ".msg:not(.me)", "ann: hi bob, over WebSocket")
+	sendMessage(t, tab2, "tab 2", "hi ann, over long polling ✓")
+	waitForLine(t, tab1, "tab 1", ".msg:not(.me)", "bob: hi ann, over long polling ✓")
+	for name, c := range map[string]*consoleWatch{"tab 1": console1, "tab 2": console2} {
+		if errs := c.errors(nil); len(errs) > 0 {
+			t.Errorf("%s: console errors: %q", name, errs)
+		}
+	}
+}
+
 // screenshot saves what tab shows when CHAT_SCREENSHOT names a file; suffix
 // goes before its extension.
 func screenshot(t *testing.T, tab context.Context, suffix string) {
@@ -153,7 +199,7 @@ func (s *chatServer) start(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.addr = l.Addr().String()
-	s.app = newApp("localhost")
+	s.app = newApp("localhost", filepath.Join(jstest.Root(t), defaultEngineIOClient))
 	s.served = make(chan error, 1)
 	go func() { s.served <- s.app.Serve(l) }()
 }

@@ -2,6 +2,16 @@
 // /websocket that relays every message to every other client, and at / a
 // browser page to chat with. Open the URL it prints in two tabs and type.
 //
+// The same component also answers Engine.IO (package engineio) at
+// /engine.io/, engine.io-client's default path, for browsers whose
+// WebSocket cannot get through (a proxy, a firewall): when the page's first
+// WebSocket fails, or the browser has none, or the URL says
+// ?transport=engineio, the page loads engine.io-client from /engine.io.js
+// and chats over long polling, upgrading to WebSocket where it can. Clients
+// of both routes chat together. /engine.io.js is the file of the npm
+// package (run npm ci at the repository root; -engineio-client names
+// another copy); without it the page stays on plain WebSocket.
+//
 // The server relays text as it is, like Ratchet's. The page adds what a chat
 // needs on top: it sends {"nick": ..., "text": ...} so that each line shows
 // who wrote it (?nick=ann in the URL picks the nickname), says
@@ -22,6 +32,7 @@ import (
 	"net/http"
 
 	"github.com/ratchetgo/ratchet"
+	"github.com/ratchetgo/ratchet/engineio"
 	"github.com/ratchetgo/ratchet/examples/internal/listen"
 )
 
@@ -61,6 +72,7 @@ func main() {
 	// Flags.
 	addr := listen.AddrFlag()
 	host := flag.String("host", "", `host name the routes answer, e.g. "localhost" ("": any)`)
+	eioClient := flag.String("engineio-client", defaultEngineIOClient, "engine.io-client's browser build, served at /engine.io.js")
 	flag.Parse()
 
 	l, err := net.Listen("tcp", *addr)
@@ -68,14 +80,25 @@ func main() {
 		log.Fatal(err)
 	}
 	fmt.Printf("chat: open %s/ in two browser tabs\n", listen.URL("http", l, *host))
-	log.Fatal(newApp(*host).Serve(l))
+	log.Fatal(newApp(*host, *eioClient).Serve(l))
 }
 
-// newApp builds the chat server: the Chat component at /websocket and the
-// browser client at /, for requests to httpHost.
-func newApp(httpHost string) *ratchet.App {
+// defaultEngineIOClient is where npm ci at the repository root puts
+// engine.io-client's browser build (go run ./examples/chat from there).
+const defaultEngineIOClient = "node_modules/engine.io-client/dist/engine.io.min.js"
+
+// newApp builds the chat server: the Chat component at /websocket and at
+// /engine.io/, the browser client at /, and eioClient (engine.io-client's
+// browser build) at /engine.io.js, for requests to httpHost.
+func newApp(httpHost, eioClient string) *ratchet.App {
 	app := ratchet.NewApp(httpHost, 0) // Serve takes the listener: no port
-	app.Route("/websocket", &Chat{}, []string{"*"})
+	chat := &Chat{}
+	app.Route("/websocket", chat, []string{"*"})
+	app.Handle("/engine.io/", engineio.NewHandler(chat, engineio.WithOrigins("*")))
+	app.HandleFunc("GET /engine.io.js", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
+		http.ServeFile(w, r, eioClient) // 404 when it is not installed: the page stays on WebSocket
+	})
 	app.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Write(page)

@@ -71,6 +71,7 @@ func Require(t testing.TB, pkgs ...string) string {
 type Process struct {
 	t      testing.TB
 	cmd    *exec.Cmd
+	stdin  io.WriteCloser
 	lines  chan []byte
 	quit   chan struct{} // closed by Stop: the reader drops what is left
 	exited chan struct{} // closed once the process was waited for
@@ -99,6 +100,9 @@ func Start(t testing.TB, pkgs []string, script string, args ...string) *Process 
 	cmd.Stderr = &p.stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
+		t.Fatal(err)
+	}
+	if p.stdin, err = cmd.StdinPipe(); err != nil {
 		t.Fatal(err)
 	}
 	if err := cmd.Start(); err != nil {
@@ -162,6 +166,19 @@ func (p *Process) NextJSON(v any) {
 	line := p.Next()
 	if err := json.Unmarshal(line, v); err != nil {
 		p.t.Fatalf("jstest: line %q is not JSON: %v", line, err)
+	}
+}
+
+// WriteJSON writes v as one JSON line to the script's standard input, for
+// scripts that take commands while they run.
+func (p *Process) WriteJSON(v any) {
+	p.t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	if _, err := p.stdin.Write(append(b, '\n')); err != nil {
+		p.t.Fatalf("jstest: write to the script: %v", err)
 	}
 }
 

@@ -1,0 +1,489 @@
+package engineio
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/coder/websocket"
+
+	"github.com/ratchetgo/ratchet"
+)
+
+// Packet types of Engine.IO v4.
+const (
+	typeOpen    = '0'
+	typeClose   = '1'
+	typePing    = '2'
+	typePong    = '3'
+	typeMessage = '4'
+	typeUpgrade = '5'
+	typeNoop    = '6'
+)
+
+// separator ends each packet of a polling payload but the last.
+const separator = '\x1e'
+
+// binaryPrefix marks a base64 binary message in a polling payload.
+const binaryPrefix = 'b'
+
+// packet is one Engine.IO packet on its way to the client.
+type packet struct {
+	typ    byte
+	data   []byte
+	binary bool // a binary message: raw frame on WebSocket, "b" + base64 when polling
+}
+
+// session is one Engine.IO session: the ratchet.Transport of its Conn.
+type session struct {
+	h    *Handler
+	id   string
+	conn *ratchet.TransportConn
+
+	mu        sync.Mutex
+	out       []packet      // waiting for a poll or the WebSocket writer
+	taken     uint64        // packets taken from out so far
+	added     uint64        // packets appended to out so far
+	changed   chan struct{} // closed and replaced on every change of the fields below
+	polling   bool          // a GET is pending
+	posting   bool          // a POST is being read
+	probing   bool          // a WebSocket is probing for the upgrade
+	upgrading bool          // the probe succeeded: answer GETs at once
+	ws        *wsConn       // the WebSocket, once upgraded (or from the start)
+	closed    bool
+	ping      *time.Timer // next ping
+	pong      *time.Timer // the pong deadline, while a ping awaits its pong
+}
+
+func (h *Handler) newSession(r *http.Request, user string) *session {
+	s := &session{h: h, id: newSessionID(), changed: make(chan struct{})}
+	s.conn = ratchet.NewTransportConn(tracked{h.component, h}, s, r, user, h.cfg.sendQueue)
+	return s
+}
+
+func (s *session) notifyLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// waitLocked releases the lock until the next change (or ctx is done).
+func (s *session) waitLocked(ctx context.Context) bool {
+	ch := s.changed
+	s.mu.Unlock()
+	defer s.mu.Lock()
+	select {
+	case <-ch:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (s *session) pushLocked(p ...packet) {
+	s.out = append(s.out, p...)
+	s.added += uint64(len(p))
+	s.notifyLocked()
+}
+
+func (s *session) takeLocked() []packet {
+	batch := s.out
+	s.out = nil
+	s.taken += uint64(len(batch))
+	s.notifyLocked()
+	return batch
+}
+
+// WriteMessages implements ratchet.Transport: it waits until a poll or the
+// WebSocket writer has taken msgs.
+func (s *session) WriteMessages(msgs []ratchet.Message) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ratchet.ErrClosed
+	}
+	for _, m := range msgs {
+		s.pushLocked(packet{typ: typeMessage, data: m.Data, binary: m.Type == ratchet.MessageBinary})
+	}
+	target := s.added
+	for s.taken < target && !s.closed {
+		s.waitLocked(context.Background())
+	}
+	if s.taken < target {
+		return ratchet.ErrClosed
+	}
+	return nil
+}
+
+// Close implements ratchet.Transport: a close packet for the client, taken
+// by its next poll or the WebSocket within the ping timeout, then the end.
+func (s *session) Close(ratchet.StatusCode, string) error {
+	s.mu.Lock()
+	if !s.closed {
+		s.pushLocked(packet{typ: typeClose})
+		ctx, cancel := context.WithTimeout(context.Background(), s.h.cfg.pingTimeout)
+		target := s.added
+		for s.taken < target && !s.closed && s.waitLocked(ctx) {
+		}
+		cancel()
+	}
+	s.mu.Unlock()
+	s.end(nil)
+	return nil
+}
+
+// end ends the session once: no more packets, the timers stopped, the
+// WebSocket writer told to close, and the Conn told (err goes to OnError).
+func (s *session) end(err error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	if s.ping != nil {
+		s.ping.Stop()
+	}
+	if s.pong != nil {
+		s.pong.Stop()
+	}
+	s.notifyLocked()
+	s.mu.Unlock()
+	s.h.mu.Lock()
+	delete(s.h.sessions, s.id)
+	s.h.mu.Unlock()
+	s.conn.End(err)
+}
+
+func (s *session) armPing() {
+	s.mu.Lock()
+	s.ping = time.AfterFunc(s.h.cfg.pingInterval, s.sendPing)
+	s.mu.Unlock()
+}
+
+func (s *session) sendPing() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.pushLocked(packet{typ: typePing})
+	s.pong = time.AfterFunc(s.h.cfg.pingTimeout, func() { s.end(ratchet.ErrKeepaliveTimeout) })
+}
+
+func (s *session) gotPong() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.pong == nil {
+		return
+	}
+	if s.pong.Stop() {
+		s.pong = nil
+		s.ping.Reset(s.h.cfg.pingInterval)
+	}
+}
+
+// begin starts a polling request, busy being s.polling for a GET or
+// s.posting for a POST: a session on WebSocket refuses it, and a second one
+// of its kind while one is under way ends the session (overlap, in the
+// reference server's words).
+func (s *session) begin(w http.ResponseWriter, busy *bool, overlap string) bool {
+	s.mu.Lock()
+	refused, overlapping := s.ws != nil, *busy
+	*busy = *busy || !refused
+	s.mu.Unlock()
+	if refused || overlapping {
+		writeError(w, http.StatusBadRequest, codeBadRequest)
+	}
+	if overlapping && !refused {
+		s.end(fmt.Errorf("%w: %s", ErrProtocol, overlap))
+	}
+	return !refused && !overlapping
+}
+
+// poll answers a GET with what waits for the client, holding it until
+// something does.
+func (s *session) poll(w http.ResponseWriter, r *http.Request) {
+	if !s.begin(w, &s.polling, "a second poll while one is pending") {
+		return
+	}
+	s.mu.Lock()
+	gone := false
+	for len(s.out) == 0 && !s.closed && !s.upgrading && s.ws == nil {
+		if !s.waitLocked(r.Context()) {
+			gone = true
+			break
+		}
+	}
+	var batch []packet
+	if !gone {
+		batch = s.takeLocked()
+	}
+	closed := s.closed
+	s.polling = false
+	s.mu.Unlock()
+	if gone {
+		s.end(fmt.Errorf("engineio: poll: %w", r.Context().Err()))
+		return
+	}
+	switch {
+	case closed && (len(batch) == 0 || batch[len(batch)-1].typ != typeClose):
+		batch = append(batch, packet{typ: typeClose})
+	case len(batch) == 0:
+		batch = append(batch, packet{typ: typeNoop}) // released for the upgrade
+	}
+	if err := writePayload(w, batch, s.h.cfg.writeTimeout); err != nil {
+		s.end(fmt.Errorf("engineio: poll response: %w", err))
+	}
+}
+
+// writePayload writes packets as one polling payload.
+func writePayload(w http.ResponseWriter, batch []packet, timeout time.Duration) error {
+	var b []byte
+	for i, p := range batch {
+		if i > 0 {
+			b = append(b, separator)
+		}
+		if p.binary {
+			b = append(b, binaryPrefix)
+			b = base64.StdEncoding.AppendEncode(b, p.data)
+			continue
+		}
+		b = append(append(b, p.typ), p.data...)
+	}
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(timeout))
+	w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
+	_, err := w.Write(b)
+	return err
+}
+
+// post reads the packets of a POST body, in order.
+func (s *session) post(w http.ResponseWriter, r *http.Request) {
+	if !s.begin(w, &s.posting, "a second POST while one is being read") {
+		return
+	}
+	defer func() {
+		s.mu.Lock()
+		s.posting = false
+		s.mu.Unlock()
+	}()
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.h.cfg.maxPayload))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			http.Error(w, "payload too large", http.StatusRequestEntityTooLarge)
+			s.end(fmt.Errorf("%w: a POST over maxPayload (%d bytes)", ErrProtocol, s.h.cfg.maxPayload))
+			return
+		}
+		writeError(w, http.StatusBadRequest, codeBadRequest)
+		s.end(fmt.Errorf("engineio: POST: %w", err))
+		return
+	}
+	for p := range bytes.SplitSeq(body, []byte{separator}) {
+		if len(p) > 0 && p[0] == binaryPrefix {
+			data, err := base64.StdEncoding.AppendDecode(nil, p[1:])
+			if err != nil {
+				writeError(w, http.StatusBadRequest, codeBadRequest)
+				s.end(fmt.Errorf("%w: invalid base64 in a binary packet", ErrProtocol))
+				return
+			}
+			_ = s.conn.Receive(ratchet.Message{Type: ratchet.MessageBinary, Data: data})
+			continue
+		}
+		if err := s.receive(p, false); errors.Is(err, errClientClose) {
+			break
+		} else if err != nil {
+			writeError(w, http.StatusBadRequest, codeBadRequest)
+			s.end(err)
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "text/html")
+	_, _ = w.Write([]byte("ok"))
+}
+
+// errClientClose stops the reading of a session the client closed.
+var errClientClose = errors.New("engineio: closed by the client")
+
+// receive handles one packet from the client (text packets; binary ones
+// are messages).
+func (s *session) receive(p []byte, binary bool) error {
+	if binary {
+		_ = s.conn.Receive(ratchet.Message{Type: ratchet.MessageBinary, Data: p})
+		return nil
+	}
+	if len(p) == 0 {
+		return fmt.Errorf("%w: an empty packet", ErrProtocol)
+	}
+	switch p[0] {
+	case typeMessage:
+		if !utf8.Valid(p[1:]) {
+			return fmt.Errorf("%w: %w", ErrProtocol, ratchet.ErrInvalidUTF8)
+		}
+		_ = s.conn.Receive(ratchet.Message{Type: ratchet.MessageText, Data: bytes.Clone(p[1:])})
+	case typePong:
+		s.gotPong()
+	case typeNoop:
+	case typeClose:
+		s.end(nil)
+		return errClientClose
+	default:
+		return fmt.Errorf("%w: unexpected packet type %q", ErrProtocol, p[0])
+	}
+	return nil
+}
+
+// wsConn is a WebSocket of a session, with its write timeout.
+type wsConn struct {
+	c       *websocket.Conn
+	timeout time.Duration
+}
+
+func (h *Handler) accept(w http.ResponseWriter, r *http.Request) (*wsConn, error) {
+	// The origin policy was applied by ServeHTTP, with ratchet's rules.
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	if err != nil {
+		return nil, err
+	}
+	c.SetReadLimit(h.cfg.maxPayload)
+	return &wsConn{c: c, timeout: h.cfg.writeTimeout}, nil
+}
+
+func (ws *wsConn) write(typ websocket.MessageType, b []byte) error {
+	ctx, cancel := context.WithTimeout(context.Background(), ws.timeout)
+	defer cancel()
+	return ws.c.Write(ctx, typ, b)
+}
+
+func (ws *wsConn) closeNow() { _ = ws.c.CloseNow() }
+
+// upgrade serves the WebSocket that probes for and then completes the
+// upgrade of a polling session.
+func (s *session) upgrade(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	busy := s.ws != nil || s.probing || s.closed
+	s.probing = !busy
+	s.mu.Unlock()
+	if busy {
+		writeError(w, http.StatusBadRequest, codeBadRequest)
+		return
+	}
+	ws, err := s.h.accept(w, r)
+	if err != nil {
+		s.mu.Lock()
+		s.probing = false
+		s.mu.Unlock()
+		return
+	}
+	if s.probe(ws) {
+		s.runWebSocket(ws)
+		return
+	}
+	ws.closeNow()
+	s.mu.Lock()
+	s.probing, s.upgrading = false, false
+	s.mu.Unlock()
+}
+
+// probe answers 2probe with 3probe, releases the pending poll, and waits
+// for the upgrade packet; then the WebSocket is the session's transport.
+func (s *session) probe(ws *wsConn) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), s.h.cfg.pingTimeout)
+	defer cancel()
+	typ, b, err := ws.c.Read(ctx)
+	if err != nil || typ != websocket.MessageText || string(b) != "2probe" {
+		return false
+	}
+	if ws.write(websocket.MessageText, []byte("3probe")) != nil {
+		return false
+	}
+	s.mu.Lock()
+	s.upgrading = true
+	s.notifyLocked() // the pending poll returns, with a noop if nothing waits
+	s.mu.Unlock()
+	typ, b, err = ws.c.Read(ctx)
+	if err != nil || typ != websocket.MessageText || len(b) != 1 || b[0] != typeUpgrade {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.ws, s.upgrading, s.probing = ws, false, false
+	s.notifyLocked()
+	return true
+}
+
+// runWebSocket reads the session's WebSocket until it ends, while a writer
+// goroutine sends what waits in the session.
+func (s *session) runWebSocket(ws *wsConn) {
+	s.mu.Lock()
+	s.ws = ws
+	s.mu.Unlock()
+	written := make(chan struct{})
+	go s.writeWebSocket(ws, written)
+	ctx := context.Background()
+	var err error
+	for {
+		var typ websocket.MessageType
+		var b []byte
+		typ, b, err = ws.c.Read(ctx)
+		if err != nil {
+			break
+		}
+		if err = s.receive(b, typ == websocket.MessageBinary); err != nil {
+			break
+		}
+	}
+	switch code := websocket.CloseStatus(err); {
+	case errors.Is(err, errClientClose), code == websocket.StatusNormalClosure, code == websocket.StatusGoingAway,
+		code == websocket.StatusNoStatusRcvd: // engine.io-client closes its WebSocket with no code
+		err = nil
+	case errors.Is(err, websocket.ErrMessageTooBig):
+		err = fmt.Errorf("%w: a WebSocket message over maxPayload (%d bytes)", ErrProtocol, s.h.cfg.maxPayload)
+	case !errors.Is(err, ErrProtocol):
+		err = fmt.Errorf("engineio: websocket: %w", err)
+	}
+	s.end(err)
+	<-written
+	ws.closeNow()
+}
+
+// writeWebSocket writes what waits in the session until it has ended, then
+// closes the WebSocket.
+func (s *session) writeWebSocket(ws *wsConn, written chan<- struct{}) {
+	defer close(written)
+	s.mu.Lock()
+	for {
+		for len(s.out) == 0 && !s.closed {
+			s.waitLocked(context.Background())
+		}
+		if len(s.out) == 0 {
+			break
+		}
+		batch := s.takeLocked()
+		s.mu.Unlock()
+		for _, p := range batch {
+			var err error
+			if p.binary {
+				err = ws.write(websocket.MessageBinary, p.data)
+			} else {
+				err = ws.write(websocket.MessageText, append([]byte{p.typ}, p.data...))
+			}
+			if err != nil {
+				s.end(fmt.Errorf("engineio: websocket: %w", err))
+				return
+			}
+		}
+		s.mu.Lock()
+	}
+	s.mu.Unlock()
+	_ = ws.c.Close(websocket.StatusNormalClosure, "")
+}

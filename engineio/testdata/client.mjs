@@ -1,0 +1,41 @@
+// client.mjs drives engine.io-client for the engineio tests.
+//   node client.mjs URL TRANSPORTS   (TRANSPORTS: "polling" or "polling,websocket")
+// It writes one JSON line per event (open, message, upgrading, upgrade,
+// close) and reads one JSON command per line on stdin:
+//   {"send": "text"}                  send one message
+//   {"burst": N, "from": I}           send "cI" .. "c(I+N-1)"
+//   {"burstOnUpgrading": N, "from": I} the same, as soon as the probe succeeded
+//   {"freeze": true}                  block the event loop: a client that vanished
+//   {"close": true}                   close the socket
+import { Socket } from "engine.io-client";
+import { createInterface } from "node:readline";
+
+const [url, transports] = process.argv.slice(2);
+const out = (o) => process.stdout.write(JSON.stringify(o) + "\n");
+const socket = new Socket(url, { transports: transports.split(",") });
+let pendingBurst = null;
+
+const burst = (n, from) => {
+  for (let i = from; i < from + n; i++) socket.send("c" + i);
+};
+
+socket.on("open", () => out({ event: "open", transport: socket.transport.name }));
+socket.on("message", (data) =>
+  out({ event: "message", data: typeof data === "string" ? data : "binary:" + Buffer.from(data).toString("hex") }));
+socket.on("upgrading", (t) => {
+  out({ event: "upgrading", transport: t.name });
+  if (pendingBurst) burst(pendingBurst.n, pendingBurst.from);
+});
+socket.on("upgrade", (t) => out({ event: "upgrade", transport: t.name }));
+socket.on("close", (reason) => out({ event: "close", reason }));
+socket.on("error", (err) => out({ event: "error", error: String(err) }));
+
+createInterface({ input: process.stdin }).on("line", (line) => {
+  const cmd = JSON.parse(line);
+  if (cmd.send !== undefined) socket.send(cmd.send);
+  if (cmd.binary !== undefined) socket.send(Buffer.from(cmd.binary, "hex"));
+  if (cmd.burst !== undefined) burst(cmd.burst, cmd.from);
+  if (cmd.burstOnUpgrading !== undefined) pendingBurst = { n: cmd.burstOnUpgrading, from: cmd.from };
+  if (cmd.freeze) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
+  if (cmd.close) socket.close();
+});

@@ -1,0 +1,274 @@
+package ratchet
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"runtime/debug"
+	"sync"
+)
+
+// Transport carries a connection's messages over something other than the
+// WebSocket connections of WsServer: an Engine.IO session (long polling,
+// then WebSocket), an event stream. NewTransportConn turns it into a Conn,
+// so the Hub, ConnSet and components need not know which transport a Conn
+// rides on; the transport only moves bytes.
+type Transport interface {
+	// WriteMessages delivers msgs to the peer, in order. The Conn calls it
+	// from one goroutine at a time and only while messages are queued, so it
+	// may wait until the peer can take them (a long poll arrives), bounded
+	// by the transport's own timeouts; meanwhile Send keeps queueing, up to
+	// the send queue. An error ends the connection (OnError receives it).
+	// After TransportConn.End it must return promptly.
+	WriteMessages(msgs []Message) error
+	// Close ends the transport and frees what it holds. The Conn calls it
+	// exactly once, when the connection ends for whatever reason, after the
+	// last WriteMessages and before OnClose. code and reason are those of
+	// Conn.Close (StatusGoingAway when the transport itself ended), for the
+	// peer if the protocol can carry them.
+	Close(code StatusCode, reason string) error
+}
+
+// TransportConn is the Conn of a Transport, with the guarantees of a
+// WebSocket connection: callbacks in order (OnOpen, each OnMessage, OnError
+// for an abnormal end, OnClose exactly once and last), a Send that never
+// blocks and fails with ErrSlowConsumer when the send queue is full
+// (closing with StatusPolicyViolation), Close with a code, User, Context
+// and values.
+//
+// The transport drives it: Open once, Receive for each message from the
+// peer, End when the peer is gone.
+type TransportConn struct {
+	id        uint64
+	component MessageComponent
+	t         Transport
+	req       *http.Request
+	sendQueue int
+	ctx       context.Context
+	cancel    context.CancelFunc
+	done      chan struct{} // closed after OnClose
+
+	// in serializes the callbacks; opened tells Receive that OnOpen ran.
+	in     sync.Mutex
+	opened bool
+
+	mu          sync.Mutex
+	user        string
+	queue       []Message
+	writing     bool // a writer goroutine owns the transport's write side
+	closing     bool // Close, a failure or End: Send refuses
+	finishing   bool // finish has started (once)
+	closeCode   StatusCode
+	closeReason string
+	cause       error // for OnError
+
+	connValues // Set and Get
+}
+
+var _ UserSetter = (*TransportConn)(nil)
+
+// NewTransportConn returns the Conn of t for component. r is the request
+// that started the connection (Conn.Request), user its identity ("" for
+// anonymous), sendQueue how many messages may wait for the transport
+// (DefaultSendQueue if not positive). Call Open next.
+func NewTransportConn(component MessageComponent, t Transport, r *http.Request, user string, sendQueue int) *TransportConn {
+	if sendQueue <= 0 {
+		sendQueue = DefaultSendQueue
+	}
+	c := &TransportConn{id: NewConnID(), component: component, t: t, req: r, user: user,
+		sendQueue: sendQueue, done: make(chan struct{})}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	return c
+}
+
+// Open calls OnOpen. The transport calls it once, before any Receive.
+func (c *TransportConn) Open() {
+	c.in.Lock()
+	defer c.in.Unlock()
+	c.opened = true
+	c.call(func() { c.component.OnOpen(c) })
+}
+
+// Receive hands one message from the peer to OnMessage, after the ones
+// received before it. It returns ErrClosed, without calling OnMessage, once
+// the connection is closing or before Open.
+func (c *TransportConn) Receive(msg Message) error {
+	c.in.Lock()
+	defer c.in.Unlock()
+	c.mu.Lock()
+	closing := c.closing
+	c.mu.Unlock()
+	if closing || !c.opened {
+		return ErrClosed
+	}
+	c.call(func() { c.component.OnMessage(c, msg) })
+	return nil
+}
+
+// End tells the Conn that the transport is gone (the peer left, timed out
+// or broke the protocol). What is queued is dropped; err, if not nil, goes
+// to OnError; then Transport.Close and OnClose follow, once. Calling End
+// again, or after the Conn has closed, does nothing.
+func (c *TransportConn) End(err error) {
+	c.mu.Lock()
+	if err != nil && c.cause == nil {
+		c.cause = err
+	}
+	if !c.closing {
+		c.closing, c.closeCode = true, StatusGoingAway
+	}
+	c.queue = nil
+	start := !c.writing && !c.finishing
+	c.finishing = c.finishing || start
+	c.mu.Unlock()
+	if start {
+		go c.finish() // End may run inside a callback; finish waits for it
+	}
+}
+
+// Done is closed once OnClose has returned.
+func (c *TransportConn) Done() <-chan struct{} { return c.done }
+
+// ID implements Conn.
+func (c *TransportConn) ID() uint64 { return c.id }
+
+// Request implements Conn: the request that started the connection.
+func (c *TransportConn) Request() *http.Request { return c.req }
+
+// RemoteAddr implements Conn.
+func (c *TransportConn) RemoteAddr() string { return c.req.RemoteAddr }
+
+// Subprotocol implements Conn; a Transport has none.
+func (c *TransportConn) Subprotocol() string { return "" }
+
+// Context implements Conn.
+func (c *TransportConn) Context() context.Context { return c.ctx }
+
+func (c *TransportConn) String() string { return fmt.Sprintf("conn#%d(%s)", c.id, c.req.RemoteAddr) }
+
+// User implements Conn.
+func (c *TransportConn) User() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.user
+}
+
+// SetUser implements UserSetter.
+func (c *TransportConn) SetUser(u string) {
+	c.mu.Lock()
+	c.user = u
+	c.mu.Unlock()
+}
+
+// Send implements Conn: it queues msg and returns at once.
+func (c *TransportConn) Send(msg Message) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return ErrClosed
+	}
+	if len(c.queue) >= c.sendQueue {
+		c.failLocked(ErrSlowConsumer, StatusPolicyViolation, "slow consumer")
+		c.queue = nil // cannot be delivered in time; OnError tells
+		return ErrSlowConsumer
+	}
+	c.queue = append(c.queue, msg)
+	c.startWriterLocked()
+	return nil
+}
+
+// Close implements Conn: what is queued is written, then the transport is
+// closed with code and reason, then OnClose follows.
+func (c *TransportConn) Close(code StatusCode, reason string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return ErrClosed
+	}
+	c.closing, c.closeCode, c.closeReason = true, code, reason
+	c.startWriterLocked()
+	return nil
+}
+
+func (c *TransportConn) failLocked(err error, code StatusCode, reason string) {
+	if c.cause == nil {
+		c.cause = err
+	}
+	if !c.closing {
+		c.closing, c.closeCode, c.closeReason = true, code, reason
+		c.startWriterLocked()
+	}
+}
+
+func (c *TransportConn) startWriterLocked() {
+	if c.writing || c.finishing {
+		return
+	}
+	c.writing = true
+	go c.writeLoop()
+}
+
+// writeLoop hands the queue to the transport, a batch at a time, and ends
+// the connection once it is closing and nothing is left to write. It exits
+// when the queue is empty, so an idle connection has no writer goroutine.
+func (c *TransportConn) writeLoop() {
+	for {
+		c.mu.Lock()
+		if len(c.queue) == 0 {
+			c.writing = false
+			finish := c.closing && !c.finishing
+			c.finishing = c.finishing || finish
+			c.mu.Unlock()
+			if finish {
+				c.finish()
+			}
+			return
+		}
+		batch := c.queue
+		c.queue = nil
+		c.mu.Unlock()
+		if err := c.t.WriteMessages(batch); err != nil {
+			c.mu.Lock()
+			if c.cause == nil && !c.closing {
+				c.cause = fmt.Errorf("ratchet: write: %w", err)
+			}
+			c.closing, c.queue = true, nil
+			if c.closeCode == 0 {
+				c.closeCode = StatusGoingAway
+			}
+			c.mu.Unlock()
+		}
+	}
+}
+
+// finish ends the connection: the transport is closed, then OnError (if
+// there is a cause) and OnClose run after any callback under way.
+func (c *TransportConn) finish() {
+	c.mu.Lock()
+	code, reason := c.closeCode, c.closeReason
+	c.mu.Unlock()
+	_ = c.t.Close(code, reason)
+	c.in.Lock()
+	defer c.in.Unlock()
+	c.cancel()
+	c.mu.Lock()
+	cause := c.cause
+	c.mu.Unlock()
+	if cause != nil {
+		c.call(func() { c.component.OnError(c, cause) })
+	}
+	c.call(func() { c.component.OnClose(c) })
+	close(c.done)
+}
+
+// call runs a callback, turning a panic into a 1011 close and OnError.
+func (c *TransportConn) call(f func()) {
+	defer func() {
+		if v := recover(); v != nil {
+			c.mu.Lock()
+			c.failLocked(&PanicError{Value: v, Stack: debug.Stack()}, StatusInternalError, "internal error")
+			c.mu.Unlock()
+		}
+	}()
+	f()
+}
