@@ -49,6 +49,7 @@ type App struct {
 	shutdowners []shutdowner // handlers given to Handle that can shut down
 	https       []*http.Server
 	shutdown    bool
+	draining    atomic.Bool // Shutdown has begun: ReadyHandler answers 503
 }
 
 type shutdowner interface {
@@ -238,10 +239,12 @@ func (a *App) Serve(l net.Listener) error {
 	return hs.Serve(l)
 }
 
-// Shutdown stops accepting connections, closes every WebSocket with
+// Shutdown turns readiness off (see ReadyHandler), stops accepting
+// connections, closes every WebSocket with
 // StatusGoingAway (1001), and waits until each has been through OnClose or
 // ctx is done. Run and Serve then return ErrServerClosed.
 func (a *App) Shutdown(ctx context.Context) error {
+	a.draining.Store(true) // readiness goes first, before any 1001
 	a.mu.Lock()
 	a.shutdown = true
 	https := a.https
