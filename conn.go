@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/coder/websocket"
+	"golang.org/x/time/rate"
 
 	"github.com/ratchetgo/ratchet/internal/wire"
 )
@@ -103,6 +104,8 @@ type conn struct {
 	readErr     error // why reading stopped, nil for a clean close
 	peerClosed  bool  // the peer sent a normal close frame
 	values      map[string]any
+
+	rate *rate.Limiter // WithMessageRate; nil: no limit
 }
 
 func newConn(s *WsServer, ws *websocket.Conn, wc *wire.Conn, r *http.Request, user string, deflate bool) *conn {
@@ -112,6 +115,9 @@ func newConn(s *WsServer, ws *websocket.Conn, wc *wire.Conn, r *http.Request, us
 		c.user.Store(&user)
 	}
 	ws.SetReadLimit(s.cfg.readLimit)
+	if s.cfg.messageRate > 0 {
+		c.rate = rate.NewLimiter(s.cfg.messageRate, s.cfg.messageBurst)
+	}
 	return c
 }
 
@@ -432,6 +438,10 @@ func (c *conn) readLoop() {
 		}
 		if typ == websocket.MessageText && !utf8.Valid(data) {
 			c.fail(ErrInvalidUTF8, StatusInvalidPayload, "invalid UTF-8")
+			return
+		}
+		if c.rate != nil && !c.rate.Allow() {
+			c.fail(ErrMessageRate, StatusPolicyViolation, "message rate exceeded")
 			return
 		}
 		msg := Message{Type: MessageType(typ), Data: data}

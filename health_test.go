@@ -26,7 +26,6 @@ func probe(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, strings.TrimSpace(string(b))
 }
 
-
 // During Shutdown, /readyz answers 503 before any client hears its 1001:
 // OnClose is held until the client, having received the close, has probed,
 // so a readiness turned off only after the connections were closed would

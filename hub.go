@@ -51,6 +51,8 @@ type Hub struct {
 	broker   Broker
 	presence Presence
 
+	maxSubs int // WithMaxSubscriptions; 0: no limit
+
 	mu     sync.Mutex
 	topics map[string]*hubTopic
 	conns  map[Conn]*hubMember
@@ -84,6 +86,13 @@ func WithBroker(b Broker) HubOption { return func(h *Hub) { h.broker = b } }
 // and watch joins and leaves on p. The Hub does not close p.
 func WithPresence(p Presence) HubOption { return func(h *Hub) { h.presence = p } }
 
+// WithMaxSubscriptions bounds the topics one connection may subscribe to
+// through the Hub (reserved topics, and Add, not counted): past n,
+// Subscribe returns ErrTooManySubscriptions, so that code subscribing on a
+// client's request cannot be made to hold unbounded state. Default: no
+// limit (n <= 0).
+func WithMaxSubscriptions(n int) HubOption { return func(h *Hub) { h.maxSubs = max(n, 0) } }
+
 // NewHub returns an empty Hub.
 func NewHub(opts ...HubOption) *Hub {
 	h := &Hub{topics: make(map[string]*hubTopic), conns: make(map[Conn]*hubMember)}
@@ -111,7 +120,8 @@ func (h *Hub) Add(ctx context.Context, c Conn) error {
 // returns ErrInvalidTopic for a name ValidTopic refuses, ErrClosed if c has
 // ended, ErrHubClosed after Close, ErrBrokerUnavailable while the Broker has
 // lost its server (c is then not added; if it was subscribed before, it
-// stays so), or the Broker's error.
+// stays so), ErrTooManySubscriptions past WithMaxSubscriptions, or the
+// Broker's error.
 func (h *Hub) Subscribe(ctx context.Context, c Conn, topic string) error {
 	if !ValidTopic(topic) {
 		return ErrInvalidTopic
@@ -345,6 +355,10 @@ func (h *Hub) join(ctx context.Context, c Conn, topic string) (bool, error) {
 	if m == nil {
 		h.mu.Unlock()
 		return false, ErrClosed // ended meanwhile
+	}
+	if h.maxSubs > 0 && m.topics[topic] == nil && ValidTopic(topic) && len(m.clientTopicsLocked()) >= h.maxSubs {
+		h.mu.Unlock()
+		return false, ErrTooManySubscriptions
 	}
 	t := h.topics[topic]
 	if t == nil {

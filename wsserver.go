@@ -53,10 +53,16 @@ func NewWsServer(c MessageComponent, opts ...WsOption) *WsServer {
 // ServeHTTP checks the origin and the Authenticator, upgrades the request and
 // starts the connection. Refusals are plain HTTP answers sent before any
 // upgrade: 403 for a foreign origin, 401 (or the RejectError's status) from
-// the Authenticator, 4xx for a malformed handshake, 503 after Shutdown.
+// the Authenticator, 4xx for a malformed handshake, 503 after Shutdown, and
+// 503 or 429 with Retry-After over a limit (WithMaxConns,
+// WithMaxConnsPerIP, WithHandshakeRate).
 func (s *WsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.life.Closed() {
 		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	ip := clientIP(r, s.cfg.trustedProxies)
+	if !s.handshakeAllowed(w, ip) {
 		return
 	}
 	if err := checkOrigin(r, s.cfg.origins); err != nil {
@@ -77,17 +83,24 @@ func (s *WsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		user = u
 	}
+	release, ok := s.admit(w, r, ip)
+	if !ok {
+		return
+	}
 	hw := &hijackWriter{ResponseWriter: w, writeTimeout: s.cfg.writeTimeout}
 	ws, err := websocket.Accept(hw, r, &s.accept)
 	if err != nil {
+		release()
 		s.cfg.log().Debug("ratchet: handshake refused", "remote", r.RemoteAddr, "err", err)
 		return // Accept has answered the request
 	}
 	c := newConn(s, ws, hw.wc, r, user, hw.header.Get("Sec-WebSocket-Extensions") != "")
 	if !s.life.Enter(func() { s.conns.Add(c) }) {
+		release()
 		_ = ws.Close(websocket.StatusGoingAway, "server shutting down")
 		return
 	}
+	context.AfterFunc(c.ctx, release) // the slots are free once the connection has ended
 	go c.run()
 }
 
