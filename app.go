@@ -39,7 +39,8 @@ type App struct {
 	idleTimeout      time.Duration
 	maxHeaderBytes   int
 	defaults         []WsOption
-	logger           *slog.Logger // WithLogger among the defaults; nil: slog.Default()
+	logger           *slog.Logger  // WithLogger among the defaults; nil: slog.Default()
+	obs              RouteObserver // WithObserver among the defaults, for refusals before any route
 
 	mux   http.ServeMux
 	hosts atomic.Pointer[[]string] // every host a pattern names, lower case
@@ -77,6 +78,9 @@ func NewApp(httpHost string, port int, opts ...Option) *App {
 		o(&cfg)
 	}
 	a.logger = cfg.logger
+	if cfg.observer != nil {
+		a.obs = cfg.observer.Route("", "websocket")
+	}
 	return a
 }
 
@@ -137,6 +141,9 @@ func (a *App) wrongHost(w http.ResponseWriter, r *http.Request, hosts []string) 
 	quoted := make([]string, len(hosts))
 	for i, h := range hosts {
 		quoted[i] = strconv.Quote(h)
+	}
+	if a.obs != nil && strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		a.obs.HandshakeRejected(RejectHost)
 	}
 	msg := "this server answers " + r.URL.Path + " for host " + strings.Join(quoted, " or ") +
 		", not for " + strconv.Quote(r.Host)

@@ -163,7 +163,11 @@ func (c *conn) String() string { return fmt.Sprintf("conn#%d(%s)", c.id, c.req.R
 // everything sent while a write is under way or while the connection's own
 // callback runs (its replies then leave together), goes through the queue
 // and a writer goroutine that lives only while there is a backlog.
-func (c *conn) Send(msg Message) error { return c.send(outMsg{msg: msg}) }
+func (c *conn) Send(msg Message) error {
+	err := c.send(outMsg{msg: msg})
+	c.observeSend(len(msg.Data), err)
+	return err
+}
 
 // outMsg is a message on its way out. shared is set for a broadcast, so
 // that its recipients share one compressed payload.
@@ -333,6 +337,7 @@ func (c *conn) writeLoop() {
 func (c *conn) writeFailedLocked(err error) {
 	c.writing = false
 	if c.writeErr == nil {
+		c.observeWriteErr(err)
 		c.writeErr = fmt.Errorf("ratchet: write: %w", err)
 	}
 }
@@ -402,6 +407,9 @@ func (c *conn) keepalive() {
 	cancel()
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
+			if o := c.srv.obs; o != nil {
+				o.KeepaliveTimeout()
+			}
 			c.abort(ErrKeepaliveTimeout)
 		}
 		return
@@ -439,6 +447,9 @@ func (c *conn) readLoop() {
 		if typ == websocket.MessageText && !utf8.Valid(data) {
 			c.fail(ErrInvalidUTF8, StatusInvalidPayload, "invalid UTF-8")
 			return
+		}
+		if o := c.srv.obs; o != nil {
+			o.MessageIn(len(data))
 		}
 		if c.rate != nil && !c.rate.Allow() {
 			c.fail(ErrMessageRate, StatusPolicyViolation, "message rate exceeded")
@@ -519,6 +530,9 @@ func (c *conn) callInput(f func()) bool {
 func (c *conn) call(f func()) (ok bool) {
 	defer func() {
 		if v := recover(); v != nil {
+			if o := c.srv.obs; o != nil {
+				o.Panic()
+			}
 			c.fail(&PanicError{Value: v, Stack: debug.Stack()}, StatusInternalError, "internal error")
 			ok = false
 		}

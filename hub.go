@@ -51,7 +51,8 @@ type Hub struct {
 	broker   Broker
 	presence Presence
 
-	maxSubs int // WithMaxSubscriptions; 0: no limit
+	maxSubs int         // WithMaxSubscriptions; 0: no limit
+	obs     HubObserver // WithHubObserver; nil: not observed
 
 	mu     sync.Mutex
 	topics map[string]*hubTopic
@@ -221,7 +222,10 @@ func (h *Hub) PublishToUser(ctx context.Context, user string, msg Message) (int,
 	return h.publish(ctx, userTopicPrefix+user, msg)
 }
 
-func (h *Hub) publish(ctx context.Context, topic string, msg Message) (int, error) {
+func (h *Hub) publish(ctx context.Context, topic string, msg Message) (n int, err error) {
+	if h.obs != nil {
+		defer h.observePublish(time.Now(), &err)
+	}
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
@@ -244,7 +248,7 @@ func (h *Hub) publish(ctx context.Context, topic string, msg Message) (int, erro
 	if t == nil {
 		return 0, nil
 	}
-	return t.subs.Broadcast(msg), nil
+	return h.delivered(t.subs.Broadcast(msg)), nil
 }
 
 // Subscribers returns how many local connections subscribe to topic.
@@ -490,7 +494,7 @@ func (h *Hub) syncBroker(ctx context.Context, t *hubTopic) error {
 	want := t.subs.Len() > 0
 	switch {
 	case want && t.brokerSub == nil:
-		sub, err := h.broker.Subscribe(ctx, t.name, func(m Message) { t.subs.Broadcast(m) })
+		sub, err := h.broker.Subscribe(ctx, t.name, func(m Message) { h.delivered(t.subs.Broadcast(m)) })
 		if err != nil {
 			return err
 		}

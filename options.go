@@ -55,6 +55,9 @@ type wsConfig struct {
 	messageRate    rate.Limit
 	messageBurst   int
 	trustedProxies []netip.Prefix
+
+	observer  Observer // WithObserver
+	routeName string   // the App route, for the observer
 }
 
 func defaultWsConfig() wsConfig {

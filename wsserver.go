@@ -32,6 +32,7 @@ type WsServer struct {
 
 	conns ConnSet         // every open connection
 	life  lifecycle.Group // connections not yet through OnClose
+	obs   RouteObserver   // nil: not observed
 }
 
 // NewWsServer returns a handler serving c, configured by opts.
@@ -47,6 +48,9 @@ func NewWsServer(c MessageComponent, opts ...WsOption) *WsServer {
 	if s.cfg.compression {
 		s.accept.CompressionMode = websocket.CompressionNoContextTakeover
 	}
+	if s.cfg.observer != nil {
+		s.obs = s.cfg.observer.Route(s.cfg.routeName, "websocket")
+	}
 	return s
 }
 
@@ -58,14 +62,17 @@ func NewWsServer(c MessageComponent, opts ...WsOption) *WsServer {
 // WithMaxConnsPerIP, WithHandshakeRate).
 func (s *WsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.life.Closed() {
+		s.reject(RejectShutdown)
 		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
 		return
 	}
 	ip := clientIP(r, s.cfg.trustedProxies)
 	if !s.handshakeAllowed(w, ip) {
+		s.reject(RejectLimit)
 		return
 	}
 	if err := checkOrigin(r, s.cfg.origins); err != nil {
+		s.reject(RejectOrigin)
 		http.Error(w, err.Error(), http.StatusForbidden)
 		return
 	}
@@ -73,6 +80,7 @@ func (s *WsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.authenticate != nil {
 		u, err := s.cfg.authenticate(r)
 		if err != nil {
+			s.reject(RejectAuth)
 			status := http.StatusUnauthorized
 			var re *RejectError
 			if errors.As(err, &re) && re.Status >= 400 && re.Status < 600 {
@@ -85,12 +93,14 @@ func (s *WsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	release, ok := s.admit(w, r, ip)
 	if !ok {
+		s.reject(RejectLimit)
 		return
 	}
 	hw := &hijackWriter{ResponseWriter: w, writeTimeout: s.cfg.writeTimeout}
 	ws, err := websocket.Accept(hw, r, &s.accept)
 	if err != nil {
 		release()
+		s.reject(RejectMalformed)
 		s.cfg.log().Debug("ratchet: handshake refused", "remote", r.RemoteAddr, "err", err)
 		return // Accept has answered the request
 	}
@@ -101,6 +111,9 @@ func (s *WsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	context.AfterFunc(c.ctx, release) // the slots are free once the connection has ended
+	if s.obs != nil {
+		s.obs.ConnOpened()
+	}
 	go c.run()
 }
 
@@ -126,6 +139,9 @@ func (s *WsServer) Shutdown(ctx context.Context) error {
 }
 
 func (s *WsServer) remove(c *conn) {
+	if s.obs != nil {
+		s.obs.ConnClosed(c.closeStatus())
+	}
 	s.conns.Remove(c)
 	s.life.Leave()
 }
