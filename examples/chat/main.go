@@ -23,6 +23,7 @@ import (
 
 	"github.com/ratchetgo/ratchet"
 	"github.com/ratchetgo/ratchet/examples/internal/listen"
+	"github.com/ratchetgo/ratchet/examples/internal/ops"
 )
 
 //go:embed index.html
@@ -61,20 +62,29 @@ func main() {
 	// Flags.
 	addr := listen.AddrFlag()
 	host := flag.String("host", "", `host name the routes answer, e.g. "localhost" ("": any)`)
+	opsFlags := ops.Define()
 	flag.Parse()
+	o, err := opsFlags.Setup()
+	if err != nil {
+		log.Fatal(err)
+	}
+	app := newApp(*host, o.Options...)
+	if _, err := o.Mount(app); err != nil { // /metrics, /healthz, /readyz
+		log.Fatal(err)
+	}
 
 	l, err := net.Listen("tcp", *addr)
 	if err != nil {
 		log.Fatal(err)
 	}
 	fmt.Printf("chat: open %s/ in two browser tabs\n", listen.URL("http", l, *host))
-	log.Fatal(newApp(*host).Serve(l))
+	log.Fatal(app.Serve(l))
 }
 
 // newApp builds the chat server: the Chat component at /websocket and the
 // browser client at /, for requests to httpHost.
-func newApp(httpHost string) *ratchet.App {
-	app := ratchet.NewApp(httpHost, 0) // Serve takes the listener: no port
+func newApp(httpHost string, opts ...ratchet.Option) *ratchet.App {
+	app := ratchet.NewApp(httpHost, 0, opts...) // Serve takes the listener: no port
 	app.Route("/websocket", &Chat{}, []string{"*"})
 	app.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")

@@ -38,6 +38,7 @@ import (
 
 	"github.com/ratchetgo/ratchet"
 	"github.com/ratchetgo/ratchet/examples/internal/listen"
+	"github.com/ratchetgo/ratchet/examples/internal/ops"
 	"github.com/ratchetgo/ratchet/push"
 )
 
@@ -52,7 +53,12 @@ func main() {
 	// Flags.
 	addr := listen.AddrFlag()
 	host := flag.String("host", "", `host name the routes answer, e.g. "localhost" ("": any)`)
+	opsFlags := ops.Define()
 	flag.Parse()
+	o, err := opsFlags.Setup()
+	if err != nil {
+		log.Fatal(err)
+	}
 
 	secret := os.Getenv("RATCHET_PUSH_SECRET")
 	if secret == "" {
@@ -60,7 +66,10 @@ func main() {
 		fmt.Printf("RATCHET_PUSH_SECRET is not set: using the development secret %q\n", secret)
 	}
 
-	hub := ratchet.NewHub()
+	hub := ratchet.NewHub(ratchet.WithHubObserver(o.Metrics))
+	if err := o.Metrics.WatchHub("push", hub); err != nil {
+		log.Fatal(err)
+	}
 	authorize := push.WithAuthorize(func(c ratchet.Conn, topic string) error {
 		if strings.HasPrefix(topic, "admin") {
 			return errors.New("admin topics are not for browsers")
@@ -69,7 +78,7 @@ func main() {
 	})
 	userFromQuery := func(r *http.Request) (string, error) { return r.URL.Query().Get("user"), nil }
 
-	app := ratchet.NewApp(*host, 0) // Serve takes the listener: no port
+	app := ratchet.NewApp(*host, 0, o.Options...) // Serve takes the listener: no port
 	app.Route("/push", push.NewEndpoint(hub, authorize), nil,
 		ratchet.WithReadLimit(4<<10), ratchet.WithAuthenticate(userFromQuery))
 	events := push.NewSSE(hub, authorize, push.WithAuthenticate(userFromQuery))
@@ -79,6 +88,11 @@ func main() {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Write(page)
 	})
+
+	metricsSrv, err := o.Mount(app) // /metrics, /healthz, /readyz
+	if err != nil {
+		log.Fatal(err)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -120,6 +134,9 @@ func main() {
 		log.Print(err)
 	}
 	_ = hub.Close(sctx)
+	if metricsSrv != nil {
+		_ = metricsSrv.Shutdown(sctx)
+	}
 	if err := <-errc; !errors.Is(err, ratchet.ErrServerClosed) {
 		log.Print(err)
 	}
