@@ -19,14 +19,8 @@ import (
 // refused tries a handshake that must be refused and returns the answer.
 func refused(t *testing.T, url string, opts *websocket.DialOptions) *http.Response {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	c, resp, err := websocket.Dial(ctx, url, opts)
-	if err == nil {
-		c.CloseNow()
-		t.Fatal("handshake accepted, want a refusal")
-	}
-	require.NotNil(t, resp, "no HTTP response: %v", err)
+	resp := dialResponse(t, url, opts)
+	require.NotNil(t, resp, "handshake accepted, want a refusal")
 	return resp
 }
 

@@ -3,7 +3,6 @@ package metrics_test
 import (
 	"context"
 	"errors"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -26,22 +25,6 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// serveApp serves app on loopback and shuts it down at the end.
-func serveApp(t *testing.T, app *ratchet.App) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	done := make(chan error, 1)
-	go func() { done <- app.Serve(l) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		assert.NoError(t, app.Shutdown(ctx))
-		<-done
-	})
-	return l.Addr().String()
-}
 
 // sample returns the value of the sample of family name whose labels
 // include want, from a parsed scrape.
@@ -109,7 +92,7 @@ func TestMetrics(t *testing.T) {
 	app.Route("/panic", ratchet.ComponentFuncs{Message: func(ratchet.Conn, ratchet.Message) { panic("on purpose") }}, nil)
 	app.Route("/ka", ratchet.ComponentFuncs{}, nil, ratchet.WithKeepalive(10*time.Millisecond, 20*time.Millisecond))
 	app.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	addr := serveApp(t, app)
+	addr := wstest.ServeApp(t, app)
 	base := "ws://" + addr
 
 	// Two clients in the room; one publishes, both receive.

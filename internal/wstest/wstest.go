@@ -5,11 +5,15 @@ package wstest
 
 import (
 	"context"
+	"net"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/ratchetgo/ratchet"
 )
 
 // Dial opens a client connection, closed at the end of the test.
@@ -55,4 +59,22 @@ func ReadClose(t testing.TB, c *websocket.Conn) websocket.StatusCode {
 			return websocket.CloseStatus(err)
 		}
 	}
+}
+
+// ServeApp serves app on a loopback port, shuts it down at the end of the
+// test (checking that Serve then returned ErrServerClosed), and returns its
+// address.
+func ServeApp(t testing.TB, app *ratchet.App) (addr string) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- app.Serve(l) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		assert.NoError(t, app.Shutdown(ctx))
+		assert.ErrorIs(t, <-done, ratchet.ErrServerClosed)
+	})
+	return l.Addr().String()
 }
