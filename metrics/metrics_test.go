@@ -204,3 +204,35 @@ func gathered(t *testing.T, reg *prometheus.Registry, name, route string) float6
 	}
 	return 0
 }
+
+// A client that stops reading while the server sends more than the
+// socket buffers hold makes a write time out; the counter moves and the
+// connection is dropped (1006).
+func TestWriteTimeoutCounted(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg)
+	big := ratchet.Binary(make([]byte, 1<<20))
+	app := ratchet.NewApp("", 0, ratchet.WithObserver(m))
+	app.Route("/big", ratchet.ComponentFuncs{Open: func(c ratchet.Conn) {
+		for range 64 { // far more than loopback socket buffers take
+			if c.Send(big) != nil {
+				return
+			}
+		}
+	}}, nil, ratchet.WithWriteTimeout(100*time.Millisecond), ratchet.WithSendQueue(1000))
+	addr := wstest.ServeApp(t, app)
+	c := wstest.Dial(t, "ws://"+addr+"/big", nil) // never read
+	defer c.CloseNow()
+	require.Eventually(t, func() bool { return gathered(t, reg, "ratchet_write_timeouts_total", "/big") == 1 },
+		15*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool {
+		fams, err := reg.Gather()
+		require.NoError(t, err)
+		for _, f := range fams {
+			if f.GetName() == "ratchet_connections_closed_total" {
+				return sample(t, map[string]*dto.MetricFamily{f.GetName(): f}, f.GetName(), map[string]string{"route": "/big", "code": "1006"}) == 1
+			}
+		}
+		return false
+	}, 15*time.Second, time.Millisecond)
+}
