@@ -15,10 +15,12 @@
 package metrics
 
 import (
+	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ratchetgo/ratchet"
 )
@@ -36,6 +38,7 @@ type Metrics struct {
 	closed, rejected              *prometheus.CounterVec
 
 	publishes  *prometheus.CounterVec
+	requests   *prometheus.CounterVec
 	deliveries prometheus.Counter
 	fanout     prometheus.Histogram
 	latency    prometheus.Histogram
@@ -73,6 +76,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		panics:        counter("callback_panics_total", "Panics in component callbacks.", conn...),
 		pongTO:        counter("keepalive_timeouts_total", "Connections dropped for not answering a ping.", conn...),
 		publishes:     counter("hub_publishes_total", "Hub publishes, by result (error: refused or the Broker failed).", "result"),
+		requests:      counter("http_requests_total", "HTTP requests answered by an instrumented handler, by status.", "handler", "code"),
 		deliveries: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "ratchet", Name: "hub_deliveries_total",
 			Help: "Messages queued for local connections by Hub fan-out."}),
 		fanout: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "ratchet", Name: "hub_fanout",
@@ -81,7 +85,7 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "Time a Hub publish took (through the Broker, with one).", Buckets: LatencyBuckets}),
 	}
 	reg.MustRegister(m.open, m.opened, m.closed, m.rejected, m.msgIn, m.msgOut, m.bytesIn, m.bytesOut,
-		m.slow, m.writeTimeouts, m.panics, m.pongTO, m.publishes, m.deliveries, m.fanout, m.latency)
+		m.slow, m.writeTimeouts, m.panics, m.pongTO, m.publishes, m.requests, m.deliveries, m.fanout, m.latency)
 	return m
 }
 
@@ -191,6 +195,14 @@ func (m *Metrics) WatchBroker(name string, b ratchet.Broker) error {
 			func() float64 { return float64(ob.Outages()) }))
 	}
 	return register(m.reg, cs...)
+}
+
+// InstrumentHandler counts the requests h answers, by status, in
+// ratchet_http_requests_total{handler=name}: for the HTTP publish API of
+// package push, say. The handler it returns is not a long-lived one that
+// App.Shutdown ends: wrap only handlers of short requests.
+func (m *Metrics) InstrumentHandler(name string, h http.Handler) http.Handler {
+	return promhttp.InstrumentHandlerCounter(m.requests.MustCurryWith(prometheus.Labels{"handler": name}), h)
 }
 
 // register registers cs, undoing the ones done if one fails.

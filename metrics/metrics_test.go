@@ -1,6 +1,7 @@
 package metrics_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net/http"
@@ -22,6 +23,7 @@ import (
 	"github.com/ratchetgo/ratchet"
 	"github.com/ratchetgo/ratchet/internal/wstest"
 	"github.com/ratchetgo/ratchet/metrics"
+	"github.com/ratchetgo/ratchet/push"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -235,4 +237,42 @@ func TestWriteTimeoutCounted(t *testing.T) {
 		}
 		return false
 	}, 15*time.Second, time.Millisecond)
+}
+
+// The publish API of package push, instrumented, counts its answers by
+// status.
+func TestInstrumentHandler(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg)
+	hub := ratchet.NewHub()
+	t.Cleanup(func() { _ = hub.Close(context.Background()) })
+	secret := []byte("test-secret")
+	app := ratchet.NewApp("", 0)
+	app.Handle("/publish", m.InstrumentHandler("publish", push.NewPublishHandler(hub, push.WithSecret(secret))))
+	addr := wstest.ServeApp(t, app)
+
+	body := []byte(`{"topic":"news","data":"hi"}`)
+	post := func(sign bool) int {
+		req, err := http.NewRequest(http.MethodPost, "http://"+addr+"/publish", bytes.NewReader(body))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/json")
+		if sign {
+			ts, sig := push.Sign(secret, body, time.Now())
+			req.Header.Set(push.HeaderTimestamp, ts)
+			req.Header.Set(push.HeaderSignature, sig)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	require.Equal(t, http.StatusOK, post(true))
+	require.Equal(t, http.StatusUnauthorized, post(false))
+	require.Equal(t, http.StatusUnauthorized, post(false))
+	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP ratchet_http_requests_total HTTP requests answered by an instrumented handler, by status.
+# TYPE ratchet_http_requests_total counter
+ratchet_http_requests_total{code="200",handler="publish"} 1
+ratchet_http_requests_total{code="401",handler="publish"} 2
+`), "ratchet_http_requests_total"))
 }

@@ -83,7 +83,7 @@ func main() {
 		ratchet.WithReadLimit(4<<10), ratchet.WithAuthenticate(userFromQuery))
 	events := push.NewSSE(hub, authorize, push.WithAuthenticate(userFromQuery))
 	app.Handle("/events", events)
-	app.Handle("/publish", push.NewPublishHandler(hub, push.WithSecret([]byte(secret))))
+	app.Handle("/publish", o.Metrics.InstrumentHandler("publish", push.NewPublishHandler(hub, push.WithSecret([]byte(secret)))))
 	app.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Write(page)
