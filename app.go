@@ -39,7 +39,8 @@ type App struct {
 	idleTimeout      time.Duration
 	maxHeaderBytes   int
 	defaults         []WsOption
-	logger           *slog.Logger // WithLogger among the defaults; nil: slog.Default()
+	logger           *slog.Logger  // WithLogger among the defaults; nil: slog.Default()
+	obs              RouteObserver // WithObserver among the defaults, for refusals before any route
 
 	mux   http.ServeMux
 	hosts atomic.Pointer[[]string] // every host a pattern names, lower case
@@ -50,6 +51,7 @@ type App struct {
 	https       []*http.Server
 	shutdown    bool
 	fresh       map[net.Conn]struct{} // accepted, no request yet (http.StateNew)
+	draining    atomic.Bool           // Shutdown has begun: ReadyHandler answers 503
 }
 
 type shutdowner interface {
@@ -77,6 +79,9 @@ func NewApp(httpHost string, port int, opts ...Option) *App {
 		o(&cfg)
 	}
 	a.logger = cfg.logger
+	if cfg.observer != nil {
+		a.obs = cfg.observer.Route("", "websocket")
+	}
 	return a
 }
 
@@ -137,6 +142,9 @@ func (a *App) wrongHost(w http.ResponseWriter, r *http.Request, hosts []string) 
 	quoted := make([]string, len(hosts))
 	for i, h := range hosts {
 		quoted[i] = strconv.Quote(h)
+	}
+	if a.obs != nil && strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		a.obs.HandshakeRejected(RejectHost)
 	}
 	msg := "this server answers " + r.URL.Path + " for host " + strings.Join(quoted, " or ") +
 		", not for " + strconv.Quote(r.Host)
@@ -269,10 +277,12 @@ func (a *App) closeFresh() {
 	}
 }
 
-// Shutdown stops accepting connections, closes every WebSocket with
+// Shutdown turns readiness off (see ReadyHandler), stops accepting
+// connections, closes every WebSocket with
 // StatusGoingAway (1001), and waits until each has been through OnClose or
 // ctx is done. Run and Serve then return ErrServerClosed.
 func (a *App) Shutdown(ctx context.Context) error {
+	a.draining.Store(true) // readiness goes first, before any 1001
 	a.mu.Lock()
 	a.shutdown = true
 	https := a.https

@@ -28,20 +28,7 @@ import (
 )
 
 // startApp serves app on a loopback port and shuts it down at the end.
-func startApp(t *testing.T, app *ratchet.App) (addr string) {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	done := make(chan error, 1)
-	go func() { done <- app.Serve(l) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		assert.NoError(t, app.Shutdown(ctx))
-		assert.ErrorIs(t, <-done, ratchet.ErrServerClosed)
-	})
-	return l.Addr().String()
-}
+var startApp = wstest.ServeApp
 
 func port(addr string) string { _, p, _ := net.SplitHostPort(addr); return p }
 

@@ -17,6 +17,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/coder/websocket"
+	"golang.org/x/time/rate"
 
 	"github.com/ratchetgo/ratchet/internal/wire"
 )
@@ -157,6 +158,8 @@ type conn struct {
 	awaiting bool   // that ping's pong has not come yet
 
 	out control // taken by the owner of the write side, not under mu
+
+	rate *rate.Limiter // WithMessageRate; nil: no limit
 }
 
 // acceptOptions are s's options for coder/websocket's Accept, with the
@@ -175,6 +178,9 @@ func (c *conn) start(s *WsServer, ws *websocket.Conn, wc *wire.Conn, r *http.Req
 		c.user.Store(&user)
 	}
 	ws.SetReadLimit(s.cfg.readLimit)
+	if s.cfg.messageRate > 0 {
+		c.rate = rate.NewLimiter(s.cfg.messageRate, s.cfg.messageBurst)
+	}
 }
 
 func (c *conn) ID() uint64               { return c.id }
@@ -203,7 +209,11 @@ func (c *conn) String() string { return fmt.Sprintf("conn#%d(%s)", c.id, c.req.R
 // everything sent while a write is under way or while the connection's own
 // callback runs (its replies then leave together), goes through the queue
 // and a writer goroutine that lives only while there is a backlog.
-func (c *conn) Send(msg Message) error { return c.send(outMsg{msg: msg}) }
+func (c *conn) Send(msg Message) error {
+	err := c.send(outMsg{msg: msg})
+	c.observeSend(len(msg.Data), err)
+	return err
+}
 
 // outMsg is a message on its way out. shared is set for a broadcast, so
 // that its recipients share one compressed payload.
@@ -433,6 +443,7 @@ func sendable(code StatusCode) bool {
 func (c *conn) writeFailedLocked(err error) {
 	c.writing = false
 	if c.writeErr == nil {
+		c.observeWriteErr(err)
 		c.writeErr = fmt.Errorf("ratchet: write: %w", err)
 	}
 	c.wakeReaderLocked()
@@ -645,6 +656,9 @@ func (c *conn) keepalive() {
 	}
 	if c.awaiting {
 		c.mu.Unlock()
+		if o := c.srv.obs; o != nil {
+			o.KeepaliveTimeout()
+		}
 		c.abort(ErrKeepaliveTimeout)
 		return
 	}
@@ -684,6 +698,13 @@ func (c *conn) readLoop() {
 		}
 		if typ == websocket.MessageText && !utf8.Valid(data) {
 			c.fail(ErrInvalidUTF8, StatusInvalidPayload, "invalid UTF-8")
+			return
+		}
+		if o := c.srv.obs; o != nil {
+			o.MessageIn(len(data))
+		}
+		if c.rate != nil && !c.rate.Allow() {
+			c.fail(ErrMessageRate, StatusPolicyViolation, "message rate exceeded")
 			return
 		}
 		msg := Message{Type: MessageType(typ), Data: data}
@@ -808,6 +829,9 @@ func (c *conn) callInput(f func(), unlessClosing bool) bool {
 func (c *conn) call(f func()) (ok bool) {
 	defer func() {
 		if v := recover(); v != nil {
+			if o := c.srv.obs; o != nil {
+				o.Panic()
+			}
 			c.fail(&PanicError{Value: v, Stack: debug.Stack()}, StatusInternalError, "internal error")
 			ok = false
 		}

@@ -135,6 +135,7 @@ func sendAll(conns []Conn, shared *sharedPayload, except []Conn) int {
 		var err error
 		if cc, ok := c.(*conn); ok {
 			err = cc.send(outMsg{msg: shared.msg, shared: shared})
+			cc.observeSend(len(shared.msg.Data), err)
 		} else {
 			err = c.Send(shared.msg)
 		}

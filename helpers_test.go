@@ -130,15 +130,25 @@ func shutdownAtEnd(t *testing.T, s *ratchet.WsServer) {
 // dialStatus tries a handshake and returns the HTTP status it got.
 func dialStatus(t *testing.T, url string, opts *websocket.DialOptions) int {
 	t.Helper()
+	if resp := dialResponse(t, url, opts); resp != nil {
+		return resp.StatusCode
+	}
+	return http.StatusSwitchingProtocols
+}
+
+// dialResponse tries a handshake and returns the refusal it got, or nil
+// when the handshake succeeded (the connection is then dropped).
+func dialResponse(t *testing.T, url string, opts *websocket.DialOptions) *http.Response {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	c, resp, err := websocket.Dial(ctx, url, opts)
 	if err == nil {
 		c.CloseNow()
-		return http.StatusSwitchingProtocols
+		return nil
 	}
 	require.NotNil(t, resp, "no HTTP response: %v", err)
-	return resp.StatusCode
+	return resp
 }
 
 // The client steps shared with the other packages' tests.

@@ -53,6 +53,9 @@ type Hub struct {
 	presence  Presence
 	history   []historyRule
 
+	maxSubs int         // WithMaxSubscriptions; 0: no limit
+	obs     HubObserver // WithHubObserver; nil: not observed
+
 	mu     sync.Mutex
 	topics map[string]*hubTopic
 	conns  map[Conn]*hubMember
@@ -103,6 +106,13 @@ func WithPresence(p Presence) HubOption { return func(h *Hub) { h.presence = p }
 // members on it, so that they are cluster-wide like the Hub's.
 func (h *Hub) Presence() Presence { return h.presence }
 
+// WithMaxSubscriptions bounds the topics one connection may subscribe to
+// through the Hub (reserved topics, and Add, not counted): past n,
+// Subscribe returns ErrTooManySubscriptions, so that code subscribing on a
+// client's request cannot be made to hold unbounded state. Default: no
+// limit (n <= 0).
+func WithMaxSubscriptions(n int) HubOption { return func(h *Hub) { h.maxSubs = max(n, 0) } }
+
 // NewHub returns an empty Hub.
 func NewHub(opts ...HubOption) *Hub {
 	h := &Hub{topics: make(map[string]*hubTopic), conns: make(map[Conn]*hubMember)}
@@ -137,7 +147,8 @@ func (h *Hub) Add(ctx context.Context, c Conn) error {
 // returns ErrInvalidTopic for a name ValidTopic refuses, ErrClosed if c has
 // ended, ErrHubClosed after Close, ErrBrokerUnavailable while the Broker has
 // lost its server (c is then not added; if it was subscribed before, it
-// stays so), or the Broker's error.
+// stays so), ErrTooManySubscriptions past WithMaxSubscriptions, or the
+// Broker's error.
 func (h *Hub) Subscribe(ctx context.Context, c Conn, topic string) error {
 	_, err := h.SubscribeWith(ctx, c, topic, SubscribeOptions{})
 	return err
@@ -237,7 +248,10 @@ func (h *Hub) PublishPosition(ctx context.Context, topic string, msg Message) (P
 	return h.publishPosition(ctx, topic, msg)
 }
 
-func (h *Hub) publishPosition(ctx context.Context, topic string, msg Message) (Position, int, error) {
+func (h *Hub) publishPosition(ctx context.Context, topic string, msg Message) (_ Position, _ int, err error) {
+	if h.obs != nil {
+		defer h.observePublish(time.Now(), &err)
+	}
 	if err := ctx.Err(); err != nil {
 		return Position{}, 0, err
 	}
@@ -264,7 +278,7 @@ func (h *Hub) publishPosition(ctx context.Context, topic string, msg Message) (P
 	if t == nil {
 		return Position{}, 0, nil
 	}
-	return Position{}, t.deliver(Publication{Topic: topic, Message: msg}), nil
+	return Position{}, h.delivered(t.deliver(Publication{Topic: topic, Message: msg})), nil
 }
 
 // Subscribers returns how many local connections subscribe to topic.
@@ -481,10 +495,10 @@ func (h *Hub) syncBroker(ctx context.Context, t *hubTopic) error {
 		var sub Subscription
 		var err error
 		if hb, ok := h.broker.(HistoryBroker); ok {
-			sub, err = hb.SubscribePublications(ctx, t.name, func(p Publication) { t.deliver(p) })
+			sub, err = hb.SubscribePublications(ctx, t.name, func(p Publication) { h.delivered(t.deliver(p)) })
 		} else {
 			sub, err = h.broker.Subscribe(ctx, t.name, func(m Message) {
-				t.deliver(Publication{Topic: t.name, Message: m})
+				h.delivered(t.deliver(Publication{Topic: t.name, Message: m}))
 			})
 		}
 		if err != nil {

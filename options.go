@@ -4,7 +4,10 @@ import (
 	"crypto/tls"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // Defaults of the connection settings. Each has an option to change it.
@@ -38,6 +41,17 @@ type wsConfig struct {
 	authenticate      Authenticator
 	logger            *slog.Logger
 	origins           []string // nil: coder's same-host rule; "*" any
+
+	// limits (limits.go); the shared ones are pointers, see WithMaxConns
+	connLimits     []*connLimit
+	ipLimits       []*ipConnLimit
+	handshakeRates []*ipRateLimit
+	messageRate    rate.Limit
+	messageBurst   int
+	trustedProxies []netip.Prefix
+
+	observer  Observer // WithObserver
+	routeName string   // the App route, for the observer
 }
 
 func defaultWsConfig() wsConfig {

@@ -30,7 +30,7 @@ func (a *App) Route(path string, c MessageComponent, allowedOrigins []string, op
 		origins = []string{rc.host}
 	}
 	ws := make([]WsOption, 0, len(a.defaults)+len(rc.ws)+1)
-	ws = append(append(append(ws, a.defaults...), WithOrigins(origins...)), rc.ws...)
+	ws = append(append(append(ws, a.defaults...), WithOrigins(origins...), withRouteName(hostPattern(rc.host)+path)), rc.ws...)
 	s := NewWsServer(c, ws...)
 
 	a.mu.Lock()

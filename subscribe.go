@@ -103,6 +103,10 @@ func (h *Hub) join(ctx context.Context, c Conn, topic string, opts SubscribeOpti
 		h.mu.Unlock()
 		return Recovery{}, ErrClosed // ended meanwhile
 	}
+	if h.maxSubs > 0 && m.topics[topic] == nil && ValidTopic(topic) && len(m.clientTopicsLocked()) >= h.maxSubs {
+		h.mu.Unlock()
+		return Recovery{}, ErrTooManySubscriptions
+	}
 	t := h.topics[topic]
 	if t == nil {
 		t = &hubTopic{name: topic}

@@ -26,6 +26,7 @@ type WsServer struct {
 
 	conns ConnSet         // every open connection
 	life  lifecycle.Group // connections not yet through OnClose
+	obs   RouteObserver   // nil: not observed
 }
 
 // NewWsServer returns a handler serving c, configured by opts.
@@ -41,19 +42,31 @@ func NewWsServer(c MessageComponent, opts ...WsOption) *WsServer {
 	if s.cfg.compression {
 		s.accept.CompressionMode = websocket.CompressionNoContextTakeover
 	}
+	if s.cfg.observer != nil {
+		s.obs = s.cfg.observer.Route(s.cfg.routeName, "websocket")
+	}
 	return s
 }
 
 // ServeHTTP checks the origin and the Authenticator, upgrades the request and
 // starts the connection. Refusals are plain HTTP answers sent before any
 // upgrade: 403 for a foreign origin, 401 (or the RejectError's status) from
-// the Authenticator, 4xx for a malformed handshake, 503 after Shutdown.
+// the Authenticator, 4xx for a malformed handshake, 503 after Shutdown, and
+// 503 or 429 with Retry-After over a limit (WithMaxConns,
+// WithMaxConnsPerIP, WithHandshakeRate).
 func (s *WsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.life.Closed() {
+		s.reject(RejectShutdown)
 		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
 		return
 	}
+	ip := clientIP(r, s.cfg.trustedProxies)
+	if !s.handshakeAllowed(w, ip) {
+		s.reject(RejectLimit)
+		return
+	}
 	if err := checkOrigin(r, s.cfg.origins); err != nil {
+		s.reject(RejectOrigin)
 		http.Error(w, err.Error(), http.StatusForbidden)
 		return
 	}
@@ -61,6 +74,7 @@ func (s *WsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.authenticate != nil {
 		u, err := s.cfg.authenticate(r)
 		if err != nil {
+			s.reject(RejectAuth)
 			status := http.StatusUnauthorized
 			var re *RejectError
 			if errors.As(err, &re) && re.Status >= 400 && re.Status < 600 {
@@ -71,16 +85,28 @@ func (s *WsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		user = u
 	}
+	release, ok := s.admit(w, r, ip)
+	if !ok {
+		s.reject(RejectLimit)
+		return
+	}
 	c := new(conn)
 	ws, wc, deflate, err := wire.Accept(w, r, c.acceptOptions(s), s.cfg.writeTimeout)
 	if err != nil {
+		release()
+		s.reject(RejectMalformed)
 		s.cfg.log().Debug("ratchet: handshake refused", "remote", r.RemoteAddr, "err", err)
 		return // Accept has answered the request
 	}
 	c.start(s, ws, wc, r, user, deflate)
 	if !s.life.Enter(func() { s.conns.Add(c) }) {
+		release()
 		_ = ws.Close(websocket.StatusGoingAway, "server shutting down")
 		return
+	}
+	context.AfterFunc(c.ctx, release) // the slots are free once the connection has ended
+	if s.obs != nil {
+		s.obs.ConnOpened()
 	}
 	go c.run()
 }
@@ -107,6 +133,9 @@ func (s *WsServer) Shutdown(ctx context.Context) error {
 }
 
 func (s *WsServer) remove(c *conn) {
+	if s.obs != nil {
+		s.obs.ConnClosed(c.closeStatus())
+	}
 	s.conns.Remove(c)
 	s.life.Leave()
 }

@@ -34,6 +34,7 @@ import (
 	"github.com/ratchetgo/ratchet"
 	"github.com/ratchetgo/ratchet/engineio"
 	"github.com/ratchetgo/ratchet/examples/internal/listen"
+	"github.com/ratchetgo/ratchet/examples/internal/ops"
 )
 
 //go:embed index.html
@@ -73,14 +74,23 @@ func main() {
 	addr := listen.AddrFlag()
 	host := flag.String("host", "", `host name the routes answer, e.g. "localhost" ("": any)`)
 	eioClient := flag.String("engineio-client", defaultEngineIOClient, "engine.io-client's browser build, served at /engine.io.js")
+	opsFlags := ops.Define()
 	flag.Parse()
+	o, err := opsFlags.Setup()
+	if err != nil {
+		log.Fatal(err)
+	}
+	app := newApp(*host, *eioClient, o.Options...)
+	if _, err := o.Mount(app); err != nil { // /metrics, /healthz, /readyz
+		log.Fatal(err)
+	}
 
 	l, err := net.Listen("tcp", *addr)
 	if err != nil {
 		log.Fatal(err)
 	}
 	fmt.Printf("chat: open %s/ in two browser tabs\n", listen.URL("http", l, *host))
-	log.Fatal(newApp(*host, *eioClient).Serve(l))
+	log.Fatal(app.Serve(l))
 }
 
 // defaultEngineIOClient is where npm ci at the repository root puts
@@ -90,8 +100,8 @@ const defaultEngineIOClient = "node_modules/engine.io-client/dist/engine.io.min.
 // newApp builds the chat server: the Chat component at /websocket and at
 // /engine.io/, the browser client at /, and eioClient (engine.io-client's
 // browser build) at /engine.io.js, for requests to httpHost.
-func newApp(httpHost, eioClient string) *ratchet.App {
-	app := ratchet.NewApp(httpHost, 0) // Serve takes the listener: no port
+func newApp(httpHost, eioClient string, opts ...ratchet.Option) *ratchet.App {
+	app := ratchet.NewApp(httpHost, 0, opts...) // Serve takes the listener: no port
 	chat := &Chat{}
 	app.Route("/websocket", chat, []string{"*"})
 	app.Handle("/engine.io/", engineio.NewHandler(chat, engineio.WithOrigins("*")))

@@ -49,6 +49,7 @@ import (
 	"github.com/ratchetgo/ratchet"
 	"github.com/ratchetgo/ratchet/examples/internal/brokerenv"
 	"github.com/ratchetgo/ratchet/examples/internal/listen"
+	"github.com/ratchetgo/ratchet/examples/internal/ops"
 	"github.com/ratchetgo/ratchet/push"
 )
 
@@ -63,7 +64,12 @@ func main() {
 	// Flags.
 	addr := listen.AddrFlag()
 	host := flag.String("host", "", `host name the routes answer, e.g. "localhost" ("": any)`)
+	opsFlags := ops.Define()
 	flag.Parse()
+	o, err := opsFlags.Setup()
+	if err != nil {
+		log.Fatal(err)
+	}
 
 	secret := os.Getenv("RATCHET_PUSH_SECRET")
 	if secret == "" {
@@ -77,7 +83,18 @@ func main() {
 	}
 	defer cluster.Close()
 	hub := ratchet.NewHub(append(cluster.HubOptions(),
-		ratchet.WithHistory("*", ratchet.HistoryPolicy{}))...) // defaults: 100 messages, 10 minutes
+		ratchet.WithHistory("*", ratchet.HistoryPolicy{}), // defaults: 100 messages, 10 minutes
+		ratchet.WithHubObserver(o.Metrics))...)
+	if err := o.Metrics.WatchHub("push", hub); err != nil {
+		log.Fatal(err)
+	}
+	var brokers []ratchet.Broker // /readyz and the metrics follow it
+	if cluster.Broker != nil {
+		brokers = append(brokers, cluster.Broker)
+		if err := o.Metrics.WatchBroker("push", cluster.Broker); err != nil {
+			log.Fatal(err)
+		}
+	}
 	authorize := push.WithAuthorize(func(c ratchet.Conn, topic string) error {
 		if strings.HasPrefix(topic, "admin") {
 			return errors.New("admin topics are not for browsers")
@@ -86,16 +103,21 @@ func main() {
 	})
 	userFromQuery := func(r *http.Request) (string, error) { return r.URL.Query().Get("user"), nil }
 
-	app := ratchet.NewApp(*host, 0) // Serve takes the listener: no port
+	app := ratchet.NewApp(*host, 0, o.Options...) // Serve takes the listener: no port
 	app.Route("/push", push.NewEndpoint(hub, authorize), nil,
 		ratchet.WithReadLimit(4<<10), ratchet.WithAuthenticate(userFromQuery))
 	events := push.NewSSE(hub, authorize, push.WithAuthenticate(userFromQuery))
 	app.Handle("/events", events)
-	app.Handle("/publish", push.NewPublishHandler(hub, push.WithSecret([]byte(secret))))
+	app.Handle("/publish", o.Metrics.InstrumentHandler("publish", push.NewPublishHandler(hub, push.WithSecret([]byte(secret)))))
 	app.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Write(page)
 	})
+
+	metricsSrv, err := o.Mount(app, brokers...) // /metrics, /healthz, /readyz
+	if err != nil {
+		log.Fatal(err)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -139,6 +161,9 @@ func main() {
 		log.Print(err)
 	}
 	_ = hub.Close(sctx)
+	if metricsSrv != nil {
+		_ = metricsSrv.Shutdown(sctx)
+	}
 	if err := <-errc; !errors.Is(err, ratchet.ErrServerClosed) {
 		log.Print(err)
 	}

@@ -5,10 +5,13 @@ package wstest
 
 import (
 	"context"
+	"net"
+	"net/http"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -55,4 +58,29 @@ func ReadClose(t testing.TB, c *websocket.Conn) websocket.StatusCode {
 			return websocket.CloseStatus(err)
 		}
 	}
+}
+
+// App is what ServeApp serves: a ratchet.App (named by its methods, so
+// that internal/wire's tests, which ratchet imports, can use this package).
+type App interface {
+	Serve(l net.Listener) error
+	Shutdown(ctx context.Context) error
+}
+
+// ServeApp serves app on a loopback port, shuts it down at the end of the
+// test (checking that Serve then returned http.ErrServerClosed, which is
+// ratchet.ErrServerClosed), and returns its address.
+func ServeApp(t testing.TB, app App) (addr string) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- app.Serve(l) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		assert.NoError(t, app.Shutdown(ctx))
+		assert.ErrorIs(t, <-done, http.ErrServerClosed)
+	})
+	return l.Addr().String()
 }
