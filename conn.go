@@ -256,9 +256,11 @@ func (c *conn) send(o outMsg) error {
 		return nil
 	}
 	c.writing = true
+	c.helpers.Add(1) // finish waits for this write, and for the close frame it may hand on
 	c.takeControlLocked()
 	c.mu.Unlock()
 	c.writeInline(&o)
+	c.helpers.Done()
 	return nil
 }
 
@@ -335,8 +337,12 @@ func (c *conn) failLocked(err error, code StatusCode, reason string) {
 	}
 }
 
+// startWriterLocked starts a writer goroutine unless one owns the write
+// side. Once the connection has ended, only a close frame still owed gets
+// one: an inline write that held the write side when the connection failed
+// hands it on from here, while finish waits for that write.
 func (c *conn) startWriterLocked() {
-	if c.writing || c.ended {
+	if c.writing || (c.ended && !c.closing) {
 		return
 	}
 	c.writing = true
