@@ -11,6 +11,10 @@
 // messages go out with Hub.Publish on it; BENCH_TOPIC=history does the same
 // on a topic that keeps history (positions assigned and carried by every
 // delivery): the two rows measure what history costs a fan-out.
+//
+// BENCH_METRICS=1 turns on package metrics (Prometheus counters on every
+// connection and on the Hub, served at /metrics): the row measures what
+// observing costs.
 package main
 
 import (
@@ -23,8 +27,12 @@ import (
 	_ "net/http/pprof" // served only when PPROF_ADDR is set
 	"os"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/ratchetgo/ratchet"
 	"github.com/ratchetgo/ratchet/examples/internal/listen"
+	"github.com/ratchetgo/ratchet/metrics"
 )
 
 // Bench answers the BENCH PROTOCOL.
@@ -77,7 +85,14 @@ func main() {
 	default:
 		log.Fatalf("BENCH_TOPIC=%q: want topic or history", mode)
 	}
-	app.Route("/ws", bench, []string{"*"})
+	var opts []ratchet.RouteOption
+	if os.Getenv("BENCH_METRICS") == "1" {
+		m := metrics.New(prometheus.DefaultRegisterer)
+		bench.hub = ratchet.NewHub(ratchet.WithHubObserver(m))
+		opts = append(opts, ratchet.WithObserver(m))
+		app.Handle("/metrics", promhttp.Handler())
+	}
+	app.Route("/ws", bench, []string{"*"}, opts...)
 	l, err := net.Listen("tcp", *addr)
 	if err != nil {
 		log.Fatal(err)
