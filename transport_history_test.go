@@ -46,9 +46,14 @@ func TestTransportConnRecoversMoreThanTheQueue(t *testing.T) {
 	}()
 	next := 1
 	for next <= missed {
-		for _, m := range <-tr.batches {
-			require.Equal(t, fmt.Sprint(next), m.String())
-			next++
+		select {
+		case batch := <-tr.batches:
+			for _, m := range batch {
+				require.Equal(t, fmt.Sprint(next), m.String())
+				next++
+			}
+		case <-c.Done():
+			t.Fatalf("the connection ended after %d of %d messages", next-1, missed)
 		}
 	}
 	require.NoError(t, <-subscribed)
