@@ -38,6 +38,8 @@ type Metrics struct {
 	closed, rejected              *prometheus.CounterVec
 
 	publishes  *prometheus.CounterVec
+	historyPub *prometheus.CounterVec
+	recoveries *prometheus.CounterVec
 	requests   *prometheus.CounterVec
 	deliveries prometheus.Counter
 	fanout     prometheus.Histogram
@@ -76,6 +78,8 @@ func New(reg prometheus.Registerer) *Metrics {
 		panics:        counter("callback_panics_total", "Panics in component callbacks.", conn...),
 		pongTO:        counter("keepalive_timeouts_total", "Connections dropped for not answering a ping.", conn...),
 		publishes:     counter("hub_publishes_total", "Hub publishes, by result (error: refused or the Broker failed).", "result"),
+		historyPub:    counter("hub_history_publishes_total", "Hub publishes to topics that keep history, by result (error: not stored).", "result"),
+		recoveries:    counter("hub_recoveries_total", "Subscriptions that asked to resume, by result (complete: every missed message sent; reset: a gap the client must reset over).", "result"),
 		requests:      counter("http_requests_total", "HTTP requests answered by an instrumented handler, by status.", "handler", "code"),
 		deliveries: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "ratchet", Name: "hub_deliveries_total",
 			Help: "Messages queued for local connections by Hub fan-out."}),
@@ -85,7 +89,7 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "Time a Hub publish took (through the Broker, with one).", Buckets: LatencyBuckets}),
 	}
 	reg.MustRegister(m.open, m.opened, m.closed, m.rejected, m.msgIn, m.msgOut, m.bytesIn, m.bytesOut,
-		m.slow, m.writeTimeouts, m.panics, m.pongTO, m.publishes, m.requests, m.deliveries, m.fanout, m.latency)
+		m.slow, m.writeTimeouts, m.panics, m.pongTO, m.publishes, m.historyPub, m.recoveries, m.requests, m.deliveries, m.fanout, m.latency)
 	return m
 }
 
@@ -157,6 +161,24 @@ func (m *Metrics) Delivered(n int) {
 	m.fanout.Observe(float64(n))
 }
 
+// HistoryPublished implements ratchet.HubObserver.
+func (m *Metrics) HistoryPublished(err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.historyPub.WithLabelValues(result).Inc()
+}
+
+// Recovered implements ratchet.HubObserver.
+func (m *Metrics) Recovered(ok bool) {
+	result := "complete"
+	if !ok {
+		result = "reset"
+	}
+	m.recoveries.WithLabelValues(result).Inc()
+}
+
 // WatchHub exports the size of h (ratchet.Hub.Stats) as the gauges
 // ratchet_hub_connections, ratchet_hub_topics and ratchet_hub_subscriptions,
 // read at each scrape, labelled hub=name. Publishes and deliveries are
@@ -217,3 +239,4 @@ func register(reg prometheus.Registerer, cs ...prometheus.Collector) error {
 	}
 	return nil
 }
+
