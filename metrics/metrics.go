@@ -10,8 +10,11 @@
 //	app.Handle("/metrics", promhttp.Handler())
 //
 // Every metric is named ratchet_*. Connection metrics carry the labels route
-// (the App route's pattern) and transport; the label values are resolved
-// once per route, so that counting a message costs a few atomic adds.
+// (the App route's pattern) and transport ("websocket"; "sse" and "engineio"
+// for the handlers given the Metrics by push.WithObserver and
+// engineio.WithObserver); the label values are resolved once per route, so
+// that counting a message costs a few atomic adds. WatchHub, WatchBroker and
+// WatchPusher export gauges read at each scrape.
 package metrics
 
 import (
@@ -23,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ratchetgo/ratchet"
+	"github.com/ratchetgo/ratchet/pusher"
 )
 
 // Metrics holds the collectors. It implements ratchet.Observer and
@@ -240,3 +244,52 @@ func register(reg prometheus.Registerer, cs ...prometheus.Collector) error {
 	return nil
 }
 
+// WatchPusher exports what s, a Pusher Channels server, does on this node,
+// read from s.Stats at each scrape and labelled pusher=name:
+// ratchet_pusher_connections and ratchet_pusher_channels_occupied by app
+// (its App.ID), and the webhook counters ratchet_pusher_webhook_deliveries_total,
+// _retries_total, _failures_total (batches given up) and
+// _dropped_events_total (events dropped from full queues). The channels are
+// this node's: summed over the nodes, a channel occupied on two counts twice.
+func (m *Metrics) WatchPusher(name string, s *pusher.Server) error {
+	return register(m.reg, newPusherCollector(name, s))
+}
+
+type pusherCollector struct {
+	s                                      *pusher.Server
+	conns, channels                        *prometheus.Desc
+	deliveries, retries, failures, dropped *prometheus.Desc
+}
+
+func newPusherCollector(name string, s *pusher.Server) *pusherCollector {
+	labels := prometheus.Labels{"pusher": name}
+	desc := func(metric, help string, vars ...string) *prometheus.Desc {
+		return prometheus.NewDesc("ratchet_pusher_"+metric, help, vars, labels)
+	}
+	return &pusherCollector{s: s,
+		conns:      desc("connections", "Pusher connections open on this node.", "app"),
+		channels:   desc("channels_occupied", "Channels with a subscriber on this node.", "app"),
+		deliveries: desc("webhook_deliveries_total", "Webhook batches delivered (answered with a 2xx)."),
+		retries:    desc("webhook_retries_total", "Webhook tries after a batch's first one."),
+		failures:   desc("webhook_failures_total", "Webhook batches given up after their last try."),
+		dropped:    desc("webhook_dropped_events_total", "Webhook events dropped from full queues."),
+	}
+}
+
+func (c *pusherCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.conns, c.channels, c.deliveries, c.retries, c.failures, c.dropped} {
+		ch <- d
+	}
+}
+
+func (c *pusherCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.s.Stats()
+	for _, a := range st.Apps {
+		ch <- prometheus.MustNewConstMetric(c.conns, prometheus.GaugeValue, float64(a.Conns), a.ID)
+		ch <- prometheus.MustNewConstMetric(c.channels, prometheus.GaugeValue, float64(a.Channels), a.ID)
+	}
+	ch <- prometheus.MustNewConstMetric(c.deliveries, prometheus.CounterValue, float64(st.WebhookDeliveries))
+	ch <- prometheus.MustNewConstMetric(c.retries, prometheus.CounterValue, float64(st.WebhookRetries))
+	ch <- prometheus.MustNewConstMetric(c.failures, prometheus.CounterValue, float64(st.WebhookFailures))
+	ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(st.WebhookDropped))
+}
