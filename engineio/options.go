@@ -98,7 +98,7 @@ const TransportLabel = "engineio"
 // and each session reports to what it returns (opened and closed with its
 // close code, messages in and out, slow consumers, panics, write and ping
 // timeouts) and refused handshakes by reason. route names the handler in
-// the labels, say its mount path.
+// the labels, say its mount path. A nil o observes nothing.
 func WithObserver(o ratchet.Observer, route string) Option {
 	return func(c *config) { c.observer, c.route = o, route }
 }

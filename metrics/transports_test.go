@@ -21,34 +21,20 @@ import (
 	"github.com/ratchetgo/ratchet/push"
 )
 
-// value returns the sample of name whose labels are exactly labels.
+// value returns the sample of name whose labels include labels, gathered
+// from reg; -1 when there is none.
 func value(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
 	t.Helper()
 	fams, err := reg.Gather()
 	require.NoError(t, err)
 	for _, f := range fams {
-		if f.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range f.Metric {
-			if len(m.Label) != len(labels) {
-				continue
-			}
-			for _, lp := range m.Label {
-				if labels[lp.GetName()] != lp.GetValue() {
-					continue next
-				}
-			}
-			switch {
-			case m.Counter != nil:
-				return m.Counter.GetValue()
-			case m.Gauge != nil:
-				return m.Gauge.GetValue()
+		if f.GetName() == name {
+			if v, ok := lookup(f, labels); ok {
+				return v
 			}
 		}
 	}
-	return -1 // absent
+	return -1
 }
 
 // SSE streams are observed under their own transport label: opened, open,

@@ -158,7 +158,8 @@ const TransportSSE = "sse"
 // close code says how it ended: the code of Conn.Close (1001 for
 // Shutdown), 1008 for a slow consumer, 1006 when a write failed, 1005 when
 // the client left. An Endpoint is a WebSocket component: it is observed
-// through its route's ratchet.WithObserver, and ignores this option.
+// through its route's ratchet.WithObserver, and ignores this option. A nil
+// o observes nothing.
 func WithObserver(o ratchet.Observer, route string) Option {
 	return func(c *config) { c.observer, c.route = o, route }
 }
