@@ -62,6 +62,7 @@ func TestHistoryObserved(t *testing.T) {
 	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
 # HELP ratchet_hub_history_publishes_total Hub publishes to topics that keep history, by result (error: not stored).
 # TYPE ratchet_hub_history_publishes_total counter
+ratchet_hub_history_publishes_total{result="error"} 0
 ratchet_hub_history_publishes_total{result="ok"} 3
 # HELP ratchet_hub_recoveries_total Subscriptions that asked to resume, by result (complete: every missed message sent; reset: a gap the client must reset over).
 # TYPE ratchet_hub_recoveries_total counter

@@ -41,9 +41,9 @@ type Metrics struct {
 	writeTimeouts, panics, pongTO *prometheus.CounterVec
 	closed, rejected              *prometheus.CounterVec
 
-	publishes  *prometheus.CounterVec
-	historyPub *prometheus.CounterVec
-	recoveries *prometheus.CounterVec
+	publishes  outcome // ok, error
+	historyPub outcome // ok, error
+	recoveries outcome // complete, reset
 	requests   *prometheus.CounterVec
 	deliveries prometheus.Counter
 	fanout     prometheus.Histogram
@@ -81,9 +81,6 @@ func New(reg prometheus.Registerer) *Metrics {
 		writeTimeouts: counter("write_timeouts_total", "Socket writes that did not finish within the write timeout.", conn...),
 		panics:        counter("callback_panics_total", "Panics in component callbacks.", conn...),
 		pongTO:        counter("keepalive_timeouts_total", "Connections dropped for not answering a ping.", conn...),
-		publishes:     counter("hub_publishes_total", "Hub publishes, by result (error: refused or the Broker failed).", "result"),
-		historyPub:    counter("hub_history_publishes_total", "Hub publishes to topics that keep history, by result (error: not stored).", "result"),
-		recoveries:    counter("hub_recoveries_total", "Subscriptions that asked to resume, by result (complete: every missed message sent; reset: a gap the client must reset over).", "result"),
 		requests:      counter("http_requests_total", "HTTP requests answered by an instrumented handler, by status.", "handler", "code"),
 		deliveries: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "ratchet", Name: "hub_deliveries_total",
 			Help: "Messages queued for local connections by Hub fan-out."}),
@@ -92,9 +89,31 @@ func New(reg prometheus.Registerer) *Metrics {
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "ratchet", Name: "hub_publish_duration_seconds",
 			Help: "Time a Hub publish took (through the Broker, with one).", Buckets: LatencyBuckets}),
 	}
+	publishes := counter("hub_publishes_total", "Hub publishes, by result (error: refused or the Broker failed).", "result")
+	historyPub := counter("hub_history_publishes_total", "Hub publishes to topics that keep history, by result (error: not stored).", "result")
+	recoveries := counter("hub_recoveries_total", "Subscriptions that asked to resume, by result (complete: every missed message sent; reset: a gap the client must reset over).", "result")
+	m.publishes = newOutcome(publishes, "ok", "error")
+	m.historyPub = newOutcome(historyPub, "ok", "error")
+	m.recoveries = newOutcome(recoveries, "complete", "reset")
 	reg.MustRegister(m.open, m.opened, m.closed, m.rejected, m.msgIn, m.msgOut, m.bytesIn, m.bytesOut,
-		m.slow, m.writeTimeouts, m.panics, m.pongTO, m.publishes, m.historyPub, m.recoveries, m.requests, m.deliveries, m.fanout, m.latency)
+		m.slow, m.writeTimeouts, m.panics, m.pongTO, publishes, historyPub, recoveries, m.requests, m.deliveries, m.fanout, m.latency)
 	return m
+}
+
+// outcome is a counter by result, its two label values resolved up front:
+// the Hub's events are counted without a label lookup.
+type outcome struct{ good, bad prometheus.Counter }
+
+func newOutcome(v *prometheus.CounterVec, good, bad string) outcome {
+	return outcome{v.WithLabelValues(good), v.WithLabelValues(bad)}
+}
+
+func (o outcome) inc(good bool) {
+	if good {
+		o.good.Inc()
+	} else {
+		o.bad.Inc()
+	}
 }
 
 // Route implements ratchet.Observer: it resolves the label values of one
@@ -151,11 +170,7 @@ func (r *routeObserver) KeepaliveTimeout() { r.pongTO.Inc() }
 
 // Published implements ratchet.HubObserver.
 func (m *Metrics) Published(d time.Duration, err error) {
-	result := "ok"
-	if err != nil {
-		result = "error"
-	}
-	m.publishes.WithLabelValues(result).Inc()
+	m.publishes.inc(err == nil)
 	m.latency.Observe(d.Seconds())
 }
 
@@ -167,20 +182,12 @@ func (m *Metrics) Delivered(n int) {
 
 // HistoryPublished implements ratchet.HubObserver.
 func (m *Metrics) HistoryPublished(err error) {
-	result := "ok"
-	if err != nil {
-		result = "error"
-	}
-	m.historyPub.WithLabelValues(result).Inc()
+	m.historyPub.inc(err == nil)
 }
 
 // Recovered implements ratchet.HubObserver.
 func (m *Metrics) Recovered(ok bool) {
-	result := "complete"
-	if !ok {
-		result = "reset"
-	}
-	m.recoveries.WithLabelValues(result).Inc()
+	m.recoveries.inc(ok)
 }
 
 // WatchHub exports the size of h (ratchet.Hub.Stats) as the gauges

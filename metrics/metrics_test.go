@@ -190,6 +190,7 @@ func TestMetrics(t *testing.T) {
 	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
 # HELP ratchet_hub_publishes_total Hub publishes, by result (error: refused or the Broker failed).
 # TYPE ratchet_hub_publishes_total counter
+ratchet_hub_publishes_total{result="error"} 0
 ratchet_hub_publishes_total{result="ok"} 1
 `), "ratchet_hub_publishes_total"))
 	require.NoError(t, one.Close(websocket.StatusNormalClosure, ""))
