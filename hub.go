@@ -270,6 +270,9 @@ func (h *Hub) publishPosition(ctx context.Context, topic string, msg Message) (_
 	}
 	if policy, ok := h.HistoryPolicy(topic); ok {
 		pos, err := h.historyBroker().PublishHistory(ctx, topic, msg, policy)
+		if h.obs != nil {
+			h.obs.HistoryPublished(err)
+		}
 		return pos, n, err
 	}
 	if h.broker != nil {

@@ -94,6 +94,14 @@ type HubObserver interface {
 	Published(d time.Duration, err error)
 	// Delivered: a published message was queued for n local connections.
 	Delivered(n int)
+	// HistoryPublished: a publish to a topic that keeps history (see
+	// WithHistory) was stored with its position, or failed with err. It is
+	// also counted by Published.
+	HistoryPublished(err error)
+	// Recovered: a SubscribeWith given SubscribeOptions.Since succeeded,
+	// with every missed message sent (ok, Recovery.Recovered) or a gap it
+	// could not fill (the client must reset). Called once per such call.
+	Recovered(ok bool)
 }
 
 // WithObserver makes the servers report to o; see Observer. Given to

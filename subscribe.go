@@ -90,7 +90,11 @@ func (h *Hub) SubscribeWith(ctx context.Context, c Conn, topic string, opts Subs
 	if _, err := h.member(ctx, c); err != nil {
 		return Recovery{}, err
 	}
-	return h.join(ctx, c, topic, opts, true)
+	rec, err := h.join(ctx, c, topic, opts, true)
+	if err == nil && h.obs != nil && !opts.Since.IsZero() {
+		h.obs.Recovered(rec.Recovered)
+	}
+	return rec, err
 }
 
 // join adds c to topic. With needBroker, a Broker that has lost its server

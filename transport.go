@@ -2,7 +2,9 @@ package ratchet
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"runtime/debug"
 	"sync"
@@ -47,6 +49,7 @@ type TransportConn struct {
 	ctx       context.Context
 	cancel    context.CancelFunc
 	done      chan struct{} // closed after OnClose
+	obs       RouteObserver // Observe; nil: not observed
 
 	// in serializes the callbacks; opened tells Receive that OnOpen ran.
 	in     sync.Mutex
@@ -82,11 +85,22 @@ func NewTransportConn(component MessageComponent, t Transport, r *http.Request, 
 	return c
 }
 
+// Observe makes the Conn report to o as a WebSocket connection reports to
+// its route's RouteObserver: opened, messages in and out, slow consumer,
+// panics, write and keepalive timeouts (an End or write error wrapping
+// ErrKeepaliveTimeout or a timeout net.Error) and the close code. The
+// transport calls it before Open, with the RouteObserver it resolved once
+// for all its connections (Observer.Route with its own transport label).
+func (c *TransportConn) Observe(o RouteObserver) { c.obs = o }
+
 // Open calls OnOpen. The transport calls it once, before any Receive.
 func (c *TransportConn) Open() {
 	c.in.Lock()
 	defer c.in.Unlock()
 	c.opened = true
+	if c.obs != nil {
+		c.obs.ConnOpened()
+	}
 	c.call(func() { c.component.OnOpen(c) })
 }
 
@@ -101,6 +115,9 @@ func (c *TransportConn) Receive(msg Message) error {
 	c.mu.Unlock()
 	if closing || !c.opened {
 		return ErrClosed
+	}
+	if c.obs != nil {
+		c.obs.MessageIn(len(msg.Data))
 	}
 	c.call(func() { c.component.OnMessage(c, msg) })
 	return nil
@@ -171,9 +188,15 @@ func (c *TransportConn) Send(msg Message) error {
 	if len(c.queue) >= c.sendQueue {
 		c.failLocked(ErrSlowConsumer, StatusPolicyViolation, "slow consumer")
 		c.queue = nil // cannot be delivered in time; OnError tells
+		if c.obs != nil {
+			c.obs.SlowConsumer()
+		}
 		return ErrSlowConsumer
 	}
 	c.queue = append(c.queue, msg)
+	if c.obs != nil {
+		c.obs.MessageOut(len(msg.Data))
+	}
 	c.startWriterLocked()
 	return nil
 }
@@ -294,6 +317,9 @@ func (c *TransportConn) finish() {
 		c.call(func() { c.component.OnError(c, cause) })
 	}
 	c.call(func() { c.component.OnClose(c) })
+	if c.obs != nil {
+		c.observeEnd(cause, code)
+	}
 	close(c.done)
 }
 
@@ -304,7 +330,26 @@ func (c *TransportConn) call(f func()) {
 			c.mu.Lock()
 			c.failLocked(&PanicError{Value: v, Stack: debug.Stack()}, StatusInternalError, "internal error")
 			c.mu.Unlock()
+			if c.obs != nil {
+				c.obs.Panic()
+			}
 		}
 	}()
 	f()
+}
+
+// observeEnd reports the end of the connection: its cause, if a timeout,
+// then the close code (StatusAbnormalClosure when the transport broke).
+func (c *TransportConn) observeEnd(cause error, code StatusCode) {
+	var ne net.Error
+	switch {
+	case errors.Is(cause, ErrKeepaliveTimeout):
+		c.obs.KeepaliveTimeout()
+	case errors.As(cause, &ne) && ne.Timeout():
+		c.obs.WriteTimeout()
+	}
+	if cause != nil && code == StatusGoingAway { // End with an error: the transport broke
+		code = StatusAbnormalClosure
+	}
+	c.obs.ConnClosed(code)
 }

@@ -78,6 +78,7 @@ var ErrProtocol = errors.New("engineio: protocol error")
 type Handler struct {
 	component ratchet.MessageComponent
 	cfg       config
+	obs       ratchet.RouteObserver // WithObserver; nil: not observed
 
 	mu       sync.Mutex
 	sessions map[string]*session
@@ -96,7 +97,17 @@ func NewHandler(component ratchet.MessageComponent, opts ...Option) *Handler {
 	for _, o := range opts {
 		o(&h.cfg)
 	}
+	if h.cfg.observer != nil {
+		h.obs = h.cfg.observer.Route(h.cfg.route, TransportLabel)
+	}
 	return h
+}
+
+// reject reports a refused handshake.
+func (h *Handler) reject(reason ratchet.RejectReason) {
+	if h.obs != nil {
+		h.obs.HandshakeRejected(reason)
+	}
 }
 
 // The error codes of the reference server, in the JSON body of a 400.
@@ -129,16 +140,19 @@ func writeError(w http.ResponseWriter, status, code int) {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	if err := origin.Check(r, h.cfg.origins); err != nil {
+		h.reject(ratchet.RejectOrigin)
 		writeError(w, http.StatusForbidden, codeForbidden)
 		return
 	}
 	q := r.URL.Query()
 	if q.Get("EIO") != Protocol {
+		h.reject(ratchet.RejectMalformed)
 		writeError(w, http.StatusBadRequest, codeBadVersion)
 		return
 	}
 	transport := q.Get("transport")
 	if transport != "polling" && transport != "websocket" {
+		h.reject(ratchet.RejectMalformed)
 		writeError(w, http.StatusBadRequest, codeUnknownTransport)
 		return
 	}
@@ -168,6 +182,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) handshake(w http.ResponseWriter, r *http.Request, transport string) {
 	if r.Method != http.MethodGet {
+		h.reject(ratchet.RejectMalformed)
 		writeError(w, http.StatusBadRequest, codeBadHandshake)
 		return
 	}
@@ -180,6 +195,7 @@ func (h *Handler) handshake(w http.ResponseWriter, r *http.Request, transport st
 			if errors.As(err, &re) && re.Status >= 400 && re.Status < 600 {
 				status = re.Status
 			}
+			h.reject(ratchet.RejectAuth)
 			http.Error(w, err.Error(), status)
 			return
 		}
@@ -194,6 +210,7 @@ func (h *Handler) handshake(w http.ResponseWriter, r *http.Request, transport st
 	}
 	s := h.newSession(r, user)
 	if !h.life.Enter(func() { h.sessions[s.id] = s }) {
+		h.reject(ratchet.RejectShutdown)
 		if ws != nil {
 			ws.closeNow()
 		} else {

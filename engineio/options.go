@@ -14,6 +14,8 @@ type config struct {
 	sendQueue    int
 	origins      []string
 	authenticate ratchet.Authenticator
+	observer     ratchet.Observer
+	route        string
 }
 
 // Option configures a Handler.
@@ -83,4 +85,20 @@ func WithOrigins(patterns ...string) Option {
 // requests of a session are bound to it by its unguessable sid.
 func WithAuthenticate(f ratchet.Authenticator) Option {
 	return func(c *config) { c.authenticate = f }
+}
+
+// TransportLabel is the transport an Observer is given for Engine.IO
+// sessions. A session starts on long polling and usually moves to a
+// WebSocket within its first second; one label for both keeps a session
+// counted once, from its handshake to its end.
+const TransportLabel = "engineio"
+
+// WithObserver makes the sessions report to o, as ratchet.WithObserver does
+// for WebSocket routes: o.Route(route, TransportLabel) is called once, here,
+// and each session reports to what it returns (opened and closed with its
+// close code, messages in and out, slow consumers, panics, write and ping
+// timeouts) and refused handshakes by reason. route names the handler in
+// the labels, say its mount path. A nil o observes nothing.
+func WithObserver(o ratchet.Observer, route string) Option {
+	return func(c *config) { c.observer, c.route = o, route }
 }

@@ -10,8 +10,11 @@
 //	app.Handle("/metrics", promhttp.Handler())
 //
 // Every metric is named ratchet_*. Connection metrics carry the labels route
-// (the App route's pattern) and transport; the label values are resolved
-// once per route, so that counting a message costs a few atomic adds.
+// (the App route's pattern) and transport ("websocket"; "sse" and "engineio"
+// for the handlers given the Metrics by push.WithObserver and
+// engineio.WithObserver); the label values are resolved once per route, so
+// that counting a message costs a few atomic adds. WatchHub, WatchBroker and
+// WatchPusher export gauges read at each scrape.
 package metrics
 
 import (
@@ -23,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ratchetgo/ratchet"
+	"github.com/ratchetgo/ratchet/pusher"
 )
 
 // Metrics holds the collectors. It implements ratchet.Observer and
@@ -37,7 +41,9 @@ type Metrics struct {
 	writeTimeouts, panics, pongTO *prometheus.CounterVec
 	closed, rejected              *prometheus.CounterVec
 
-	publishes  *prometheus.CounterVec
+	publishes  outcome // ok, error
+	historyPub outcome // ok, error
+	recoveries outcome // complete, reset
 	requests   *prometheus.CounterVec
 	deliveries prometheus.Counter
 	fanout     prometheus.Histogram
@@ -75,7 +81,6 @@ func New(reg prometheus.Registerer) *Metrics {
 		writeTimeouts: counter("write_timeouts_total", "Socket writes that did not finish within the write timeout.", conn...),
 		panics:        counter("callback_panics_total", "Panics in component callbacks.", conn...),
 		pongTO:        counter("keepalive_timeouts_total", "Connections dropped for not answering a ping.", conn...),
-		publishes:     counter("hub_publishes_total", "Hub publishes, by result (error: refused or the Broker failed).", "result"),
 		requests:      counter("http_requests_total", "HTTP requests answered by an instrumented handler, by status.", "handler", "code"),
 		deliveries: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "ratchet", Name: "hub_deliveries_total",
 			Help: "Messages queued for local connections by Hub fan-out."}),
@@ -84,9 +89,31 @@ func New(reg prometheus.Registerer) *Metrics {
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "ratchet", Name: "hub_publish_duration_seconds",
 			Help: "Time a Hub publish took (through the Broker, with one).", Buckets: LatencyBuckets}),
 	}
+	publishes := counter("hub_publishes_total", "Hub publishes, by result (error: refused or the Broker failed).", "result")
+	historyPub := counter("hub_history_publishes_total", "Hub publishes to topics that keep history, by result (error: not stored).", "result")
+	recoveries := counter("hub_recoveries_total", "Subscriptions that asked to resume, by result (complete: every missed message sent; reset: a gap the client must reset over).", "result")
+	m.publishes = newOutcome(publishes, "ok", "error")
+	m.historyPub = newOutcome(historyPub, "ok", "error")
+	m.recoveries = newOutcome(recoveries, "complete", "reset")
 	reg.MustRegister(m.open, m.opened, m.closed, m.rejected, m.msgIn, m.msgOut, m.bytesIn, m.bytesOut,
-		m.slow, m.writeTimeouts, m.panics, m.pongTO, m.publishes, m.requests, m.deliveries, m.fanout, m.latency)
+		m.slow, m.writeTimeouts, m.panics, m.pongTO, publishes, historyPub, recoveries, m.requests, m.deliveries, m.fanout, m.latency)
 	return m
+}
+
+// outcome is a counter by result, its two label values resolved up front:
+// the Hub's events are counted without a label lookup.
+type outcome struct{ good, bad prometheus.Counter }
+
+func newOutcome(v *prometheus.CounterVec, good, bad string) outcome {
+	return outcome{v.WithLabelValues(good), v.WithLabelValues(bad)}
+}
+
+func (o outcome) inc(good bool) {
+	if good {
+		o.good.Inc()
+	} else {
+		o.bad.Inc()
+	}
 }
 
 // Route implements ratchet.Observer: it resolves the label values of one
@@ -143,11 +170,7 @@ func (r *routeObserver) KeepaliveTimeout() { r.pongTO.Inc() }
 
 // Published implements ratchet.HubObserver.
 func (m *Metrics) Published(d time.Duration, err error) {
-	result := "ok"
-	if err != nil {
-		result = "error"
-	}
-	m.publishes.WithLabelValues(result).Inc()
+	m.publishes.inc(err == nil)
 	m.latency.Observe(d.Seconds())
 }
 
@@ -155,6 +178,16 @@ func (m *Metrics) Published(d time.Duration, err error) {
 func (m *Metrics) Delivered(n int) {
 	m.deliveries.Add(float64(n))
 	m.fanout.Observe(float64(n))
+}
+
+// HistoryPublished implements ratchet.HubObserver.
+func (m *Metrics) HistoryPublished(err error) {
+	m.historyPub.inc(err == nil)
+}
+
+// Recovered implements ratchet.HubObserver.
+func (m *Metrics) Recovered(ok bool) {
+	m.recoveries.inc(ok)
 }
 
 // WatchHub exports the size of h (ratchet.Hub.Stats) as the gauges
@@ -216,4 +249,54 @@ func register(reg prometheus.Registerer, cs ...prometheus.Collector) error {
 		}
 	}
 	return nil
+}
+
+// WatchPusher exports what s, a Pusher Channels server, does on this node,
+// read from s.Stats at each scrape and labelled pusher=name:
+// ratchet_pusher_connections and ratchet_pusher_channels_occupied by app
+// (its App.ID), and the webhook counters ratchet_pusher_webhook_deliveries_total,
+// _retries_total, _failures_total (batches given up) and
+// _dropped_events_total (events dropped from full queues). The channels are
+// this node's: summed over the nodes, a channel occupied on two counts twice.
+func (m *Metrics) WatchPusher(name string, s *pusher.Server) error {
+	return register(m.reg, newPusherCollector(name, s))
+}
+
+type pusherCollector struct {
+	s                                      *pusher.Server
+	conns, channels                        *prometheus.Desc
+	deliveries, retries, failures, dropped *prometheus.Desc
+}
+
+func newPusherCollector(name string, s *pusher.Server) *pusherCollector {
+	labels := prometheus.Labels{"pusher": name}
+	desc := func(metric, help string, vars ...string) *prometheus.Desc {
+		return prometheus.NewDesc("ratchet_pusher_"+metric, help, vars, labels)
+	}
+	return &pusherCollector{s: s,
+		conns:      desc("connections", "Pusher connections open on this node.", "app"),
+		channels:   desc("channels_occupied", "Channels with a subscriber on this node.", "app"),
+		deliveries: desc("webhook_deliveries_total", "Webhook batches delivered (answered with a 2xx)."),
+		retries:    desc("webhook_retries_total", "Webhook tries after a batch's first one."),
+		failures:   desc("webhook_failures_total", "Webhook batches given up after their last try."),
+		dropped:    desc("webhook_dropped_events_total", "Webhook events dropped from full queues."),
+	}
+}
+
+func (c *pusherCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.conns, c.channels, c.deliveries, c.retries, c.failures, c.dropped} {
+		ch <- d
+	}
+}
+
+func (c *pusherCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.s.Stats()
+	for _, a := range st.Apps {
+		ch <- prometheus.MustNewConstMetric(c.conns, prometheus.GaugeValue, float64(a.Conns), a.ID)
+		ch <- prometheus.MustNewConstMetric(c.channels, prometheus.GaugeValue, float64(a.Channels), a.ID)
+	}
+	ch <- prometheus.MustNewConstMetric(c.deliveries, prometheus.CounterValue, float64(st.WebhookDeliveries))
+	ch <- prometheus.MustNewConstMetric(c.retries, prometheus.CounterValue, float64(st.WebhookRetries))
+	ch <- prometheus.MustNewConstMetric(c.failures, prometheus.CounterValue, float64(st.WebhookFailures))
+	ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(st.WebhookDropped))
 }

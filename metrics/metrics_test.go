@@ -34,6 +34,16 @@ func sample(t *testing.T, fams map[string]*dto.MetricFamily, name string, want m
 	t.Helper()
 	fam := fams[name]
 	require.NotNil(t, fam, "no metric %s in the scrape", name)
+	v, ok := lookup(fam, want)
+	if !ok {
+		t.Fatalf("no sample of %s with labels %v", name, want)
+	}
+	return v
+}
+
+// lookup returns the value of the first sample of fam whose labels include
+// want (a histogram's: its count).
+func lookup(fam *dto.MetricFamily, want map[string]string) (float64, bool) {
 next:
 	for _, m := range fam.Metric {
 		got := map[string]string{}
@@ -47,15 +57,14 @@ next:
 		}
 		switch {
 		case m.Counter != nil:
-			return m.Counter.GetValue()
+			return m.Counter.GetValue(), true
 		case m.Gauge != nil:
-			return m.Gauge.GetValue()
+			return m.Gauge.GetValue(), true
 		case m.Histogram != nil:
-			return float64(m.Histogram.GetSampleCount())
+			return float64(m.Histogram.GetSampleCount()), true
 		}
 	}
-	t.Fatalf("no sample of %s with labels %v", name, want)
-	return 0
+	return 0, false
 }
 
 // Real clients drive a real App and Hub observed by Metrics; the counters
@@ -181,6 +190,7 @@ func TestMetrics(t *testing.T) {
 	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
 # HELP ratchet_hub_publishes_total Hub publishes, by result (error: refused or the Broker failed).
 # TYPE ratchet_hub_publishes_total counter
+ratchet_hub_publishes_total{result="error"} 0
 ratchet_hub_publishes_total{result="ok"} 1
 `), "ratchet_hub_publishes_total"))
 	require.NoError(t, one.Close(websocket.StatusNormalClosure, ""))

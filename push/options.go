@@ -47,6 +47,8 @@ type config struct {
 	retry        time.Duration
 	sendQueue    int
 	writeTimeout time.Duration
+	observer     ratchet.Observer
+	route        string
 }
 
 func newConfig(opts []Option) config {
@@ -143,3 +145,21 @@ func WithSendQueue(n int) Option {
 // not take the bytes in time loses its stream. Default DefaultWriteTimeout;
 // 0 disables it.
 func WithWriteTimeout(d time.Duration) Option { return func(c *config) { c.writeTimeout = d } }
+
+// TransportSSE is the transport an Observer is given for SSE streams.
+const TransportSSE = "sse"
+
+// WithObserver makes an SSE handler's streams report to o, as
+// ratchet.WithObserver does for WebSocket routes: o.Route(route,
+// TransportSSE) is called once, in NewSSE, and each stream reports to what
+// it returns: opened and closed, messages queued, slow-consumer closes,
+// write timeouts, refused requests by reason. route names the handler in
+// the labels, say its mount path. SSE has no close frame, so a stream's
+// close code says how it ended: the code of Conn.Close (1001 for
+// Shutdown), 1008 for a slow consumer, 1006 when a write failed, 1005 when
+// the client left. An Endpoint is a WebSocket component: it is observed
+// through its route's ratchet.WithObserver, and ignores this option. A nil
+// o observes nothing.
+func WithObserver(o ratchet.Observer, route string) Option {
+	return func(c *config) { c.observer, c.route = o, route }
+}

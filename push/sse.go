@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -39,6 +40,7 @@ import (
 type SSE struct {
 	hub *ratchet.Hub
 	cfg config
+	obs ratchet.RouteObserver // WithObserver; nil: not observed
 
 	streams ratchet.ConnSet
 	life    lifecycle.Group // streams whose handler has not returned
@@ -52,7 +54,18 @@ const maxLastEventID = 1<<53 - 1
 
 // NewSSE returns an SSE handler for the topics of hub.
 func NewSSE(hub *ratchet.Hub, opts ...Option) *SSE {
-	return &SSE{hub: hub, cfg: newConfig(opts)}
+	s := &SSE{hub: hub, cfg: newConfig(opts)}
+	if s.cfg.observer != nil {
+		s.obs = s.cfg.observer.Route(s.cfg.route, TransportSSE)
+	}
+	return s
+}
+
+// reject reports a refused request.
+func (s *SSE) reject(reason ratchet.RejectReason) {
+	if s.obs != nil {
+		s.obs.HandshakeRejected(reason)
+	}
 }
 
 // ServeHTTP serves one stream. Refusals are JSON errors sent before the
@@ -68,6 +81,7 @@ func NewSSE(hub *ratchet.Hub, opts ...Option) *SSE {
 func (s *SSE) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", http.MethodGet)
+		s.reject(ratchet.RejectMalformed)
 		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use GET", nil)
 		return
 	}
@@ -75,6 +89,7 @@ func (s *SSE) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.authenticate != nil {
 		u, err := s.cfg.authenticate(r)
 		if err != nil {
+			s.reject(ratchet.RejectAuth)
 			writeReject(w, err, http.StatusUnauthorized)
 			return
 		}
@@ -82,34 +97,40 @@ func (s *SSE) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	topics := r.URL.Query()["topic"]
 	if len(topics) > s.cfg.maxTopics {
+		s.reject(ratchet.RejectMalformed)
 		writeError(w, http.StatusBadRequest, CodeTooManyTopics, "too many topic parameters", nil)
 		return
 	}
 	for _, t := range topics {
 		if !ratchet.ValidTopic(t) {
 			t = echoTopic(t)
+			s.reject(ratchet.RejectMalformed)
 			writeError(w, http.StatusBadRequest, CodeInvalidTopic, "invalid topic name", &t)
 			return
 		}
 	}
 
 	c := newStream(r, user, s.cfg.sendQueue)
+	c.obs = s.obs
 	defer c.cancel()
 	if s.cfg.authorize != nil {
 		for _, t := range topics {
 			if err := s.cfg.authorize(c, t); err != nil {
+				s.reject(ratchet.RejectAuth)
 				writeReject(w, err, http.StatusForbidden, t)
 				return
 			}
 		}
 	}
 	if !s.life.Enter(func() { s.streams.Add(c) }) {
+		s.reject(ratchet.RejectShutdown)
 		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "server shutting down", nil)
 		return
 	}
 	defer s.remove(c)
 	since, err := s.resumeFrom(r, c)
 	if err != nil {
+		s.reject(ratchet.RejectMalformed)
 		writeError(w, http.StatusBadRequest, CodeInvalidSince, err.Error(), nil)
 		return
 	}
@@ -125,6 +146,10 @@ func (s *SSE) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if id, err := strconv.ParseUint(r.Header.Get("Last-Event-ID"), 10, 64); err == nil && id <= maxLastEventID {
 			c.lastID = id // ids go on from where the client's previous stream stopped
 		}
+	}
+	if s.obs != nil {
+		s.obs.ConnOpened()
+		defer c.observeEnd()
 	}
 	s.stream(w, c)
 }
@@ -271,6 +296,7 @@ func (s *SSE) stream(w http.ResponseWriter, c *stream) {
 					continue
 				}
 				if _, err := w.Write(buf); err != nil {
+					c.writeFailed(err)
 					return
 				}
 			}
@@ -279,6 +305,7 @@ func (s *SSE) stream(w http.ResponseWriter, c *stream) {
 				buf = make([]byte, 0, 512)
 			}
 			if err := rc.Flush(); err != nil {
+				c.writeFailed(err)
 				return
 			}
 			if closing {
@@ -297,9 +324,14 @@ func (s *SSE) write(c *stream, rc *http.ResponseController, w http.ResponseWrite
 		return false
 	}
 	if _, err := w.Write(b); err != nil {
+		c.writeFailed(err)
 		return false
 	}
-	return rc.Flush() == nil
+	if err := rc.Flush(); err != nil {
+		c.writeFailed(err)
+		return false
+	}
+	return true
 }
 
 // setDeadline arms the write timeout for the next writes, and reports
@@ -414,7 +446,13 @@ type stream struct {
 	lastID uint64
 	cursor []ratchet.Position
 
+	obs ratchet.RouteObserver // the SSE's; nil: not observed
+	// The handler's: a write failed; with a timeout of its own (not the
+	// stream being cut off).
+	failed, timedOut bool
+
 	mu      sync.Mutex
+	code    ratchet.StatusCode // of Close
 	queue   []sseItem
 	spare   []sseItem
 	unbound bool  // subscribing: recovered messages may exceed limit
@@ -537,26 +575,62 @@ func (c *stream) push(it sseItem) error {
 		c.queue = nil
 		c.mu.Unlock()
 		c.cancel()
+		if c.obs != nil {
+			c.obs.SlowConsumer()
+		}
 		return ratchet.ErrSlowConsumer
 	}
 	c.queue = append(c.queue, it)
 	c.mu.Unlock()
+	if c.obs != nil && it.kind == itemMessage {
+		c.obs.MessageOut(len(it.msg.Data))
+	}
 	c.wake()
 	return nil
 }
 
 // Close ends the stream once what is queued has been written. SSE has no
 // close frame: code and reason are not sent.
-func (c *stream) Close(ratchet.StatusCode, string) error {
+func (c *stream) Close(code ratchet.StatusCode, _ string) error {
 	c.mu.Lock()
 	if c.closing || c.cause != nil || c.ctx.Err() != nil {
 		c.mu.Unlock()
 		return ratchet.ErrClosed
 	}
-	c.closing = true
+	c.closing, c.code = true, code
 	c.mu.Unlock()
 	c.wake()
 	return nil
+}
+
+// writeFailed notes a failed write of the handler: a timeout of its own
+// when the stream was not cut off meanwhile (cutting it off moves the
+// deadline to the past).
+func (c *stream) writeFailed(err error) {
+	var ne net.Error
+	c.failed = true
+	c.timedOut = c.ctx.Err() == nil && errors.As(err, &ne) && ne.Timeout()
+}
+
+// observeEnd reports the end of the stream to its observer, with the close
+// code WithObserver documents.
+func (c *stream) observeEnd() {
+	c.mu.Lock()
+	code, slow := c.code, c.cause == ratchet.ErrSlowConsumer
+	c.mu.Unlock()
+	switch {
+	case slow:
+		code = ratchet.StatusPolicyViolation
+	case c.timedOut:
+		c.obs.WriteTimeout()
+		code = ratchet.StatusAbnormalClosure
+	case code != 0:
+	case c.failed:
+		code = ratchet.StatusAbnormalClosure
+	default:
+		code = ratchet.StatusNoStatusRcvd
+	}
+	c.obs.ConnClosed(code)
 }
 
 func (c *stream) wake() {

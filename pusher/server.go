@@ -56,8 +56,10 @@ type Server struct {
 	byConn   map[ratchet.Conn]*conn
 	cluster  cluster
 
-	webhookFailures atomic.Uint64 // batches given up
-	webhookDropped  atomic.Uint64 // events dropped from full queues
+	webhookFailures   atomic.Uint64 // batches given up
+	webhookDropped    atomic.Uint64 // events dropped from full queues
+	webhookDeliveries atomic.Uint64 // batches answered with a 2xx
+	webhookRetries    atomic.Uint64 // tries after a batch's first
 }
 
 // app is an App being served.
@@ -365,4 +367,42 @@ func (a *app) localCounts(channels []string, prefix string) map[string]int {
 		}
 	}
 	return out
+}
+
+// Stats is a snapshot of what a Server does on this node, for metrics
+// (package metrics exports it with WatchPusher).
+type Stats struct {
+	Apps []AppStats // in the order given to NewServer
+
+	WebhookDeliveries uint64 // batches delivered (answered with a 2xx)
+	WebhookRetries    uint64 // tries after a batch's first one
+	WebhookFailures   uint64 // batches given up after their last try
+	WebhookDropped    uint64 // events dropped from full queues
+}
+
+// AppStats is the share of one app in Stats.
+type AppStats struct {
+	ID       string // App.ID
+	Conns    int    // connections on this node
+	Channels int    // channels occupied on this node: with a subscriber here
+}
+
+// Stats returns the Server's counts on this node. The cluster's channels
+// are those of the HTTP API (GET /apps/{id}/channels), which asks every
+// node; Stats asks none, so that each node's metrics add up.
+func (s *Server) Stats() Stats {
+	st := Stats{
+		Apps:              make([]AppStats, len(s.apps)),
+		WebhookDeliveries: s.webhookDeliveries.Load(),
+		WebhookRetries:    s.webhookRetries.Load(),
+		WebhookFailures:   s.webhookFailures.Load(),
+		WebhookDropped:    s.webhookDropped.Load(),
+	}
+	for i, a := range s.apps {
+		a.mu.Lock()
+		n := len(a.local)
+		a.mu.Unlock()
+		st.Apps[i] = AppStats{ID: a.ID, Conns: int(a.conns.Load()), Channels: n}
+	}
+	return st
 }

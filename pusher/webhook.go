@@ -441,6 +441,7 @@ func (s *hookSender) post(events []json.RawMessage) {
 			select {
 			case <-time.After(backoff):
 				backoff *= 2
+				s.a.s.webhookRetries.Add(1)
 			case <-s.ctx.Done():
 				attempt = s.a.s.cfg.webhookAttempts + 1
 				continue
@@ -448,6 +449,7 @@ func (s *hookSender) post(events []json.RawMessage) {
 		}
 		status, err := s.try(body.Bytes(), sig)
 		if err == nil && status >= 200 && status < 300 {
+			s.a.s.webhookDeliveries.Add(1)
 			return
 		}
 		if err != nil {

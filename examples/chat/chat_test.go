@@ -199,7 +199,7 @@ func (s *chatServer) start(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.addr = l.Addr().String()
-	s.app = newApp("localhost", filepath.Join(jstest.Root(t), defaultEngineIOClient))
+	s.app = newApp("localhost", filepath.Join(jstest.Root(t), defaultEngineIOClient), nil)
 	s.served = make(chan error, 1)
 	go func() { s.served <- s.app.Serve(l) }()
 }

@@ -80,7 +80,7 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	app := newApp(*host, *eioClient, o.Options...)
+	app := newApp(*host, *eioClient, o.Metrics, o.Options...)
 	if _, err := o.Mount(app); err != nil { // /metrics, /healthz, /readyz
 		log.Fatal(err)
 	}
@@ -99,12 +99,13 @@ const defaultEngineIOClient = "node_modules/engine.io-client/dist/engine.io.min.
 
 // newApp builds the chat server: the Chat component at /websocket and at
 // /engine.io/, the browser client at /, and eioClient (engine.io-client's
-// browser build) at /engine.io.js, for requests to httpHost.
-func newApp(httpHost, eioClient string, opts ...ratchet.Option) *ratchet.App {
+// browser build) at /engine.io.js, for requests to httpHost. obs, if not
+// nil, observes the Engine.IO sessions (opts observe the WebSocket route).
+func newApp(httpHost, eioClient string, obs ratchet.Observer, opts ...ratchet.Option) *ratchet.App {
 	app := ratchet.NewApp(httpHost, 0, opts...) // Serve takes the listener: no port
 	chat := &Chat{}
 	app.Route("/websocket", chat, []string{"*"})
-	app.Handle("/engine.io/", engineio.NewHandler(chat, engineio.WithOrigins("*")))
+	app.Handle("/engine.io/", engineio.NewHandler(chat, engineio.WithOrigins("*"), engineio.WithObserver(obs, "/engine.io/")))
 	app.HandleFunc("GET /engine.io.js", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
 		http.ServeFile(w, r, eioClient) // 404 when it is not installed: the page stays on WebSocket

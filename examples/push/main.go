@@ -106,7 +106,7 @@ func main() {
 	app := ratchet.NewApp(*host, 0, o.Options...) // Serve takes the listener: no port
 	app.Route("/push", push.NewEndpoint(hub, authorize), nil,
 		ratchet.WithReadLimit(4<<10), ratchet.WithAuthenticate(userFromQuery))
-	events := push.NewSSE(hub, authorize, push.WithAuthenticate(userFromQuery))
+	events := push.NewSSE(hub, authorize, push.WithAuthenticate(userFromQuery), push.WithObserver(o.Metrics, "/events"))
 	app.Handle("/events", events)
 	app.Handle("/publish", o.Metrics.InstrumentHandler("publish", push.NewPublishHandler(hub, push.WithSecret([]byte(secret)))))
 	app.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
