@@ -136,12 +136,12 @@ type conn struct {
 
 	mu          sync.Mutex
 	queue       []outMsg
-	spare       []outMsg      // the writer's drained slice, reused
-	writing     bool          // an inline write or a writer goroutine owns the write side
-	drained     chan struct{} // the reader waits for the writer to take the queue; closed when it does
-	inCallback  bool          // the run goroutine is inside OnOpen or OnMessage
-	closing     bool          // Close was called or the server failed the conn
-	ended       bool          // the run goroutine is finishing: no new helpers
+	spare       []outMsg    // the writer's drained slice, reused
+	writing     bool        // an inline write or a writer goroutine owns the write side
+	drained     drainSignal // the reader (and sendWait) wait for the writer to take the queue
+	inCallback  bool        // the run goroutine is inside OnOpen or OnMessage
+	closing     bool        // Close was called or the server failed the conn
+	ended       bool        // the run goroutine is finishing: no new helpers
 	closeCode   StatusCode
 	closeReason string
 	cause       error // an explicit failure (slow consumer, panic, ...)
@@ -455,13 +455,9 @@ func (c *conn) writeFailedLocked(err error) {
 	c.wakeReaderLocked()
 }
 
-// wakeReaderLocked lets a reader waiting in holdBackLocked check again.
-func (c *conn) wakeReaderLocked() {
-	if c.drained != nil {
-		close(c.drained)
-		c.drained = nil
-	}
-}
+// wakeReaderLocked lets a reader waiting in holdBackLocked, and senders in
+// sendWait, check again.
+func (c *conn) wakeReaderLocked() { c.drained.wake() }
 
 // holdBackLocked runs on the reader after each callback. Replies to a
 // burst of input must not outrun the peer: while half the send queue or
@@ -471,7 +467,7 @@ func (c *conn) wakeReaderLocked() {
 // queue; the queue's other half is for sends from other goroutines.
 func (c *conn) holdBackLocked() {
 	for c.queueHighLocked() {
-		ch := c.drainedLocked()
+		ch := c.drained.channel()
 		c.mu.Unlock()
 		<-ch
 		c.mu.Lock()
@@ -484,35 +480,10 @@ func (c *conn) queueHighLocked() bool {
 	return len(c.queue) >= max(1, c.srv.cfg.sendQueue/2) && c.writeErr == nil
 }
 
-// drainedLocked returns the channel closed when the writer next takes the
-// queue; every waiter shares it.
-func (c *conn) drainedLocked() chan struct{} {
-	if c.drained == nil {
-		c.drained = make(chan struct{})
-	}
-	return c.drained
-}
-
-// sendWait is Send that first waits, up to ctx, while half the send queue
-// or more is waiting: the Hub sends a recovery through it, so that a history
-// larger than the queue slows the sender down instead of failing the
-// connection (see Hub.SubscribeWith).
+// sendWait is Send once half the send queue or more is free (sendWhenRoom).
 func (c *conn) sendWait(ctx context.Context, msg Message) error {
-	c.mu.Lock()
-	for c.queueHighLocked() && !c.closing && !c.ended {
-		ch := c.drainedLocked()
-		c.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-c.ctx.Done():
-			return ErrClosed
-		}
-		c.mu.Lock()
-	}
-	c.mu.Unlock()
-	return c.Send(msg)
+	full := func() bool { return c.queueHighLocked() && !c.closing && !c.ended }
+	return sendWhenRoom(ctx, c.ctx.Done(), &c.mu, &c.drained, full, func() error { return c.Send(msg) })
 }
 
 func (c *conn) writeBatch(batch []outMsg) error {

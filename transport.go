@@ -58,10 +58,10 @@ type TransportConn struct {
 	mu          sync.Mutex
 	user        string
 	queue       []Message
-	writing     bool          // a writer goroutine owns the transport's write side
-	taken       chan struct{} // closed when the writer next takes the queue (sendWait)
-	closing     bool          // Close, a failure or End: Send refuses
-	finishing   bool          // finish has started (once)
+	writing     bool        // a writer goroutine owns the transport's write side
+	taken       drainSignal // sendWait waits for the writer to take the queue
+	closing     bool        // Close, a failure or End: Send refuses
+	finishing   bool        // finish has started (once)
 	closeCode   StatusCode
 	closeReason string
 	cause       error // for OnError
@@ -201,37 +201,10 @@ func (c *TransportConn) Send(msg Message) error {
 	return nil
 }
 
-// sendWait is Send that first waits, up to ctx, while half the send queue
-// or more waits for the transport: the Hub sends a recovery through it, so
-// that a history larger than the queue slows the sender down instead of
-// failing the connection (see Hub.SubscribeWith).
+// sendWait is Send once half the send queue or more is free (sendWhenRoom).
 func (c *TransportConn) sendWait(ctx context.Context, msg Message) error {
-	c.mu.Lock()
-	for len(c.queue) >= max(1, c.sendQueue/2) && !c.closing {
-		if c.taken == nil {
-			c.taken = make(chan struct{})
-		}
-		taken := c.taken
-		c.mu.Unlock()
-		select {
-		case <-taken:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-c.ctx.Done():
-			return ErrClosed
-		}
-		c.mu.Lock()
-	}
-	c.mu.Unlock()
-	return c.Send(msg)
-}
-
-// wakeWaitersLocked lets the senders waiting in sendWait look again.
-func (c *TransportConn) wakeWaitersLocked() {
-	if c.taken != nil {
-		close(c.taken)
-		c.taken = nil
-	}
+	full := func() bool { return len(c.queue) >= max(1, c.sendQueue/2) && !c.closing }
+	return sendWhenRoom(ctx, c.ctx.Done(), &c.mu, &c.taken, full, func() error { return c.Send(msg) })
 }
 
 // Close implements Conn: what is queued is written, then the transport is
@@ -283,7 +256,7 @@ func (c *TransportConn) writeLoop() {
 		}
 		batch := c.queue
 		c.queue = nil
-		c.wakeWaitersLocked()
+		c.taken.wake()
 		c.mu.Unlock()
 		if err := c.t.WriteMessages(batch); err != nil {
 			c.mu.Lock()
@@ -291,7 +264,7 @@ func (c *TransportConn) writeLoop() {
 				c.cause = fmt.Errorf("ratchet: write: %w", err)
 			}
 			c.closing, c.queue = true, nil
-			c.wakeWaitersLocked()
+			c.taken.wake()
 			if c.closeCode == 0 {
 				c.closeCode = StatusGoingAway
 			}
