@@ -66,6 +66,11 @@ const (
 	DefaultPingTimeout  = 20 * time.Second // for the pong to come back
 	DefaultMaxPayload   = 1_000_000        // bytes of a POST body, or of a WebSocket message
 	DefaultWriteTimeout = 10 * time.Second // to write a poll response or a WebSocket message
+	// DefaultMaxPacketsPerPost bounds the packets of one POST body: the
+	// work one request may ask for, whatever its size. engine.io-client
+	// splits its batches by maxPayload only, so the default leaves room for
+	// a busy client's queue of short messages.
+	DefaultMaxPacketsPerPost = 10_000
 )
 
 // ErrProtocol is what OnError receives (wrapped, saying what happened) when
@@ -91,6 +96,7 @@ func NewHandler(component ratchet.MessageComponent, opts ...Option) *Handler {
 		pingInterval: DefaultPingInterval,
 		pingTimeout:  DefaultPingTimeout,
 		maxPayload:   DefaultMaxPayload,
+		maxPackets:   DefaultMaxPacketsPerPost,
 		writeTimeout: DefaultWriteTimeout,
 		sendQueue:    ratchet.DefaultSendQueue,
 	}}

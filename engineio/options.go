@@ -10,6 +10,7 @@ type config struct {
 	pingInterval time.Duration
 	pingTimeout  time.Duration
 	maxPayload   int64
+	maxPackets   int
 	writeTimeout time.Duration
 	sendQueue    int
 	origins      []string
@@ -44,6 +45,17 @@ func WithMaxPayload(n int64) Option {
 	return func(c *config) {
 		if n > 0 {
 			c.maxPayload = n
+		}
+	}
+}
+
+// WithMaxPacketsPerPost bounds how many packets one POST body may carry; a
+// POST with more gets 413 and ends the session (ErrProtocol), before any of
+// its packets reaches the component. Default DefaultMaxPacketsPerPost.
+func WithMaxPacketsPerPost(n int) Option {
+	return func(c *config) {
+		if n > 0 {
+			c.maxPackets = n
 		}
 	}
 }

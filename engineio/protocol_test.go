@@ -213,6 +213,32 @@ func TestPostLimits(t *testing.T) {
 	}
 }
 
+// A POST with more packets than WithMaxPacketsPerPost allows gets 413 and
+// ends the session before any of its packets reaches OnMessage.
+func TestPostPacketLimit(t *testing.T) {
+	rec := newRecorder()
+	base := serve(t, engineio.NewHandler(rec, engineio.WithMaxPacketsPerPost(3)))
+	session, _ := open(t, base)
+	waitConn(t, rec.opened, "OnOpen")
+	if status, body, _ := do(t, "POST", session, "4a\x1e4b\x1e4c"); status != 200 || body != "ok" {
+		t.Fatalf("POST of 3 packets: %d %q", status, body)
+	}
+	if status, _, _ := do(t, "POST", session, "4d\x1e4e\x1e4f\x1e4g"); status != http.StatusRequestEntityTooLarge {
+		t.Fatalf("POST of 4 packets: %d", status)
+	}
+	waitConn(t, rec.closed, "OnClose")
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.errs) != 1 || !errors.Is(rec.errs[0], engineio.ErrProtocol) {
+		t.Fatalf("errors %v", rec.errs)
+	}
+	for _, m := range rec.got {
+		if m == "d" {
+			t.Fatalf("a packet of the refused POST reached OnMessage: %q", rec.got)
+		}
+	}
+}
+
 // Sends to a session nobody polls are bounded by the send queue: once it
 // is full, Send fails with ErrSlowConsumer, OnError receives it, the queue
 // is dropped, and the polls get what had been handed to the session, then

@@ -288,6 +288,11 @@ func (s *session) post(w http.ResponseWriter, r *http.Request) {
 		s.end(fmt.Errorf("engineio: POST: %w", err))
 		return
 	}
+	if n := bytes.Count(body, []byte{separator}) + 1; n > s.h.cfg.maxPackets {
+		http.Error(w, "too many packets", http.StatusRequestEntityTooLarge)
+		s.end(fmt.Errorf("%w: a POST of %d packets, over %d", ErrProtocol, n, s.h.cfg.maxPackets))
+		return
+	}
 	for p := range bytes.SplitSeq(body, []byte{separator}) {
 		if len(p) > 0 && p[0] == binaryPrefix {
 			data, err := base64.StdEncoding.AppendDecode(nil, p[1:])
