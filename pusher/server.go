@@ -45,6 +45,7 @@ type Server struct {
 	byID     map[string]*app
 	cfg      config
 	ws       *ratchet.WsServer
+	xhr      *xhrTransports // nil: WithoutHTTPTransports
 	mux      http.ServeMux
 	replay   *replay.Cache
 	nodeID   string
@@ -91,6 +92,9 @@ type config struct {
 	webhookClient   *http.Client
 	webhookAttempts int
 	webhookBackoff  time.Duration
+
+	http   HTTPTransports
+	noHTTP bool
 }
 
 // WithWsOptions passes options to the WebSocket side (ratchet.NewWsServer):
@@ -241,6 +245,10 @@ func NewServer(hub *ratchet.Hub, apps []App, opts ...Option) (*Server, error) {
 	ws := append([]ratchet.WsOption{ratchet.WithOrigins("*"), ratchet.WithKeepalive(0, 0)}, s.cfg.ws...)
 	s.ws = ratchet.NewWsServer(component{s}, ws...)
 	s.routes()
+	if err := s.xhrRoutes(); err != nil {
+		s.closeOwn()
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), hubTimeout)
 	defer cancel()
 	if err := s.cluster.start(ctx, s); err != nil {
@@ -297,7 +305,7 @@ func (s *Server) Len() int { return s.conns.Len() }
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.closing.Store(true)
 	s.conns.Each(func(c ratchet.Conn) { c.(*conn).refuse(CodeReconnect, "Server is shutting down. Please reconnect.") })
-	err := s.ws.Shutdown(ctx)
+	err := errors.Join(s.ws.Shutdown(ctx), s.xhr.shutdown(ctx))
 	s.stopHooks(ctx)
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), hubTimeout)
 	defer cancel()
