@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/ratchetgo/ratchet"
@@ -196,6 +197,8 @@ type xhrSession struct {
 	id   string
 	lp   *longpoll.Session[xhrItem]
 	conn *ratchet.TransportConn
+
+	closeSent atomic.Bool // the close frame has been written
 }
 
 // xhrComponent is the Server's component for a session: OnClose also
@@ -264,19 +267,26 @@ func (x *xhrTransports) stream(w http.ResponseWriter, r *http.Request) {
 	if hs == nil {
 		return
 	}
-	prelude := make([]byte, httpPreludeSize, httpPreludeSize+3)
-	for i := range prelude {
-		prelude[i] = 'h'
-	}
-	prelude = append(prelude, '\n')
-	if created {
-		prelude = append(prelude, 'o', '\n')
-	}
-	if err := x.begin(w, prelude); err != nil {
-		return // the client left; the session timeout runs
-	}
+	first := true
 	_ = hs.lp.Stream(r.Context(), x.cfg.Heartbeat, func(batch []xhrItem, closed bool) error {
-		return x.write(w, appendFrames(nil, batch, closed))
+		if !first {
+			return x.write(w, hs.appendFrames(nil, batch, closed))
+		}
+		// The first call, at once: the prelude, the open frame of a new
+		// session, and what already waits.
+		first = false
+		b := make([]byte, httpPreludeSize, httpPreludeSize+64)
+		for i := range b {
+			b[i] = 'h'
+		}
+		b = append(b, '\n')
+		if created {
+			b = append(b, 'o', '\n')
+		}
+		if len(batch) > 0 || closed {
+			b = hs.appendFrames(b, batch, closed)
+		}
+		return x.begin(w, b)
 	})
 }
 
@@ -291,7 +301,7 @@ func (x *xhrTransports) poll(w http.ResponseWriter, r *http.Request) {
 		_ = x.begin(w, []byte("o\n"))
 	default:
 		_ = hs.lp.Poll(r.Context(), x.cfg.Heartbeat, func(batch []xhrItem, closed bool) error {
-			return x.begin(w, appendFrames(nil, batch, closed))
+			return x.begin(w, hs.appendFrames(nil, batch, closed))
 		})
 	}
 }
@@ -343,13 +353,14 @@ func (hs *xhrSession) refuse(w http.ResponseWriter, status int, code ratchet.Sta
 // one "a" frame (a JSON array of strings), the close as a "c" frame; a
 // heartbeat "h" for an empty batch; and a close frame at the end of a
 // session that ended without one.
-func appendFrames(b []byte, batch []xhrItem, closed bool) []byte {
+func (hs *xhrSession) appendFrames(b []byte, batch []xhrItem, closed bool) []byte {
 	if len(batch) == 0 && !closed {
 		return append(b, 'h', '\n')
 	}
 	for i := 0; i < len(batch); {
 		if batch[i].close {
 			b = appendClose(b, batch[i].code, batch[i].reason)
+			hs.closeSent.Store(true)
 			i++
 			continue
 		}
@@ -362,7 +373,7 @@ func appendFrames(b []byte, batch []xhrItem, closed bool) []byte {
 		}
 		b = append(b, ']', '\n')
 	}
-	if closed && (len(batch) == 0 || !batch[len(batch)-1].close) {
+	if closed && !hs.closeSent.Swap(true) {
 		b = appendClose(b, ratchet.StatusAbnormalClosure, "Session ended")
 	}
 	return b

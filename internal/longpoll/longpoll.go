@@ -243,10 +243,12 @@ func (s *Session[T]) Poll(ctx context.Context, wait time.Duration, write func(ba
 
 // Stream answers a streaming request: as the session's pending request
 // until the session ends, another request replaces it or ctx is done, it
-// hands each batch to write as it comes, and an empty one after each
-// heartbeat of silence (0: none). It returns nil when the session ended
-// (write got closed = true) or the request was replaced, ctx's error when
-// the client left, ErrBusy, or write's error (see Poll).
+// hands write what waits at once (maybe nothing: the protocol writes its
+// preamble), then each batch as it comes, and an empty one after each
+// heartbeat of silence (0: none). So once the client has the first bytes,
+// the stream is the pending request. It returns nil when the session
+// ended (write got closed = true) or the request was replaced, ctx's error
+// when the client left, ErrBusy, or write's error (see Poll).
 func (s *Session[T]) Stream(ctx context.Context, heartbeat time.Duration, write func(batch []T, closed bool) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -255,19 +257,19 @@ func (s *Session[T]) Stream(ctx context.Context, heartbeat time.Duration, write 
 		return err
 	}
 	defer s.endRequestLocked(n)
+	batch, closed := s.takeLocked(), s.closed
 	for {
-		batch, closed, err := s.nextLocked(ctx, n, heartbeat)
-		if err != nil {
-			return err
-		}
-		if s.pending != n {
-			return nil
-		}
 		s.mu.Unlock()
 		err = s.delivered(len(batch), write(batch, closed))
 		s.mu.Lock()
 		if err != nil || closed {
 			return err
+		}
+		if batch, closed, err = s.nextLocked(ctx, n, heartbeat); err != nil {
+			return err
+		}
+		if s.pending != n {
+			return nil
 		}
 	}
 }
