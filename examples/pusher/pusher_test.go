@@ -65,10 +65,28 @@ func TestPHPTriggerReachesPusherJS(t *testing.T) {
 	base := startServer(t, env)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	// Over WebSocket, and over each of pusher-js's HTTP transports, which
+	// the example serves as its fallback.
+	for _, transport := range []string{"ws", "xhr_streaming", "xhr_polling"} {
+		t.Run(transport, func(t *testing.T) { phpToPusherJS(ctx, t, php, node, base, transport) })
+	}
 
+	// A wrong secret is refused: 401, exit code 1.
+	cmd := exec.CommandContext(ctx, php, "trigger.php", "chat", "message", "{}")
+	cmd.Env = append(os.Environ(), "PUSHER_HOST="+base, "PUSHER_APP_ID=7", "PUSHER_APP_KEY=test-key", "PUSHER_APP_SECRET=wrong")
+	b, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee, "%s", b)
+	assert.Equal(t, 1, ee.ExitCode())
+	assert.Contains(t, string(b), "401")
+}
+
+// phpToPusherJS triggers two events with trigger.php and checks that
+// listen.mjs, on transport, gets them.
+func phpToPusherJS(ctx context.Context, t *testing.T, php, node, base, transport string) {
 	listen := exec.CommandContext(ctx, node, "listen.mjs")
 	listen.Dir = jsDir
-	listen.Env = append(os.Environ(), "BASE="+base, "KEY=test-key", "CHANNELS=chat,private-room", "COUNT=2")
+	listen.Env = append(os.Environ(), "BASE="+base, "KEY=test-key", "CHANNELS=chat,private-room", "COUNT=2", "TRANSPORT="+transport)
 	listen.Stderr = os.Stderr
 	out, err := listen.StdoutPipe()
 	require.NoError(t, err)
@@ -100,13 +118,4 @@ func TestPHPTriggerReachesPusherJS(t *testing.T) {
 		{"channel": "chat", "event": "message", "data": map[string]any{"user": "php", "text": "héllo ✓"}},
 		{"channel": "private-room", "event": "message", "data": map[string]any{"user": "php", "text": "private"}},
 	}, got)
-
-	// A wrong secret is refused: 401, exit code 1.
-	cmd := exec.CommandContext(ctx, php, "trigger.php", "chat", "message", "{}")
-	cmd.Env = append(os.Environ(), "PUSHER_HOST="+base, "PUSHER_APP_ID=7", "PUSHER_APP_KEY=test-key", "PUSHER_APP_SECRET=wrong")
-	b, err := cmd.CombinedOutput()
-	var ee *exec.ExitError
-	require.ErrorAs(t, err, &ee, "%s", b)
-	assert.Equal(t, 1, ee.ExitCode())
-	assert.Contains(t, string(b), "401")
 }
