@@ -28,9 +28,11 @@ const (
 const hubTimeout = 10 * time.Second
 
 // Server serves Pusher Channels apps: the WebSocket protocol (version 7) at
-// /app/{key} and the HTTP API at /apps/{id}/..., on a ratchet.Hub. It is an
-// http.Handler: mount it at the root of a mux, or under a prefix with
-// http.StripPrefix (Pusher's libraries sign the paths from /apps/ on).
+// /app/{key}, the same over pusher-js's HTTP transports at
+// /pusher/app/{key}/... (see WithHTTPTransports), and the HTTP API at
+// /apps/{id}/..., on a ratchet.Hub. It is an http.Handler: mount it at the
+// root of a mux, or under a prefix with http.StripPrefix (Pusher's
+// libraries sign the paths from /apps/ on).
 //
 // Every channel is a Hub topic (see App.TopicPrefix), and presence channels
 // record their members on the Hub's Presence (ratchet.WithPresence), so
@@ -290,7 +292,8 @@ func (s *Server) log() *slog.Logger {
 	return slog.Default()
 }
 
-// ServeHTTP serves the WebSocket endpoint and the HTTP API.
+// ServeHTTP serves the WebSocket endpoint, the HTTP transports and the
+// HTTP API.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
 // Len returns the number of Pusher connections on this node.
