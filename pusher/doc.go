@@ -69,8 +69,11 @@
 //	});
 //
 // pusher-js names each session itself, /{server}/{session}/ of the URL
-// (three digits, eight random base-32 characters), and makes every request
-// a POST:
+// (three digits, eight random base-32 characters: about 50 bits), and
+// makes every request a POST. The name is all that binds a request to its
+// session, as with Pusher's own endpoints (the app key is part of it): a
+// request that names another client's session acts for it, so serve the
+// transports over TLS, where the names cannot be read off the wire.
 //
 //	POST {httpPath}/app/{key}/{server}/{session}/xhr_streaming  one long response, a frame per line
 //	POST {httpPath}/app/{key}/{server}/{session}/xhr            a long poll: one response, then the next poll

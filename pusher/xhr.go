@@ -150,7 +150,6 @@ func (x *xhrTransports) serve(next http.HandlerFunc) http.HandlerFunc {
 		if o := r.Header.Get("Origin"); o != "" {
 			h := w.Header()
 			h.Set("Access-Control-Allow-Origin", o)
-			h.Set("Access-Control-Allow-Credentials", "true")
 			h.Add("Vary", "Origin")
 		}
 		if !validSessionPart(r.PathValue("server")) || !validSessionPart(r.PathValue("session")) {
