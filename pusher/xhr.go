@@ -56,7 +56,9 @@ type HTTPTransports struct {
 	// default. Give the same list as to WithWsOptions(ratchet.WithOrigins)
 	// when you restrict that one.
 	Origins []string
-	// Heartbeat: DefaultHTTPHeartbeat.
+	// Heartbeat: DefaultHTTPHeartbeat. Keep it under pusher-js's
+	// pongTimeout (30 s): on xhr_polling, a heartbeat is what answers its
+	// pings.
 	Heartbeat time.Duration
 	// SessionTimeout: DefaultHTTPSessionTimeout.
 	SessionTimeout time.Duration
@@ -67,7 +69,17 @@ type HTTPTransports struct {
 	// WriteTimeout bounds the writing of a response or a stream's frame.
 	// Default ratchet.DefaultWriteTimeout.
 	WriteTimeout time.Duration
+	// Observer, if not nil, gets the sessions' metrics as
+	// ratchet.WithObserver gets a WebSocket route's: Observer.Route(Path,
+	// HTTPTransportLabel) is called once, and each session reports to it
+	// (opened, closed with its close code, messages, slow consumers, session
+	// timeouts as keepalive timeouts), and refused requests by reason.
+	Observer ratchet.Observer
 }
+
+// HTTPTransportLabel is the transport an Observer is given for the
+// sessions of pusher-js's HTTP transports, streaming and polling alike.
+const HTTPTransportLabel = "pusher-http"
 
 // WithHTTPTransports configures pusher-js's HTTP transports, which a Server
 // serves by default at DefaultHTTPPath.
@@ -92,7 +104,14 @@ var errHTTPSessionTimeout = fmt.Errorf("pusher: no request of the HTTP session w
 type xhrTransports struct {
 	s        *Server
 	cfg      HTTPTransports
+	obs      ratchet.RouteObserver // nil: not observed
 	sessions longpoll.Registry[*xhrSession]
+}
+
+func (x *xhrTransports) reject(reason ratchet.RejectReason) {
+	if x.obs != nil {
+		x.obs.HandshakeRejected(reason)
+	}
 }
 
 func (s *Server) xhrRoutes() error {
@@ -116,6 +135,9 @@ func (s *Server) xhrRoutes() error {
 		cfg.SendQueue = ratchet.DefaultSendQueue
 	}
 	x := &xhrTransports{s: s, cfg: cfg}
+	if cfg.Observer != nil {
+		x.obs = cfg.Observer.Route(cfg.Path, HTTPTransportLabel)
+	}
 	s.xhr = x
 	base := cfg.Path + "/app/{key}/{server}/{session}/"
 	s.mux.HandleFunc("POST "+base+"xhr_streaming", x.serve(x.stream))
@@ -144,6 +166,7 @@ func (x *xhrTransports) serve(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		longpoll.NoStore(w)
 		if err := origin.Check(r, x.cfg.Origins); err != nil {
+			x.reject(ratchet.RejectOrigin)
 			http.Error(w, "pusher: origin not allowed: "+err.Error(), http.StatusForbidden)
 			return
 		}
@@ -153,6 +176,7 @@ func (x *xhrTransports) serve(next http.HandlerFunc) http.HandlerFunc {
 			h.Add("Vary", "Origin")
 		}
 		if !validSessionPart(r.PathValue("server")) || !validSessionPart(r.PathValue("session")) {
+			x.reject(ratchet.RejectMalformed)
 			http.Error(w, "pusher: malformed session name in the URL: /{server}/{session}/ of letters and digits expected", http.StatusBadRequest)
 			return
 		}
@@ -223,9 +247,13 @@ func (x *xhrTransports) open(w http.ResponseWriter, r *http.Request) (*xhrSessio
 		hs.lp = longpoll.NewSession[xhrItem](longpoll.Config{Overlap: longpoll.Replace,
 			Idle: x.cfg.SessionTimeout, IdleErr: errHTTPSessionTimeout, OnEnd: hs.ended})
 		hs.conn = ratchet.NewTransportConn(xhrComponent{component{x.s}, x}, hs, r, "", x.cfg.SendQueue)
+		if x.obs != nil {
+			hs.conn.Observe(x.obs)
+		}
 		return hs
 	})
 	if !ok {
+		x.reject(ratchet.RejectShutdown)
 		http.Error(w, "pusher: server shutting down", http.StatusServiceUnavailable)
 		return nil, false
 	}
