@@ -88,6 +88,10 @@
 // start of a response. pusher-js answers a heartbeat on a stream with an
 // xhr_send of "[]", and renews its stream after 256 KiB by aborting it and
 // opening another: a new request of a session replaces the pending one.
+// pusher-js sends each message in an xhr_send of its own, without waiting
+// for the previous one: messages sent in the same instant are handled in
+// the order their requests arrive, which may not be the order they were
+// sent in.
 //
 // A session ends, with OnClose once, when its connection is closed (the
 // client gets the "c" frame), when the client's response failed after
