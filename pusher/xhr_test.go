@@ -20,8 +20,9 @@ import (
 )
 
 // httpOpts are short timings, so that the scenarios see several heartbeats
-// (polls) and the end of a session within a second or two.
-var httpOpts = pusher.WithHTTPTransports(pusher.HTTPTransports{Heartbeat: 200 * time.Millisecond, SessionTimeout: 500 * time.Millisecond})
+// (polls) and the end of a session within a second or two; the session
+// timeout leaves a loaded machine's client time for its next poll.
+var httpOpts = pusher.WithHTTPTransports(pusher.HTTPTransports{Heartbeat: 200 * time.Millisecond, SessionTimeout: 1500 * time.Millisecond})
 
 // pusher-js 8.6.0 with only its HTTP fallback enabled, each transport in
 // turn: see testdata/js/xhr.mjs. Each session ends with exactly one
