@@ -48,11 +48,10 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/ratchetgo/ratchet"
-	"github.com/ratchetgo/ratchet/internal/lifecycle"
+	"github.com/ratchetgo/ratchet/internal/longpoll"
 	"github.com/ratchetgo/ratchet/internal/origin"
 )
 
@@ -85,14 +84,12 @@ type Handler struct {
 	cfg       config
 	obs       ratchet.RouteObserver // WithObserver; nil: not observed
 
-	mu       sync.Mutex
-	sessions map[string]*session
-	life     lifecycle.Group // sessions not yet through OnClose
+	sessions longpoll.Registry[*session] // sessions not yet through OnClose
 }
 
 // NewHandler returns a Handler serving component, configured by opts.
 func NewHandler(component ratchet.MessageComponent, opts ...Option) *Handler {
-	h := &Handler{component: component, sessions: make(map[string]*session), cfg: config{
+	h := &Handler{component: component, cfg: config{
 		pingInterval: DefaultPingInterval,
 		pingTimeout:  DefaultPingTimeout,
 		maxPayload:   DefaultMaxPayload,
@@ -103,6 +100,7 @@ func NewHandler(component ratchet.MessageComponent, opts ...Option) *Handler {
 	for _, o := range opts {
 		o(&h.cfg)
 	}
+	h.sessions.NewID = newSessionID
 	if h.cfg.observer != nil {
 		h.obs = h.cfg.observer.Route(h.cfg.route, TransportLabel)
 	}
@@ -144,7 +142,7 @@ func writeError(w http.ResponseWriter, status, code int) {
 // foreign origin, 401 (or the RejectError's status) from the
 // Authenticator, 503 after Shutdown.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Cache-Control", "no-store")
+	longpoll.NoStore(w)
 	if err := origin.Check(r, h.cfg.origins); err != nil {
 		h.reject(ratchet.RejectOrigin)
 		writeError(w, http.StatusForbidden, codeForbidden)
@@ -167,10 +165,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.handshake(w, r, transport)
 		return
 	}
-	h.mu.Lock()
-	s := h.sessions[sid]
-	h.mu.Unlock()
-	if s == nil {
+	s, ok := h.sessions.Get(sid)
+	if !ok {
 		writeError(w, http.StatusBadRequest, codeUnknownSid)
 		return
 	}
@@ -214,8 +210,8 @@ func (h *Handler) handshake(w http.ResponseWriter, r *http.Request, transport st
 			return // accept has answered
 		}
 	}
-	s := h.newSession(r, user)
-	if !h.life.Enter(func() { h.sessions[s.id] = s }) {
+	s, ok := h.sessions.Create(func(id string) *session { return h.newSession(id, r, user) })
+	if !ok {
 		h.reject(ratchet.RejectShutdown)
 		if ws != nil {
 			ws.closeNow()
@@ -228,9 +224,7 @@ func (h *Handler) handshake(w http.ResponseWriter, r *http.Request, transport st
 	s.conn.Open() // before the client has the sid, so OnOpen precedes any OnMessage
 	s.armPing()
 	if ws != nil {
-		s.mu.Lock()
-		s.out = append(s.out, packet{typ: typeOpen, data: open})
-		s.mu.Unlock()
+		s.lp.Push(packet{typ: typeOpen, data: open})
 		s.runWebSocket(ws)
 		return
 	}
@@ -260,23 +254,7 @@ func newSessionID() string {
 }
 
 // Len returns the number of open sessions.
-func (h *Handler) Len() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.sessions)
-}
-
-func (h *Handler) each(f func(*session)) {
-	h.mu.Lock()
-	all := make([]*session, 0, len(h.sessions))
-	for _, s := range h.sessions {
-		all = append(all, s)
-	}
-	h.mu.Unlock()
-	for _, s := range all {
-		f(s)
-	}
-}
+func (h *Handler) Len() int { return h.sessions.Len() }
 
 // Shutdown refuses new sessions, closes every open one with
 // ratchet.StatusGoingAway (the client receives a close packet) and waits
@@ -284,10 +262,11 @@ func (h *Handler) each(f func(*session)) {
 // remaining sessions are ended at once and ctx's error is returned.
 // App.Shutdown calls it for a Handler given to App.Handle.
 func (h *Handler) Shutdown(ctx context.Context) error {
-	return h.life.Shutdown(ctx,
-		func() { h.each(func(s *session) { _ = s.conn.Close(ratchet.StatusGoingAway, "server shutting down") }) },
-		func() { h.each(func(s *session) { s.end(nil) }) },
-		false)
+	return h.sessions.Shutdown(ctx,
+		func() {
+			h.sessions.Each(func(s *session) { _ = s.conn.Close(ratchet.StatusGoingAway, "server shutting down") })
+		},
+		func() { h.sessions.Each(func(s *session) { s.end(nil) }) })
 }
 
 // tracked is the component as the sessions see it: OnClose also ends the
@@ -298,6 +277,6 @@ type tracked struct {
 }
 
 func (t tracked) OnClose(c ratchet.Conn) {
-	defer t.h.life.Leave()
+	defer t.h.sessions.Leave()
 	t.MessageComponent.OnClose(c)
 }

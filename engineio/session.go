@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"sync"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/ratchetgo/ratchet"
+	"github.com/ratchetgo/ratchet/internal/longpoll"
 )
 
 // Packet types of Engine.IO v4.
@@ -42,28 +42,28 @@ type packet struct {
 }
 
 // session is one Engine.IO session: the ratchet.Transport of its Conn.
+// Its packets for the client wait in lp, the long-polling session, until a
+// poll or the WebSocket writer takes them.
 type session struct {
 	h    *Handler
 	id   string
+	lp   *longpoll.Session[packet]
 	conn *ratchet.TransportConn
 
-	mu        sync.Mutex
-	out       []packet      // waiting for a poll or the WebSocket writer
-	taken     uint64        // packets taken from out so far
-	added     uint64        // packets appended to out so far
-	changed   chan struct{} // closed and replaced on every change of the fields below
-	polling   bool          // a GET is pending
-	posting   bool          // a POST is being read
-	probing   bool          // a WebSocket is probing for the upgrade
-	upgrading bool          // the probe succeeded: answer GETs at once
-	ws        *wsConn       // the WebSocket, once upgraded (or from the start)
-	closed    bool
-	ping      *time.Timer // next ping
-	pong      *time.Timer // the pong deadline, while a ping awaits its pong
+	mu      sync.Mutex
+	posting bool        // a POST is being read
+	probing bool        // a WebSocket is probing for the upgrade
+	ws      *wsConn     // the WebSocket, once upgraded (or from the start)
+	ping    *time.Timer // next ping
+	pong    *time.Timer // the pong deadline, while a ping awaits its pong
 }
 
-func (h *Handler) newSession(r *http.Request, user string) *session {
-	s := &session{h: h, id: newSessionID(), changed: make(chan struct{})}
+// newSession makes the session of a handshake; the registry gives the id.
+func (h *Handler) newSession(id string, r *http.Request, user string) *session {
+	s := &session{h: h, id: id}
+	// A second pending poll is refused (and ends the session, see poll);
+	// no idle timeout: the pings find a client that left.
+	s.lp = longpoll.NewSession[packet](longpoll.Config{Overlap: longpoll.Refuse, OnEnd: s.ended})
 	s.conn = ratchet.NewTransportConn(tracked{h.component, h}, s, r, user, h.cfg.sendQueue)
 	if h.obs != nil {
 		s.conn.Observe(h.obs)
@@ -71,54 +71,15 @@ func (h *Handler) newSession(r *http.Request, user string) *session {
 	return s
 }
 
-func (s *session) notifyLocked() {
-	close(s.changed)
-	s.changed = make(chan struct{})
-}
-
-// waitLocked releases the lock until the next change (or ctx is done).
-func (s *session) waitLocked(ctx context.Context) bool {
-	ch := s.changed
-	s.mu.Unlock()
-	defer s.mu.Lock()
-	select {
-	case <-ch:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-func (s *session) pushLocked(p ...packet) {
-	s.out = append(s.out, p...)
-	s.added += uint64(len(p))
-	s.notifyLocked()
-}
-
-func (s *session) takeLocked() []packet {
-	batch := s.out
-	s.out = nil
-	s.taken += uint64(len(batch))
-	s.notifyLocked()
-	return batch
-}
-
 // WriteMessages implements ratchet.Transport: it waits until a poll or the
 // WebSocket writer has taken msgs.
 func (s *session) WriteMessages(msgs []ratchet.Message) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return ratchet.ErrClosed
+	ps := make([]packet, len(msgs))
+	for i, m := range msgs {
+		ps[i] = packet{typ: typeMessage, data: m.Data, binary: m.Type == ratchet.MessageBinary}
 	}
-	for _, m := range msgs {
-		s.pushLocked(packet{typ: typeMessage, data: m.Data, binary: m.Type == ratchet.MessageBinary})
-	}
-	target := s.added
-	for s.taken < target && !s.closed {
-		s.waitLocked(context.Background())
-	}
-	if s.taken < target {
+	n, ok := s.lp.Push(ps...)
+	if !ok || !s.lp.WaitTaken(context.Background(), n) {
 		return ratchet.ErrClosed
 	}
 	return nil
@@ -127,40 +88,31 @@ func (s *session) WriteMessages(msgs []ratchet.Message) error {
 // Close implements ratchet.Transport: a close packet for the client, taken
 // by its next poll or the WebSocket within the ping timeout, then the end.
 func (s *session) Close(ratchet.StatusCode, string) error {
-	s.mu.Lock()
-	if !s.closed {
-		s.pushLocked(packet{typ: typeClose})
+	if n, ok := s.lp.Push(packet{typ: typeClose}); ok {
 		ctx, cancel := context.WithTimeout(context.Background(), s.h.cfg.pingTimeout)
-		target := s.added
-		for s.taken < target && !s.closed && s.waitLocked(ctx) {
-		}
+		s.lp.WaitTaken(ctx, n)
 		cancel()
 	}
-	s.mu.Unlock()
 	s.end(nil)
 	return nil
 }
 
-// end ends the session once: no more packets, the timers stopped, the
-// WebSocket writer told to close, and the Conn told (err goes to OnError).
-func (s *session) end(err error) {
+// end ends the session once (see ended); err goes to OnError.
+func (s *session) end(err error) { s.lp.End(err) }
+
+// ended runs once when the session ends: no more packets, the timers
+// stopped, the WebSocket writer told to close (by lp), the session out of
+// the handler's registry, and the Conn told.
+func (s *session) ended(err error) {
 	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return
-	}
-	s.closed = true
 	if s.ping != nil {
 		s.ping.Stop()
 	}
 	if s.pong != nil {
 		s.pong.Stop()
 	}
-	s.notifyLocked()
 	s.mu.Unlock()
-	s.h.mu.Lock()
-	delete(s.h.sessions, s.id)
-	s.h.mu.Unlock()
+	s.h.sessions.Remove(s.id)
 	s.conn.End(err)
 }
 
@@ -173,17 +125,16 @@ func (s *session) armPing() {
 func (s *session) sendPing() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if _, ok := s.lp.Push(packet{typ: typePing}); !ok {
 		return
 	}
-	s.pushLocked(packet{typ: typePing})
 	s.pong = time.AfterFunc(s.h.cfg.pingTimeout, func() { s.end(ratchet.ErrKeepaliveTimeout) })
 }
 
 func (s *session) gotPong() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed || s.pong == nil {
+	if s.lp.Closed() || s.pong == nil {
 		return
 	}
 	if s.pong.Stop() {
@@ -192,57 +143,40 @@ func (s *session) gotPong() {
 	}
 }
 
-// begin starts a polling request, busy being s.polling for a GET or
-// s.posting for a POST: a session on WebSocket refuses it, and a second one
-// of its kind while one is under way ends the session (overlap, in the
-// reference server's words).
-func (s *session) begin(w http.ResponseWriter, busy *bool, overlap string) bool {
+// onWebSocket refuses a polling request of a session on WebSocket.
+func (s *session) onWebSocket(w http.ResponseWriter) bool {
 	s.mu.Lock()
-	refused, overlapping := s.ws != nil, *busy
-	*busy = *busy || !refused
+	refused := s.ws != nil
 	s.mu.Unlock()
-	if refused || overlapping {
+	if refused {
 		writeError(w, http.StatusBadRequest, codeBadRequest)
 	}
-	if overlapping && !refused {
-		s.end(fmt.Errorf("%w: %s", ErrProtocol, overlap))
-	}
-	return !refused && !overlapping
+	return refused
 }
 
 // poll answers a GET with what waits for the client, holding it until
-// something does.
+// something does. A second GET while one is pending ends the session
+// (overlap, in the reference server's words), which ends the first one
+// with a close packet.
 func (s *session) poll(w http.ResponseWriter, r *http.Request) {
-	if !s.begin(w, &s.polling, "a second poll while one is pending") {
+	if s.onWebSocket(w) {
 		return
 	}
-	s.mu.Lock()
-	gone := false
-	for len(s.out) == 0 && !s.closed && !s.upgrading && s.ws == nil {
-		if !s.waitLocked(r.Context()) {
-			gone = true
-			break
+	err := s.lp.Poll(r.Context(), 0, func(batch []packet, closed bool) error {
+		switch {
+		case closed && (len(batch) == 0 || batch[len(batch)-1].typ != typeClose):
+			batch = append(batch, packet{typ: typeClose})
+		case len(batch) == 0:
+			batch = append(batch, packet{typ: typeNoop}) // released for the upgrade
 		}
-	}
-	var batch []packet
-	if !gone {
-		batch = s.takeLocked()
-	}
-	closed := s.closed
-	s.polling = false
-	s.mu.Unlock()
-	if gone {
-		s.end(fmt.Errorf("engineio: poll: %w", r.Context().Err()))
-		return
-	}
+		return writePayload(w, batch, s.h.cfg.writeTimeout)
+	})
 	switch {
-	case closed && (len(batch) == 0 || batch[len(batch)-1].typ != typeClose):
-		batch = append(batch, packet{typ: typeClose})
-	case len(batch) == 0:
-		batch = append(batch, packet{typ: typeNoop}) // released for the upgrade
-	}
-	if err := writePayload(w, batch, s.h.cfg.writeTimeout); err != nil {
-		s.end(fmt.Errorf("engineio: poll response: %w", err))
+	case errors.Is(err, longpoll.ErrBusy):
+		writeError(w, http.StatusBadRequest, codeBadRequest)
+		s.end(fmt.Errorf("%w: a second poll while one is pending", ErrProtocol))
+	case err != nil: // the client left, or the response failed (lp has ended the session if it took messages)
+		s.end(fmt.Errorf("engineio: poll: %w", err))
 	}
 }
 
@@ -268,7 +202,16 @@ func writePayload(w http.ResponseWriter, batch []packet, timeout time.Duration) 
 
 // post reads the packets of a POST body, in order.
 func (s *session) post(w http.ResponseWriter, r *http.Request) {
-	if !s.begin(w, &s.posting, "a second POST while one is being read") {
+	if s.onWebSocket(w) {
+		return
+	}
+	s.mu.Lock()
+	overlapping := s.posting
+	s.posting = true
+	s.mu.Unlock()
+	if overlapping {
+		writeError(w, http.StatusBadRequest, codeBadRequest)
+		s.end(fmt.Errorf("%w: a second POST while one is being read", ErrProtocol))
 		return
 	}
 	defer func() {
@@ -276,10 +219,9 @@ func (s *session) post(w http.ResponseWriter, r *http.Request) {
 		s.posting = false
 		s.mu.Unlock()
 	}()
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.h.cfg.maxPayload))
+	body, err := longpoll.ReadBody(w, r, s.h.cfg.maxPayload)
 	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
+		if errors.Is(err, longpoll.ErrTooLarge) {
 			http.Error(w, "payload too large", http.StatusRequestEntityTooLarge)
 			s.end(fmt.Errorf("%w: a POST over maxPayload (%d bytes)", ErrProtocol, s.h.cfg.maxPayload))
 			return
@@ -375,7 +317,7 @@ func (ws *wsConn) closeNow() { _ = ws.c.CloseNow() }
 // upgrade of a polling session.
 func (s *session) upgrade(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
-	busy := s.ws != nil || s.probing || s.closed
+	busy := s.ws != nil || s.probing || s.lp.Closed()
 	s.probing = !busy
 	s.mu.Unlock()
 	if busy {
@@ -395,8 +337,9 @@ func (s *session) upgrade(w http.ResponseWriter, r *http.Request) {
 	}
 	ws.closeNow()
 	s.mu.Lock()
-	s.probing, s.upgrading = false, false
+	s.probing = false
 	s.mu.Unlock()
+	s.lp.SetImmediate(false)
 }
 
 // probe answers 2probe with 3probe, releases the pending poll, and waits
@@ -411,21 +354,20 @@ func (s *session) probe(ws *wsConn) bool {
 	if ws.write(websocket.MessageText, []byte("3probe")) != nil {
 		return false
 	}
-	s.mu.Lock()
-	s.upgrading = true
-	s.notifyLocked() // the pending poll returns, with a noop if nothing waits
-	s.mu.Unlock()
+	s.lp.SetImmediate(true) // the pending poll returns, with a noop if nothing waits
+
 	typ, b, err = ws.c.Read(ctx)
 	if err != nil || typ != websocket.MessageText || len(b) != 1 || b[0] != typeUpgrade {
 		return false
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.lp.Closed() {
 		return false
 	}
-	s.ws, s.upgrading, s.probing = ws, false, false
-	s.notifyLocked()
+	// Polls are refused from now on; one that raced past the refusal still
+	// answers at once (immediate stays on).
+	s.ws, s.probing = ws, false
 	return true
 }
 
@@ -468,16 +410,11 @@ func (s *session) runWebSocket(ws *wsConn) {
 // closes the WebSocket.
 func (s *session) writeWebSocket(ws *wsConn, written chan<- struct{}) {
 	defer close(written)
-	s.mu.Lock()
 	for {
-		for len(s.out) == 0 && !s.closed {
-			s.waitLocked(context.Background())
-		}
-		if len(s.out) == 0 {
+		batch, closed := s.lp.Take(context.Background())
+		if closed {
 			break
 		}
-		batch := s.takeLocked()
-		s.mu.Unlock()
 		for _, p := range batch {
 			var err error
 			if p.binary {
@@ -490,8 +427,6 @@ func (s *session) writeWebSocket(ws *wsConn, written chan<- struct{}) {
 				return
 			}
 		}
-		s.mu.Lock()
 	}
-	s.mu.Unlock()
 	_ = ws.c.Close(websocket.StatusNormalClosure, "")
 }

@@ -6,7 +6,7 @@
 //	hub := ratchet.NewHub(ratchet.WithBroker(broker), ratchet.WithPresence(presence),
 //		pusher.CacheHistory(apps...))
 //	srv, err := pusher.NewServer(hub, []pusher.App{{ID: "1", Key: "key", Secret: "secret"}})
-//	mux.Handle("/", srv) // ws://host/app/key and http://host/apps/1/...
+//	mux.Handle("/", srv) // ws://host/app/key, http://host/pusher/app/key/... and http://host/apps/1/...
 //
 // # WebSocket protocol
 //
@@ -49,6 +49,77 @@
 // app's connection cap, 4200 server shutting down (reconnect at once), 4201
 // no answer to pusher:ping. A client silent for App.ActivityTimeout gets a
 // pusher:ping; pusher:ping from a client is answered pusher:pong.
+//
+// # HTTP transports: pusher-js's fallback
+//
+// Where a WebSocket cannot pass (a proxy, a firewall), pusher-js falls back
+// to its HTTP transports, xhr_streaming and xhr_polling, at httpHost and
+// httpPath, whose defaults are Pusher's own sockjs-{cluster}.pusher.com
+// and "/pusher". A Server serves them (WithHTTPTransports,
+// WithoutHTTPTransports) with the same protocol as over WebSocket: each
+// HTTP session is a ratchet.Conn like a WebSocket connection, with its
+// channels, presence, client events, close codes and send queue. Point
+// pusher-js at it, never at Pusher's hosts:
+//
+//	new Pusher(key, {
+//	  cluster: "mt1", forceTLS: false,
+//	  wsHost: "host", wsPort: 6001,
+//	  httpHost: "host", httpPort: 6001, // without these, pusher-js asks sockjs-mt1.pusher.com
+//	  enabledTransports: ["ws", "xhr_streaming", "xhr_polling"],
+//	});
+//
+// pusher-js names each session itself, /{server}/{session}/ of the URL
+// (three digits, eight random base-32 characters: about 50 bits), and
+// makes every request a POST. The name is all that binds a request to its
+// session, as with Pusher's own endpoints (the app key is part of it): a
+// request that names another client's session acts for it, so serve the
+// transports over TLS, where the names cannot be read off the wire.
+//
+//	POST {httpPath}/app/{key}/{server}/{session}/xhr_streaming  one long response, a frame per line
+//	POST {httpPath}/app/{key}/{server}/{session}/xhr            a long poll: one response, then the next poll
+//	POST {httpPath}/app/{key}/{server}/{session}/xhr_send       the client's messages: ["{...}", ...] -> 204
+//
+// Frames are SockJS's: "o" opens the session (the first xhr or
+// xhr_streaming request of a session makes it), "a" + a JSON array of
+// Pusher messages as strings, "h" a heartbeat (after
+// HTTPTransports.Heartbeat of silence, so that a poll returns and proxies
+// keep a stream), "c[code,reason]" the close with its Pusher close code. A
+// stream starts with a 2 KiB "h" prelude, for browsers that hold back the
+// start of a response. pusher-js answers a heartbeat on a stream with an
+// xhr_send of "[]", and renews its stream after 256 KiB by aborting it and
+// opening another: a new request of a session replaces the pending one.
+// pusher-js sends each message in an xhr_send of its own, without waiting
+// for the previous one: messages sent in the same instant are handled in
+// the order their requests arrive, which may not be the order they were
+// sent in.
+//
+// A session ends, with OnClose once, when its connection is closed (the
+// client gets the "c" frame), when the client's response failed after
+// taking frames (they did not reach it: the session ends rather than lose
+// them silently), or when no request of the client is pending for
+// HTTPTransports.SessionTimeout (10 s): pusher-js tells the server nothing
+// when it disconnects over HTTP, and a client that vanished stops polling.
+// A client that vanished with its stream still open is found by the
+// protocol's pusher:ping (App.ActivityTimeout), as on a WebSocket. The
+// one case the server cannot see: frames written on a stream in the
+// instant pusher-js aborts it to renew it (after 256 KiB) are lost with
+// the aborted response, as with any SockJS-style server; messages that
+// need delivery should not rely on a single frame either way.
+//
+// Requests answer Cache-Control: no-store, apply HTTPTransports.Origins
+// (any origin by default, like the WebSocket side) with CORS headers and
+// preflights for pages on other hosts. An xhr_send for an unknown session
+// gets 404; a body that is not a JSON array of strings 400, one over
+// MaxHTTPSendBody bytes or MaxHTTPSendMessages messages 413, and those
+// close the connection (1002, 1009) so the client learns it too. A
+// malformed session name gets 400, a request during Shutdown 503.
+//
+// Sessions live on the node that made them: behind a load balancer, send
+// every request of a session to the same node, by the /{server}/{session}/
+// part of the path (nginx: hash on it; HAProxy: balance by a path
+// capture), or by client address. A request on another node makes a new
+// session there, which pusher-js notices ("Server lost session") and
+// reconnects, but an xhr_send there gets 404, which pusher-js ignores.
 //
 // # HTTP API
 //

@@ -28,9 +28,11 @@ const (
 const hubTimeout = 10 * time.Second
 
 // Server serves Pusher Channels apps: the WebSocket protocol (version 7) at
-// /app/{key} and the HTTP API at /apps/{id}/..., on a ratchet.Hub. It is an
-// http.Handler: mount it at the root of a mux, or under a prefix with
-// http.StripPrefix (Pusher's libraries sign the paths from /apps/ on).
+// /app/{key}, the same over pusher-js's HTTP transports at
+// /pusher/app/{key}/... (see WithHTTPTransports), and the HTTP API at
+// /apps/{id}/..., on a ratchet.Hub. It is an http.Handler: mount it at the
+// root of a mux, or under a prefix with http.StripPrefix (Pusher's
+// libraries sign the paths from /apps/ on).
 //
 // Every channel is a Hub topic (see App.TopicPrefix), and presence channels
 // record their members on the Hub's Presence (ratchet.WithPresence), so
@@ -45,6 +47,7 @@ type Server struct {
 	byID     map[string]*app
 	cfg      config
 	ws       *ratchet.WsServer
+	xhr      *xhrTransports // nil: WithoutHTTPTransports
 	mux      http.ServeMux
 	replay   *replay.Cache
 	nodeID   string
@@ -91,6 +94,9 @@ type config struct {
 	webhookClient   *http.Client
 	webhookAttempts int
 	webhookBackoff  time.Duration
+
+	http   HTTPTransports
+	noHTTP bool
 }
 
 // WithWsOptions passes options to the WebSocket side (ratchet.NewWsServer):
@@ -241,6 +247,10 @@ func NewServer(hub *ratchet.Hub, apps []App, opts ...Option) (*Server, error) {
 	ws := append([]ratchet.WsOption{ratchet.WithOrigins("*"), ratchet.WithKeepalive(0, 0)}, s.cfg.ws...)
 	s.ws = ratchet.NewWsServer(component{s}, ws...)
 	s.routes()
+	if err := s.xhrRoutes(); err != nil {
+		s.closeOwn()
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), hubTimeout)
 	defer cancel()
 	if err := s.cluster.start(ctx, s); err != nil {
@@ -282,7 +292,8 @@ func (s *Server) log() *slog.Logger {
 	return slog.Default()
 }
 
-// ServeHTTP serves the WebSocket endpoint and the HTTP API.
+// ServeHTTP serves the WebSocket endpoint, the HTTP transports and the
+// HTTP API.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
 // Len returns the number of Pusher connections on this node.
@@ -297,7 +308,7 @@ func (s *Server) Len() int { return s.conns.Len() }
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.closing.Store(true)
 	s.conns.Each(func(c ratchet.Conn) { c.(*conn).refuse(CodeReconnect, "Server is shutting down. Please reconnect.") })
-	err := s.ws.Shutdown(ctx)
+	err := errors.Join(s.ws.Shutdown(ctx), s.xhr.shutdown(ctx))
 	s.stopHooks(ctx)
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), hubTimeout)
 	defer cancel()

@@ -19,6 +19,7 @@
 // Routes:
 //
 //	WS   /app/{key}                the Pusher protocol (pusher-js, Laravel Echo)
+//	POST /pusher/app/{key}/...     the same over pusher-js's HTTP fallback (xhr_streaming, xhr_polling)
 //	     /apps/{id}/...            the HTTP API (Laravel broadcasting, pusher-php-server, pusher for Node)
 //	GET  /                         a demo page: public, private and presence channels, whisper
 //	POST /broadcasting/auth        channel authorization for the page
@@ -193,6 +194,7 @@ func newServer(ctx context.Context, cfg config) (*server, error) {
 	s.srv = srv
 	s.Handle("/app/", srv)
 	s.Handle("/apps/", srv)
+	s.Handle(pusher.DefaultHTTPPath+"/", srv) // pusher-js's HTTP fallback
 	s.HandleFunc("POST /broadcasting/auth", func(w http.ResponseWriter, r *http.Request) { authorize(w, r, cfg.app) })
 	s.HandleFunc("POST /messages", s.message)
 	scripts := map[string]string{

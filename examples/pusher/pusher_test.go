@@ -65,23 +65,48 @@ func TestPHPTriggerReachesPusherJS(t *testing.T) {
 	base := startServer(t, env)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	// Over WebSocket, and over each of pusher-js's HTTP transports, which
+	// the example serves as its fallback.
+	for _, transport := range []string{"ws", "xhr_streaming", "xhr_polling"} {
+		t.Run(transport, func(t *testing.T) { phpToPusherJS(ctx, t, php, node, base, transport) })
+	}
 
+	// A wrong secret is refused: 401, exit code 1.
+	cmd := exec.CommandContext(ctx, php, "trigger.php", "chat", "message", "{}")
+	cmd.Env = append(os.Environ(), "PUSHER_HOST="+base, "PUSHER_APP_ID=7", "PUSHER_APP_KEY=test-key", "PUSHER_APP_SECRET=wrong")
+	b, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee, "%s", b)
+	assert.Equal(t, 1, ee.ExitCode())
+	assert.Contains(t, string(b), "401")
+}
+
+// phpToPusherJS triggers two events with trigger.php and checks that
+// listen.mjs, on transport, gets them.
+func phpToPusherJS(ctx context.Context, t *testing.T, php, node, base, transport string) {
 	listen := exec.CommandContext(ctx, node, "listen.mjs")
 	listen.Dir = jsDir
-	listen.Env = append(os.Environ(), "BASE="+base, "KEY=test-key", "CHANNELS=chat,private-room", "COUNT=2")
+	listen.Env = append(os.Environ(), "BASE="+base, "KEY=test-key", "CHANNELS=chat,private-room", "COUNT=2", "TRANSPORT="+transport)
 	listen.Stderr = os.Stderr
 	out, err := listen.StdoutPipe()
 	require.NoError(t, err)
 	require.NoError(t, listen.Start())
 	defer listen.Wait()
+	defer func() {
+		if t.Failed() {
+			_ = listen.Process.Kill() // it would wait for events that will not come
+		}
+	}()
 	lines := bufio.NewScanner(out)
 	require.True(t, lines.Scan(), "listen.mjs ended early")
 	require.Equal(t, "ready", lines.Text())
 
+	// Texts of their own per transport: the server refuses the very same
+	// request signed within the same second twice (a replay).
 	phpEnv := append(os.Environ(), "PUSHER_HOST="+base, "PUSHER_APP_ID=7", "PUSHER_APP_KEY=test-key", "PUSHER_APP_SECRET=test-secret")
 	for _, args := range [][]string{
-		{"chat", "message", `{"user":"php","text":"héllo ✓"}`},
-		{"private-room", "message", `{"user":"php","text":"private"}`},
+		{"chat", "message", `{"user":"php","text":"héllo ✓ ` + transport + `"}`},
+		{"private-room", "message", `{"user":"php","text":"private ` + transport + `"}`},
 	} {
 		cmd := exec.CommandContext(ctx, php, append([]string{"trigger.php"}, args...)...)
 		cmd.Env = phpEnv
@@ -97,16 +122,7 @@ func TestPHPTriggerReachesPusherJS(t *testing.T) {
 	}
 	_, _ = io.Copy(io.Discard, out)
 	assert.Equal(t, []map[string]any{
-		{"channel": "chat", "event": "message", "data": map[string]any{"user": "php", "text": "héllo ✓"}},
-		{"channel": "private-room", "event": "message", "data": map[string]any{"user": "php", "text": "private"}},
+		{"channel": "chat", "event": "message", "data": map[string]any{"user": "php", "text": "héllo ✓ " + transport}},
+		{"channel": "private-room", "event": "message", "data": map[string]any{"user": "php", "text": "private " + transport}},
 	}, got)
-
-	// A wrong secret is refused: 401, exit code 1.
-	cmd := exec.CommandContext(ctx, php, "trigger.php", "chat", "message", "{}")
-	cmd.Env = append(os.Environ(), "PUSHER_HOST="+base, "PUSHER_APP_ID=7", "PUSHER_APP_KEY=test-key", "PUSHER_APP_SECRET=wrong")
-	b, err := cmd.CombinedOutput()
-	var ee *exec.ExitError
-	require.ErrorAs(t, err, &ee, "%s", b)
-	assert.Equal(t, 1, ee.ExitCode())
-	assert.Contains(t, string(b), "401")
 }

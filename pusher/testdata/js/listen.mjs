@@ -2,6 +2,8 @@
 // authorized through the server's own /broadcasting/auth endpoint as a
 // browser would be, prints "ready", then prints each event it gets as a
 // JSON line {channel, event, data}, and exits after COUNT of them.
+// TRANSPORT (default ws) is the one pusher-js may use: ws, xhr_streaming or
+// xhr_polling (its HTTP fallback, at the same host).
 import PusherJS from 'pusher-js';
 import { until } from './lib.mjs';
 
@@ -11,8 +13,10 @@ const pusher = new PusherJS(process.env.KEY, {
   cluster: 'mt1',
   wsHost: base.hostname,
   wsPort: Number(base.port),
+  httpHost: base.hostname,
+  httpPort: Number(base.port),
   forceTLS: false,
-  enabledTransports: ['ws'],
+  enabledTransports: [process.env.TRANSPORT || 'ws'],
   disableStats: true,
   channelAuthorization: { endpoint: base.origin + '/broadcasting/auth', params: { name: 'node' } },
 });
