@@ -43,8 +43,6 @@ package engineio
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -52,6 +50,7 @@ import (
 	"time"
 
 	"github.com/ratchetgo/ratchet"
+	"github.com/ratchetgo/ratchet/internal/forward"
 	"github.com/ratchetgo/ratchet/internal/lifecycle"
 	"github.com/ratchetgo/ratchet/internal/origin"
 )
@@ -88,6 +87,9 @@ type Handler struct {
 	mu       sync.Mutex
 	sessions map[string]*session
 	life     lifecycle.Group // sessions not yet through OnClose
+
+	node    *forward.Node // WithBroker: this node of the cluster
+	nodeErr error         // why the node could not join the cluster
 }
 
 // NewHandler returns a Handler serving component, configured by opts.
@@ -106,6 +108,7 @@ func NewHandler(component ratchet.MessageComponent, opts ...Option) *Handler {
 	if h.cfg.observer != nil {
 		h.obs = h.cfg.observer.Route(h.cfg.route, TransportLabel)
 	}
+	h.joinCluster()
 	return h
 }
 
@@ -144,6 +147,9 @@ func writeError(w http.ResponseWriter, status, code int) {
 // foreign origin, 401 (or the RejectError's status) from the
 // Authenticator, 503 after Shutdown.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.forwarded(w, r) { // WithBroker: a session of another node
+		return
+	}
 	w.Header().Set("Cache-Control", "no-store")
 	if err := origin.Check(r, h.cfg.origins); err != nil {
 		h.reject(ratchet.RejectOrigin)
@@ -215,7 +221,7 @@ func (h *Handler) handshake(w http.ResponseWriter, r *http.Request, transport st
 		}
 	}
 	s := h.newSession(r, user)
-	if !h.life.Enter(func() { h.sessions[s.id] = s }) {
+	if !h.life.Enter(func() { h.mu.Lock(); h.sessions[s.id] = s; h.mu.Unlock() }) {
 		h.reject(ratchet.RejectShutdown)
 		if ws != nil {
 			ws.closeNow()
@@ -252,13 +258,6 @@ func (h *Handler) openPacket(sid string, polling bool) []byte {
 	return b
 }
 
-// newSessionID returns 128 random bits, URL-safe.
-func newSessionID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
-	return base64.RawURLEncoding.EncodeToString(b[:])
-}
-
 // Len returns the number of open sessions.
 func (h *Handler) Len() int {
 	h.mu.Lock()
@@ -284,10 +283,14 @@ func (h *Handler) each(f func(*session)) {
 // remaining sessions are ended at once and ctx's error is returned.
 // App.Shutdown calls it for a Handler given to App.Handle.
 func (h *Handler) Shutdown(ctx context.Context) error {
-	return h.life.Shutdown(ctx,
+	err := h.life.Shutdown(ctx,
 		func() { h.each(func(s *session) { _ = s.conn.Close(ratchet.StatusGoingAway, "server shutting down") }) },
 		func() { h.each(func(s *session) { s.end(nil) }) },
 		false)
+	if cerr := h.leaveCluster(ctx); err == nil { // WithBroker: after the sessions, whose polls it may carry
+		err = cerr
+	}
+	return err
 }
 
 // tracked is the component as the sessions see it: OnClose also ends the

@@ -63,7 +63,7 @@ type session struct {
 }
 
 func (h *Handler) newSession(r *http.Request, user string) *session {
-	s := &session{h: h, id: newSessionID(), changed: make(chan struct{})}
+	s := &session{h: h, id: h.newSessionID(), changed: make(chan struct{})}
 	s.conn = ratchet.NewTransportConn(tracked{h.component, h}, s, r, user, h.cfg.sendQueue)
 	if h.obs != nil {
 		s.conn.Observe(h.obs)

@@ -1,0 +1,166 @@
+package forward
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// call is a request this node forwards, waiting for its answer.
+type call struct {
+	frames   chan frame    // Window chunks and the accept, end and a spare
+	overflow chan struct{} // closed when the owner sent more than the queue holds
+	once     sync.Once
+}
+
+// put queues f for the forwarding goroutine, never blocking.
+func (c *call) put(f frame) {
+	select {
+	case c.frames <- f:
+	default:
+		c.once.Do(func() { close(c.overflow) })
+	}
+}
+
+// Forward serves r by node owner: it publishes the request to the owner's
+// inbox and writes the owner's answer to w. When the owner does not
+// accept the request within AcceptTimeout the client gets a 502, when its
+// answer stops for Config.Timeout a 504 (or a cut response), each naming
+// the node and what failed. A request for this node is served here.
+func (n *Node) Forward(w http.ResponseWriter, r *http.Request, owner string) {
+	if owner == n.id {
+		n.cfg.Handler.ServeHTTP(w, r)
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, n.cfg.MaxBody+1))
+	if err != nil {
+		forwardError(w, http.StatusBadRequest, "forward: read the request body: %v", err)
+		return
+	}
+	id := randomID(16)
+	c := &call{frames: make(chan frame, Window+3), overflow: make(chan struct{})}
+	n.mu.Lock()
+	n.calls[id] = c
+	n.mu.Unlock()
+	defer func() {
+		n.mu.Lock()
+		delete(n.calls, id)
+		n.mu.Unlock()
+	}()
+
+	ctx := r.Context()
+	first := &frame{Kind: kindRequest, ID: id, Method: r.Method, URL: r.URL.RequestURI(), Host: r.Host,
+		RemoteAddr: r.RemoteAddr, Header: endToEnd(r.Header)}
+	for {
+		chunk := body[:min(len(body), ChunkSize)]
+		body = body[len(chunk):]
+		f := first
+		if f == nil {
+			f = &frame{Kind: kindBody, ID: id}
+		}
+		first = nil
+		f.Body, f.More = chunk, len(body) > 0
+		if err := n.publish(ctx, owner, f); err != nil {
+			forwardError(w, http.StatusBadGateway, "%v", err)
+			return
+		}
+		if len(body) == 0 {
+			break
+		}
+	}
+	if err := n.relay(ctx, w, owner, id, c); err != nil {
+		// The owner learns that the client's request is over, whatever
+		// the reason, so that it does not hold it for nobody.
+		_ = n.publish(context.WithoutCancel(ctx), owner, &frame{Kind: kindCancel, ID: id})
+		if errors.Is(err, errCut) {
+			panic(http.ErrAbortHandler) // the client sees a broken response, as from a dead server
+		}
+	}
+}
+
+// errCut ends a forwarded request whose answer had begun: the client's
+// response is cut.
+var errCut = errors.New("forward: answer cut")
+
+// relay writes the owner's answer to w as its frames come.
+func (n *Node) relay(ctx context.Context, w http.ResponseWriter, owner, id string, c *call) error {
+	rc := http.NewResponseController(w)
+	accepted, begun := false, false
+	timer := time.NewTimer(AcceptTimeout)
+	defer timer.Stop()
+	fail := func(status int, format string, args ...any) error {
+		if begun {
+			return errCut
+		}
+		forwardError(w, status, format, args...)
+		return errors.New("forward: failed")
+	}
+	var seq uint64
+	for {
+		var f frame
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.overflow:
+			return fail(http.StatusBadGateway, "forward: node %s sent more than %d frames unacknowledged", owner, Window)
+		case <-timer.C:
+			if !accepted {
+				return fail(http.StatusBadGateway, "forward: node %s did not accept the request within %v: it is gone, or busy with %d forwarded requests",
+					owner, AcceptTimeout, MaxServing)
+			}
+			return fail(http.StatusGatewayTimeout, "forward: no answer from node %s within %v", owner, n.cfg.Timeout)
+		case f = <-c.frames:
+		}
+		timer.Reset(n.cfg.Timeout)
+		if f.Kind == kindAccept {
+			accepted = true
+			continue
+		}
+		accepted = true
+		if f.Seq != seq {
+			return fail(http.StatusBadGateway, "forward: node %s: answer frame %d, want %d", owner, f.Seq, seq)
+		}
+		seq++
+		if !begun {
+			if f.Err != "" {
+				return fail(http.StatusBadGateway, "forward: node %s: %s", owner, f.Err)
+			}
+			for k, v := range f.Header {
+				w.Header()[k] = v
+			}
+			w.WriteHeader(f.Status)
+			begun = true
+		} else if f.Err != "" {
+			return errCut
+		}
+		var werr error
+		if f.WriteFor > 0 {
+			_ = rc.SetWriteDeadline(time.Now().Add(time.Duration(f.WriteFor) * time.Millisecond))
+		}
+		if len(f.Body) > 0 {
+			_, werr = w.Write(f.Body)
+		}
+		if werr == nil && (f.Ack || f.End) {
+			werr = rc.Flush()
+		}
+		if f.Ack {
+			ack := &frame{Kind: kindAck, ID: id, Seq: f.Seq}
+			if werr != nil {
+				ack.Err = fmt.Sprintf("write to the client: %v", werr)
+			}
+			if err := n.publish(ctx, owner, ack); err != nil {
+				return errCut
+			}
+		}
+		if werr != nil {
+			return errCut
+		}
+		if f.End {
+			return nil
+		}
+	}
+}
