@@ -17,10 +17,11 @@
 //
 // Nothing waits on a peer without a bound: the owner must accept a request
 // within AcceptTimeout (else the front answers 502 naming the node: gone,
-// or over MaxServing), the frames of an answer must follow one another
-// within Config.Timeout, the longest a handler may hold a request (a long
-// poll), else 504 (or, once the answer has begun, the client's response is
-// cut). When the client's request goes away, the front tells the owner,
+// or over MaxServing); while it serves the request it says so every
+// Config.Keepalive (else, after three, 502: it went away); the frames of
+// an answer must follow one another within Config.Timeout, the longest a
+// handler may hold a request (a long poll), else 504. Once the answer has
+// begun, a failure cuts the client's response instead. When the client's request goes away, the front tells the owner,
 // which cancels the context of the request it serves. The Broker's
 // delivery function never blocks: frames go to bounded queues, and a peer
 // overflowing them fails its request.
@@ -58,6 +59,10 @@ const (
 	MaxServing = 10_000
 	// PublishTimeout bounds one Publish of a frame.
 	PublishTimeout = 5 * time.Second
+	// DefaultKeepalive is how often an owner tells the front that it is
+	// still serving a request (Config.Keepalive): a front that hears
+	// nothing of it for three intervals answers 502, the owner being gone.
+	DefaultKeepalive = 5 * time.Second
 	// IDLen is the length of a node id: 64 random bits, URL-safe base64.
 	IDLen = 11
 )
@@ -95,6 +100,9 @@ type Config struct {
 	// carries at most MaxBody+1 of them, enough for the owner's own limit
 	// to see a body over it.
 	MaxBody int64
+	// Keepalive is how often the owner of a request says it is still
+	// serving it; DefaultKeepalive when zero.
+	Keepalive time.Duration
 }
 
 // Node is one node of a cluster: it forwards requests to other nodes and
@@ -116,6 +124,9 @@ type Node struct {
 func New(ctx context.Context, b ratchet.Broker, cfg Config) (*Node, error) {
 	if cfg.Handler == nil || cfg.Timeout <= 0 || cfg.MaxBody <= 0 {
 		return nil, errors.New("forward: Config needs a Handler, a Timeout and a MaxBody")
+	}
+	if cfg.Keepalive <= 0 {
+		cfg.Keepalive = DefaultKeepalive
 	}
 	n := &Node{b: b, id: randomID(8), cfg: cfg, calls: make(map[string]*call), serving: make(map[string]*served)}
 	sub, err := b.Subscribe(ctx, Topic(n.id), n.deliver)
@@ -168,6 +179,7 @@ const (
 	kindAck     = "ack"    // front → owner: the answer up to Seq was written (or Err)
 	kindCancel  = "cancel" // front → owner: the client's request went away
 	kindAccept  = "accept" // owner → front: the request was taken
+	kindAlive   = "alive"  // owner → front: still serving it
 	kindAnswer  = "answer" // owner → front: status and headers (first), body, end
 )
 
@@ -235,7 +247,7 @@ func (n *Node) deliver(m ratchet.Message) {
 		return // not a frame of this package: nobody to answer
 	}
 	switch f.Kind {
-	case kindAccept, kindAnswer:
+	case kindAccept, kindAlive, kindAnswer:
 		n.mu.Lock()
 		c := n.calls[f.ID]
 		n.mu.Unlock()

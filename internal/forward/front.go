@@ -13,12 +13,20 @@ import (
 // call is a request this node forwards, waiting for its answer.
 type call struct {
 	frames   chan frame    // Window chunks and the accept, end and a spare
+	alive    chan struct{} // a keepalive came (one is enough)
 	overflow chan struct{} // closed when the owner sent more than the queue holds
 	once     sync.Once
 }
 
 // put queues f for the forwarding goroutine, never blocking.
 func (c *call) put(f frame) {
+	if f.Kind == kindAlive {
+		select {
+		case c.alive <- struct{}{}:
+		default:
+		}
+		return
+	}
 	select {
 	case c.frames <- f:
 	default:
@@ -42,7 +50,7 @@ func (n *Node) Forward(w http.ResponseWriter, r *http.Request, owner string) {
 		return
 	}
 	id := randomID(16)
-	c := &call{frames: make(chan frame, Window+3), overflow: make(chan struct{})}
+	c := &call{frames: make(chan frame, Window+3), alive: make(chan struct{}, 1), overflow: make(chan struct{})}
 	n.mu.Lock()
 	n.calls[id] = c
 	n.mu.Unlock()
@@ -90,8 +98,13 @@ var errCut = errors.New("forward: answer cut")
 func (n *Node) relay(ctx context.Context, w http.ResponseWriter, owner, id string, c *call) error {
 	rc := http.NewResponseController(w)
 	accepted, begun := false, false
+	silence := 3 * n.cfg.Keepalive
+	var heard, answered time.Time // the last frame, the last frame of the answer (or the accept)
 	timer := time.NewTimer(AcceptTimeout)
 	defer timer.Stop()
+	rearm := func() {
+		timer.Reset(min(time.Until(heard.Add(silence)), time.Until(answered.Add(n.cfg.Timeout))))
+	}
 	fail := func(status int, format string, args ...any) error {
 		if begun {
 			return errCut
@@ -108,19 +121,27 @@ func (n *Node) relay(ctx context.Context, w http.ResponseWriter, owner, id strin
 		case <-c.overflow:
 			return fail(http.StatusBadGateway, "forward: node %s sent more than %d frames unacknowledged", owner, Window)
 		case <-timer.C:
-			if !accepted {
+			switch {
+			case !accepted:
 				return fail(http.StatusBadGateway, "forward: node %s did not accept the request within %v: it is gone, or busy with %d forwarded requests",
 					owner, AcceptTimeout, MaxServing)
+			case time.Since(heard) >= silence:
+				return fail(http.StatusBadGateway, "forward: node %s went silent for %v while serving the request: it is gone", owner, silence)
 			}
 			return fail(http.StatusGatewayTimeout, "forward: no answer from node %s within %v", owner, n.cfg.Timeout)
+		case <-c.alive:
+			if accepted {
+				heard = time.Now()
+				rearm()
+			}
+			continue
 		case f = <-c.frames:
 		}
-		timer.Reset(n.cfg.Timeout)
+		heard, answered, accepted = time.Now(), time.Now(), true
+		rearm()
 		if f.Kind == kindAccept {
-			accepted = true
 			continue
 		}
-		accepted = true
 		if f.Seq != seq {
 			return fail(http.StatusBadGateway, "forward: node %s: answer frame %d, want %d", owner, f.Seq, seq)
 		}

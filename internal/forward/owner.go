@@ -90,6 +90,8 @@ func (s *served) serve(head frame) {
 	if err := s.n.publish(s.ctx, s.front, &frame{Kind: kindAccept, ID: s.id}); err != nil {
 		return // the front answers 502 when no accept comes
 	}
+	stop := s.keepalive()
+	defer stop()
 	timer := time.NewTimer(s.n.cfg.Timeout)
 	defer timer.Stop()
 	select {
@@ -117,6 +119,29 @@ func (s *served) serve(head frame) {
 	w := &answer{s: s, header: make(http.Header)}
 	defer w.end()
 	s.n.cfg.Handler.ServeHTTP(w, r)
+}
+
+// keepalive tells the front every Config.Keepalive that the request is
+// being served, until stop is called (it returns once the goroutine that
+// does it has ended).
+func (s *served) keepalive() (stop func()) {
+	done, ended := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(ended)
+		t := time.NewTicker(s.n.cfg.Keepalive)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-s.ctx.Done():
+				return
+			case <-t.C:
+				_ = s.n.publish(s.ctx, s.front, &frame{Kind: kindAlive, ID: s.id})
+			}
+		}
+	}()
+	return func() { close(done); <-ended }
 }
 
 // answer is the ResponseWriter of a served request: it publishes what the
@@ -196,7 +221,10 @@ func (a *answer) send(body []byte, ack, end bool) error {
 	}
 	if err := a.s.n.publish(a.s.ctx, a.s.front, f); err != nil {
 		a.err = err
-		return err
+		if a.s.ctx.Err() != nil {
+			a.err = a.wentAway()
+		}
+		return a.err
 	}
 	if !ack {
 		return nil
@@ -211,12 +239,16 @@ func (a *answer) send(body []byte, ack, end bool) error {
 			a.err = fmt.Errorf("forward: node %s: %s", a.s.front, got.Err)
 		}
 	case <-a.s.ctx.Done():
-		a.err = fmt.Errorf("forward: the client's request at node %s went away: %w", a.s.front, context.Cause(a.s.ctx))
+		a.err = a.wentAway()
 	case <-timer.C:
 		a.err = fmt.Errorf("forward: node %s did not write the answer to its client within %v: %w",
 			a.s.front, wait, errWriteTimeout)
 	}
 	return a.err
+}
+
+func (a *answer) wentAway() error {
+	return fmt.Errorf("forward: the client's request at node %s went away: %w", a.s.front, context.Cause(a.s.ctx))
 }
 
 // errWriteTimeout is what a Write past its deadline wraps.
