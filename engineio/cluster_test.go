@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/ratchetgo/ratchet"
@@ -299,6 +300,85 @@ func TestClusterNodeGone(t *testing.T) {
 		}
 		if e.Event != "error" && e.Event != "message" {
 			t.Fatalf("client event %+v", e)
+		}
+	}
+}
+
+// A WebSocket upgrade of a session that lands on another node is refused
+// with a 400 saying why, and the session goes on polling; engine.io-clients
+// allowed to upgrade, behind the round-robin proxy, keep chatting whether
+// their probe landed on the owner (upgraded) or not (still polling).
+func TestClusterUpgradeOnAnotherNode(t *testing.T) {
+	prefix, topic := brokertest.Topic(t)+":", "room"
+	ping := engineio.WithPing(time.Second, time.Second) // the plain HTTP session ends soon
+	node1 := startNode(t, prefix, topic, ping)
+	node2 := startNode(t, prefix, topic, ping)
+	_, proxyURL := startProxy(t, node1, node2)
+
+	resp, err := http.Get(node1.srv.URL + "/?EIO=4&transport=polling")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var open struct{ Sid string }
+	if err := json.Unmarshal(body[1:], &open); err != nil || open.Sid == "" {
+		t.Fatalf("handshake %q: %v", body, err)
+	}
+	waitConn(t, node1.room.opened, "OnOpen of the plain HTTP session")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	wsURL := strings.Replace(node2.srv.URL, "http", "ws", 1) + "/?EIO=4&transport=websocket&sid=" + url.QueryEscape(open.Sid)
+	c, resp, err := websocket.Dial(ctx, wsURL, nil)
+	if err == nil {
+		c.CloseNow()
+		t.Fatal("a WebSocket upgrade on another node than the session's was accepted")
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "not relayed") {
+		t.Fatalf("upgrade on another node: %d %q", resp.StatusCode, body)
+	}
+	// The session is still there, polling.
+	resp, err = http.Get(node2.srv.URL + "/?EIO=4&transport=polling&sid=" + url.QueryEscape(open.Sid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(string(body), "4welcome") {
+		t.Fatalf("poll after the refused upgrade: %d %q", resp.StatusCode, body)
+	}
+
+	for i := range 4 {
+		p := start(t, proxyURL, "polling,websocket")
+		expect(t, p, event{Event: "open", Transport: "polling"})
+		// Handshakes through the proxy take turns: node 1, 2, 1, 2.
+		waitConn(t, []*clusterNode{node1, node2}[i%2].room.opened, "OnOpen")
+		got, transport := 0, "polling"
+		p.WriteJSON(map[string]any{"burst": 50, "from": 0})
+		for got < 51 { // welcome, then s0..s49
+			var e event
+			p.NextJSON(&e)
+			switch e.Event {
+			case "upgrading", "error":
+			case "upgrade":
+				transport = e.Transport
+			case "message":
+				if want := "welcome"; got > 0 {
+					want = fmt.Sprintf("s%d", got-1)
+					if e.Data != want {
+						t.Fatalf("client %d received %q, want %q", i, e.Data, want)
+					}
+				}
+				got++
+			default:
+				t.Fatalf("client %d: %+v", i, e)
+			}
+		}
+		t.Logf("client %d: all messages, on %s", i, transport)
+		p.WriteJSON(map[string]any{"close": true})
+		for e := next(p); e.Event != "close"; e = next(p) {
 		}
 	}
 }

@@ -147,7 +147,7 @@ func (n *Node) Close(ctx context.Context) error {
 	n.mu.Lock()
 	n.closed = true
 	for _, s := range n.serving {
-		s.cancel()
+		s.cancel(errNodeClosed)
 	}
 	n.mu.Unlock()
 	done := make(chan struct{})
@@ -165,6 +165,9 @@ func (n *Node) Close(ctx context.Context) error {
 	}
 	return err
 }
+
+// errNodeClosed is the cause of the requests a closing node was serving.
+var errNodeClosed = errors.New("forward: the node is closing")
 
 func randomID(bytes int) string {
 	b := make([]byte, bytes)

@@ -169,9 +169,12 @@ func TestClientGoesAway(t *testing.T) {
 			}
 			select {
 			case err := <-ended:
-				if err == nil || !strings.Contains(err.Error(), "went away") {
+				// The cancel frame says so; were it lost, the owner ends the
+				// request when the front has given up on it.
+				if err == nil || !strings.Contains(err.Error(), "went away") && !strings.Contains(err.Error(), "gave up") {
 					t.Fatalf("the owner's Write after the client left: %v", err)
 				}
+				t.Logf("the owner's Write after the client left: %v", err)
 			case <-time.After(15 * time.Second):
 				t.Fatal("the owner's handler still holds a request whose client left")
 			}

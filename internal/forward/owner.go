@@ -16,7 +16,7 @@ type served struct {
 	front  string
 	id     string
 	ctx    context.Context
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc
 
 	mu       sync.Mutex
 	body     []byte
@@ -28,13 +28,13 @@ type served struct {
 // own, which ends when the handler has returned.
 func (n *Node) start(f frame) {
 	key := f.From + "/" + f.ID
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancelCause(context.Background())
 	s := &served{n: n, front: f.From, id: f.ID, ctx: ctx, cancel: cancel,
 		complete: make(chan struct{}), acks: make(chan frame, 1)}
 	n.mu.Lock()
 	if n.closed || len(n.serving) >= MaxServing || n.serving[key] != nil {
 		n.mu.Unlock()
-		cancel()
+		cancel(nil)
 		return // not accepted: the front says so after AcceptTimeout
 	}
 	n.serving[key] = s
@@ -47,7 +47,7 @@ func (n *Node) start(f frame) {
 			n.mu.Lock()
 			delete(n.serving, key)
 			n.mu.Unlock()
-			cancel()
+			cancel(nil)
 		}()
 		s.serve(f)
 	}()
@@ -75,7 +75,7 @@ func (s *served) put(f frame) {
 	case kindBody:
 		s.addBody(f)
 	case kindCancel:
-		s.cancel()
+		s.cancel(errClientGone)
 	case kindAck:
 		select {
 		case s.acks <- f:
@@ -92,6 +92,10 @@ func (s *served) serve(head frame) {
 	}
 	stop := s.keepalive()
 	defer stop()
+	// A front gives up on an answer that does not begin within Timeout: the
+	// request ends here too, should its cancel frame be lost.
+	noAnswer := time.AfterFunc(s.n.cfg.Timeout, func() { s.cancel(errNoAnswer) })
+	defer noAnswer.Stop()
 	timer := time.NewTimer(s.n.cfg.Timeout)
 	defer timer.Stop()
 	select {
@@ -116,7 +120,7 @@ func (s *served) serve(head frame) {
 	if r.Header == nil {
 		r.Header = make(http.Header)
 	}
-	w := &answer{s: s, header: make(http.Header)}
+	w := &answer{s: s, header: make(http.Header), begun: noAnswer.Stop}
 	defer w.end()
 	s.n.cfg.Handler.ServeHTTP(w, r)
 }
@@ -154,7 +158,7 @@ type answer struct {
 	deadline time.Time // SetWriteDeadline's
 	err      error     // the first failure: every later Write returns it
 	ended    bool
-	panicked bool
+	begun    func() bool // called with the first frame
 }
 
 // Header implements http.ResponseWriter.
@@ -210,6 +214,7 @@ func (a *answer) send(body []byte, ack, end bool) error {
 	f := &frame{Kind: kindAnswer, ID: a.s.id, Seq: a.seq, Body: body, Ack: ack, End: end}
 	if a.seq == 0 {
 		f.Status, f.Header = a.status, a.header.Clone()
+		a.begun()
 	}
 	a.seq++
 	wait := a.s.n.cfg.Timeout
@@ -247,9 +252,16 @@ func (a *answer) send(body []byte, ack, end bool) error {
 	return a.err
 }
 
+// wentAway is the error of a Write after the request's context ended.
 func (a *answer) wentAway() error {
-	return fmt.Errorf("forward: the client's request at node %s went away: %w", a.s.front, context.Cause(a.s.ctx))
+	return fmt.Errorf("forward: node %s: %w", a.s.front, context.Cause(a.s.ctx))
 }
+
+// The causes of a served request's end.
+var (
+	errClientGone = errors.New("the client's request went away")
+	errNoAnswer   = errors.New("no answer began in time: the front gave up")
+)
 
 // errWriteTimeout is what a Write past its deadline wraps.
 var errWriteTimeout = errors.New("i/o timeout")
