@@ -39,6 +39,15 @@
 // is released with a noop; messages keep waiting in the session and go out
 // on the WebSocket once the client sent the upgrade packet, in order, so
 // nothing is lost or duplicated across the switch.
+//
+// # Clusters
+//
+// Behind a load balancer with no sticky sessions, give every node's
+// handler the broker of its Hub (WithBroker): the sid then names the node
+// that owns the session, and a request arriving at another node is
+// forwarded to the owner over the broker and answered by it. A WebSocket
+// upgrade arriving at another node is refused, so that the client stays
+// on polling. See WithBroker.
 package engineio
 
 import (
