@@ -28,7 +28,7 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // redisBroker returns a Broker of its own on the shared test Redis, under
 // prefix, or skips the test (fails it under CI=true).
-func redisBroker(t *testing.T, prefix string) ratchet.Broker {
+func redisBroker(t testing.TB, prefix string) ratchet.Broker {
 	t.Helper()
 	addr := brokertest.Addr("RATCHET_REDIS_ADDR", "127.0.0.1:6379")
 	if !brokertest.Reachable(addr) {
@@ -46,7 +46,7 @@ func redisBroker(t *testing.T, prefix string) ratchet.Broker {
 }
 
 // node starts a Node serving h on b, closed at the end of the test.
-func node(t *testing.T, b ratchet.Broker, h http.Handler, keepalive time.Duration) *forward.Node {
+func node(t testing.TB, b ratchet.Broker, h http.Handler, keepalive time.Duration) *forward.Node {
 	t.Helper()
 	n, err := forward.New(context.Background(), b, forward.Config{Handler: h, Timeout: 10 * time.Second,
 		MaxBody: 1 << 20, Keepalive: keepalive})

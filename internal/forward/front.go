@@ -38,10 +38,18 @@ func (c *call) put(f frame) {
 // inbox and writes the owner's answer to w. When the owner does not
 // accept the request within AcceptTimeout the client gets a 502, when its
 // answer stops for Config.Timeout a 504 (or a cut response), each naming
-// the node and what failed. A request for this node is served here.
+// the node and what failed. A request for this node is served here; after
+// Close, a request for another node is answered 503.
 func (n *Node) Forward(w http.ResponseWriter, r *http.Request, owner string) {
 	if owner == n.id {
 		n.cfg.Handler.ServeHTTP(w, r)
+		return
+	}
+	n.mu.Lock()
+	closed := n.closed
+	n.mu.Unlock()
+	if closed {
+		forwardError(w, http.StatusServiceUnavailable, "forward: node %s is closing: it forwards no more requests", n.id)
 		return
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, n.cfg.MaxBody+1))
