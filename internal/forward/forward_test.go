@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/ratchetgo/ratchet"
+	"github.com/ratchetgo/ratchet/broker/nats"
 	"github.com/ratchetgo/ratchet/broker/redis"
 	"github.com/ratchetgo/ratchet/internal/brokertest"
 	"github.com/ratchetgo/ratchet/internal/forward"
@@ -42,6 +44,23 @@ func redisBroker(t testing.TB, prefix string) ratchet.Broker {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Close(); _ = client.Close() })
+	return b
+}
+
+// natsBroker returns a Broker of its own on the shared test NATS, under
+// prefix (a subject prefix, ending with a dot), or skips the test (fails
+// it under CI=true).
+func natsBroker(t testing.TB, prefix string) ratchet.Broker {
+	t.Helper()
+	u := brokertest.Addr("RATCHET_NATS_URL", "nats://127.0.0.1:4222")
+	if pu, err := url.Parse(u); err != nil || !brokertest.Reachable(pu.Host) {
+		brokertest.SkipOrFail(t, "no nats-server at %s: start one or set RATCHET_NATS_URL", u)
+	}
+	b, err := nats.Connect(u, nats.WithPrefix(prefix), nats.WithLogger(quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
 	return b
 }
 
@@ -82,6 +101,10 @@ func brokers(t *testing.T) map[string]func(t *testing.T) (ratchet.Broker, ratche
 		"redis": func(t *testing.T) (ratchet.Broker, ratchet.Broker) {
 			prefix := brokertest.Topic(t) + ":"
 			return redisBroker(t, prefix), redisBroker(t, prefix)
+		},
+		"nats": func(t *testing.T) (ratchet.Broker, ratchet.Broker) {
+			prefix := brokertest.Topic(t) + "."
+			return natsBroker(t, prefix), natsBroker(t, prefix)
 		},
 	}
 }

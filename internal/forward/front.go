@@ -81,6 +81,9 @@ func (n *Node) Forward(w http.ResponseWriter, r *http.Request, owner string) {
 		first = nil
 		f.Body, f.More = chunk, len(body) > 0
 		if err := n.publish(ctx, owner, f); err != nil {
+			// The owner may have the frame all the same (a publish cut
+			// short by the client going away, say): it must not hold it.
+			n.cancel(ctx, owner, id)
 			forwardError(w, http.StatusBadGateway, "%v", err)
 			return
 		}
@@ -91,11 +94,17 @@ func (n *Node) Forward(w http.ResponseWriter, r *http.Request, owner string) {
 	if err := n.relay(ctx, w, owner, id, c); err != nil {
 		// The owner learns that the client's request is over, whatever
 		// the reason, so that it does not hold it for nobody.
-		_ = n.publish(context.WithoutCancel(ctx), owner, &frame{Kind: kindCancel, ID: id})
+		n.cancel(ctx, owner, id)
 		if errors.Is(err, errCut) {
 			panic(http.ErrAbortHandler) // the client sees a broken response, as from a dead server
 		}
 	}
+}
+
+// cancel tells owner that request id is over, even when ctx, the client's
+// request's, is done already.
+func (n *Node) cancel(ctx context.Context, owner, id string) {
+	_ = n.publish(context.WithoutCancel(ctx), owner, &frame{Kind: kindCancel, ID: id})
 }
 
 // errCut ends a forwarded request whose answer had begun: the client's
