@@ -96,14 +96,10 @@ func (s *served) serve(head frame) {
 	// request ends here too, should its cancel frame be lost.
 	noAnswer := time.AfterFunc(s.n.cfg.Timeout, func() { s.cancel(errNoAnswer) })
 	defer noAnswer.Stop()
-	timer := time.NewTimer(s.n.cfg.Timeout)
-	defer timer.Stop()
 	select {
 	case <-s.complete:
 	case <-s.ctx.Done():
-		return
-	case <-timer.C:
-		return // the front gave up on it already
+		return // the front went away, or gave up on the rest of the body
 	}
 	s.mu.Lock()
 	body := s.body
