@@ -154,7 +154,8 @@ func writeError(w http.ResponseWriter, status, code int) {
 // POST of packets, or a WebSocket (new, or the upgrade of a polling
 // session). Refusals are 400 with the protocol's JSON error, 403 for a
 // foreign origin, 401 (or the RejectError's status) from the
-// Authenticator, 503 after Shutdown.
+// Authenticator, 503 after Shutdown. With WithBroker, a request of another
+// node's session is answered by that node (see WithBroker).
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.forwarded(w, r) { // WithBroker: a session of another node
 		return
