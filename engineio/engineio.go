@@ -39,18 +39,26 @@
 // is released with a noop; messages keep waiting in the session and go out
 // on the WebSocket once the client sent the upgrade packet, in order, so
 // nothing is lost or duplicated across the switch.
+//
+// # Clusters
+//
+// Behind a load balancer with no sticky sessions, give every node's
+// handler the broker of its Hub (WithBroker): the sid then names the node
+// that owns the session, and a request arriving at another node is
+// forwarded to the owner over the broker and answered by it. A WebSocket
+// upgrade arriving at another node is refused, so that the client stays
+// on polling. See WithBroker.
 package engineio
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"time"
 
 	"github.com/ratchetgo/ratchet"
+	"github.com/ratchetgo/ratchet/internal/forward"
 	"github.com/ratchetgo/ratchet/internal/longpoll"
 	"github.com/ratchetgo/ratchet/internal/origin"
 )
@@ -85,6 +93,9 @@ type Handler struct {
 	obs       ratchet.RouteObserver // WithObserver; nil: not observed
 
 	sessions longpoll.Registry[*session] // sessions not yet through OnClose
+
+	node    *forward.Node // WithBroker: this node of the cluster
+	nodeErr error         // why the node could not join the cluster
 }
 
 // NewHandler returns a Handler serving component, configured by opts.
@@ -100,10 +111,11 @@ func NewHandler(component ratchet.MessageComponent, opts ...Option) *Handler {
 	for _, o := range opts {
 		o(&h.cfg)
 	}
-	h.sessions.NewID = newSessionID
+	h.sessions.NewID = h.newSessionID
 	if h.cfg.observer != nil {
 		h.obs = h.cfg.observer.Route(h.cfg.route, TransportLabel)
 	}
+	h.joinCluster()
 	return h
 }
 
@@ -140,8 +152,12 @@ func writeError(w http.ResponseWriter, status, code int) {
 // POST of packets, or a WebSocket (new, or the upgrade of a polling
 // session). Refusals are 400 with the protocol's JSON error, 403 for a
 // foreign origin, 401 (or the RejectError's status) from the
-// Authenticator, 503 after Shutdown.
+// Authenticator, 503 after Shutdown. With WithBroker, a request of another
+// node's session is answered by that node (see WithBroker).
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.forwarded(w, r) { // WithBroker: a session of another node
+		return
+	}
 	longpoll.NoStore(w)
 	if err := origin.Check(r, h.cfg.origins); err != nil {
 		h.reject(ratchet.RejectOrigin)
@@ -246,13 +262,6 @@ func (h *Handler) openPacket(sid string, polling bool) []byte {
 	return b
 }
 
-// newSessionID returns 128 random bits, URL-safe.
-func newSessionID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
-	return base64.RawURLEncoding.EncodeToString(b[:])
-}
-
 // Len returns the number of open sessions.
 func (h *Handler) Len() int { return h.sessions.Len() }
 
@@ -262,11 +271,15 @@ func (h *Handler) Len() int { return h.sessions.Len() }
 // remaining sessions are ended at once and ctx's error is returned.
 // App.Shutdown calls it for a Handler given to App.Handle.
 func (h *Handler) Shutdown(ctx context.Context) error {
-	return h.sessions.Shutdown(ctx,
+	err := h.sessions.Shutdown(ctx,
 		func() {
 			h.sessions.Each(func(s *session) { _ = s.conn.Close(ratchet.StatusGoingAway, "server shutting down") })
 		},
 		func() { h.sessions.Each(func(s *session) { s.end(nil) }) })
+	if cerr := h.leaveCluster(ctx); err == nil { // WithBroker: after the sessions, whose polls it may carry
+		err = cerr
+	}
+	return err
 }
 
 // tracked is the component as the sessions see it: OnClose also ends the

@@ -17,6 +17,7 @@ type config struct {
 	authenticate ratchet.Authenticator
 	observer     ratchet.Observer
 	route        string
+	broker       ratchet.Broker // WithBroker
 }
 
 // Option configures a Handler.

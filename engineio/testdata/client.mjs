@@ -3,7 +3,7 @@
 // It writes one JSON line per event (open, message, upgrading, upgrade,
 // close) and reads one JSON command per line on stdin:
 //   {"send": "text"}                  send one message
-//   {"burst": N, "from": I}           send "cI" .. "c(I+N-1)"
+//   {"burst": N, "from": I}           send "cI" .. "c(I+N-1)" ("prefix": "p" sends "pI" ...)
 //   {"burstOnUpgrading": N, "from": I} the same, as soon as the probe succeeded
 //   {"freeze": true}                  block the event loop: a client that vanished
 //   {"close": true}                   close the socket
@@ -15,8 +15,8 @@ const out = (o) => process.stdout.write(JSON.stringify(o) + "\n");
 const socket = new Socket(url, { transports: transports.split(",") });
 let pendingBurst = null;
 
-const burst = (n, from) => {
-  for (let i = from; i < from + n; i++) socket.send("c" + i);
+const burst = (n, from, prefix = "c") => {
+  for (let i = from; i < from + n; i++) socket.send(prefix + i);
 };
 
 socket.on("open", () => out({ event: "open", transport: socket.transport.name }));
@@ -34,7 +34,7 @@ createInterface({ input: process.stdin }).on("line", (line) => {
   const cmd = JSON.parse(line);
   if (cmd.send !== undefined) socket.send(cmd.send);
   if (cmd.binary !== undefined) socket.send(Buffer.from(cmd.binary, "hex"));
-  if (cmd.burst !== undefined) burst(cmd.burst, cmd.from);
+  if (cmd.burst !== undefined) burst(cmd.burst, cmd.from, cmd.prefix);
   if (cmd.burstOnUpgrading !== undefined) pendingBurst = { n: cmd.burstOnUpgrading, from: cmd.from };
   if (cmd.freeze) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
   if (cmd.close) socket.close();

@@ -199,7 +199,11 @@ func (s *chatServer) start(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.addr = l.Addr().String()
-	s.app = newApp("localhost", filepath.Join(jstest.Root(t), defaultEngineIOClient), nil)
+	chat, err := NewChat(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.app = newApp("localhost", filepath.Join(jstest.Root(t), defaultEngineIOClient), chat, nil, nil)
 	s.served = make(chan error, 1)
 	go func() { s.served <- s.app.Serve(l) }()
 }

@@ -21,10 +21,27 @@
 //	go run ./examples/chat                      # listens on 127.0.0.1:8080
 //	go run ./examples/chat -addr 127.0.0.1:0    # any free port
 //	go run ./examples/chat -addr :8080          # every interface (containers)
+//
+// With RATCHET_BROKER (redis://127.0.0.1:6379/0 or nats://127.0.0.1:4222,
+// and RATCHET_PREFIX to share the server) two copies form a two-node
+// cluster, to run behind a load balancer with no sticky sessions: each
+// message is relayed to the other nodes over the broker, so clients of
+// either node, WebSocket or Engine.IO, chat together; and a long-polling
+// request that lands on the node that does not hold its Engine.IO session
+// is forwarded over the broker to the one that does (engineio.WithBroker).
+// A WebSocket upgrade that lands on the wrong node is refused, and that
+// client stays on long polling.
+//
+//	RATCHET_BROKER=redis://127.0.0.1:6379/0 go run ./examples/chat -addr 127.0.0.1:8081
+//	RATCHET_BROKER=redis://127.0.0.1:6379/0 go run ./examples/chat -addr 127.0.0.1:8082
 package main
 
 import (
+	"bytes"
+	"context"
+	"crypto/rand"
 	_ "embed"
+	"encoding/base64"
 	"flag"
 	"fmt"
 	"log"
@@ -33,6 +50,7 @@ import (
 
 	"github.com/ratchetgo/ratchet"
 	"github.com/ratchetgo/ratchet/engineio"
+	"github.com/ratchetgo/ratchet/examples/internal/brokerenv"
 	"github.com/ratchetgo/ratchet/examples/internal/listen"
 	"github.com/ratchetgo/ratchet/examples/internal/ops"
 )
@@ -41,9 +59,46 @@ import (
 var page []byte
 
 // Chat relays every message to every other client, like the
-// MyWebSocketServer of Ratchet's documentation.
+// MyWebSocketServer of Ratchet's documentation, on every node of a
+// cluster when it has a Broker.
 type Chat struct {
 	clients ratchet.ConnSet
+	broker  ratchet.Broker       // nil: one node
+	node    string               // this node's tag on the broker
+	sub     ratchet.Subscription // the room's topic
+}
+
+// room is the broker topic that carries the chat between nodes.
+const room = "chat"
+
+// nodeTagLen is the length of a node's tag, which starts each message on
+// the broker, so that a node skips what it published itself.
+const nodeTagLen = 16
+
+// NewChat returns a Chat for one node, or for a cluster of nodes sharing
+// broker (nil: one node).
+func NewChat(ctx context.Context, broker ratchet.Broker) (*Chat, error) {
+	c := &Chat{broker: broker}
+	if broker == nil {
+		return c, nil
+	}
+	tag := make([]byte, nodeTagLen*3/4)
+	_, _ = rand.Read(tag)
+	c.node = base64.RawURLEncoding.EncodeToString(tag)
+	sub, err := broker.Subscribe(ctx, room, c.fromBroker)
+	if err != nil {
+		return nil, fmt.Errorf("chat: subscribe to %q: %w", room, err)
+	}
+	c.sub = sub
+	return c, nil
+}
+
+// Close leaves the cluster.
+func (c *Chat) Close(ctx context.Context) error {
+	if c.sub == nil {
+		return nil
+	}
+	return c.sub.Unsubscribe(ctx)
 }
 
 // OnOpen adds the new connection to the clients.
@@ -52,10 +107,28 @@ func (c *Chat) OnOpen(conn ratchet.Conn) {
 	log.Printf("new connection #%d", conn.ID())
 }
 
-// OnMessage sends msg to every client but the sender.
+// OnMessage sends msg to every client but the sender, here and on the
+// other nodes.
 func (c *Chat) OnMessage(from ratchet.Conn, msg ratchet.Message) {
 	n := c.clients.Broadcast(msg, from)
 	log.Printf("#%d sent %q to %d other connection(s)", from.ID(), msg, n)
+	if c.broker == nil {
+		return
+	}
+	tagged := ratchet.Message{Type: msg.Type, Data: append([]byte(c.node), msg.Data...)}
+	if err := c.broker.Publish(from.Context(), room, tagged); err != nil {
+		log.Printf("#%d: relay to the other nodes: %v", from.ID(), err)
+	}
+}
+
+// fromBroker sends what another node published to every client here.
+func (c *Chat) fromBroker(msg ratchet.Message) {
+	if len(msg.Data) < nodeTagLen || bytes.Equal(msg.Data[:nodeTagLen], []byte(c.node)) {
+		return // ours, sent to our clients already (or not the chat's)
+	}
+	msg.Data = msg.Data[nodeTagLen:]
+	n := c.clients.Broadcast(msg)
+	log.Printf("another node sent %q to %d connection(s)", msg, n)
 }
 
 // OnClose forgets the connection.
@@ -80,8 +153,21 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	app := newApp(*host, *eioClient, o.Metrics, o.Options...)
-	if _, err := o.Mount(app); err != nil { // /metrics, /healthz, /readyz
+	cluster, err := brokerenv.FromEnv(context.Background())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cluster.Close()
+	chat, err := NewChat(context.Background(), cluster.Broker)
+	if err != nil {
+		log.Fatal(err)
+	}
+	app := newApp(*host, *eioClient, chat, cluster.Broker, o.Metrics, o.Options...)
+	var brokers []ratchet.Broker // /readyz follows it
+	if cluster.Broker != nil {
+		brokers = append(brokers, cluster.Broker)
+	}
+	if _, err := o.Mount(app, brokers...); err != nil { // /metrics, /healthz, /readyz
 		log.Fatal(err)
 	}
 
@@ -89,6 +175,7 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	fmt.Printf("chat: broker %s\n", cluster.Name)
 	fmt.Printf("chat: open %s/ in two browser tabs\n", listen.URL("http", l, *host))
 	log.Fatal(app.Serve(l))
 }
@@ -97,15 +184,20 @@ func main() {
 // engine.io-client's browser build (go run ./examples/chat from there).
 const defaultEngineIOClient = "node_modules/engine.io-client/dist/engine.io.min.js"
 
-// newApp builds the chat server: the Chat component at /websocket and at
+// newApp builds the chat server: the chat component at /websocket and at
 // /engine.io/, the browser client at /, and eioClient (engine.io-client's
-// browser build) at /engine.io.js, for requests to httpHost. obs, if not
-// nil, observes the Engine.IO sessions (opts observe the WebSocket route).
-func newApp(httpHost, eioClient string, obs ratchet.Observer, opts ...ratchet.Option) *ratchet.App {
+// browser build) at /engine.io.js, for requests to httpHost. With broker
+// (nil: one node), a polling request of another node's Engine.IO session
+// is forwarded to it. obs, if not nil, observes the Engine.IO sessions
+// (opts observe the WebSocket route).
+func newApp(httpHost, eioClient string, chat *Chat, broker ratchet.Broker, obs ratchet.Observer, opts ...ratchet.Option) *ratchet.App {
 	app := ratchet.NewApp(httpHost, 0, opts...) // Serve takes the listener: no port
-	chat := &Chat{}
 	app.Route("/websocket", chat, []string{"*"})
-	app.Handle("/engine.io/", engineio.NewHandler(chat, engineio.WithOrigins("*"), engineio.WithObserver(obs, "/engine.io/")))
+	eioOpts := []engineio.Option{engineio.WithOrigins("*"), engineio.WithObserver(obs, "/engine.io/")}
+	if broker != nil {
+		eioOpts = append(eioOpts, engineio.WithBroker(broker))
+	}
+	app.Handle("/engine.io/", engineio.NewHandler(chat, eioOpts...))
 	app.HandleFunc("GET /engine.io.js", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
 		http.ServeFile(w, r, eioClient) // 404 when it is not installed: the page stays on WebSocket
