@@ -225,12 +225,15 @@ func (h *Handler) handshake(w http.ResponseWriter, r *http.Request, transport st
 		return
 	}
 	open := h.openPacket(s.id, ws == nil)
+	if ws != nil {
+		// Queued before OnOpen, whose Sends must follow it.
+		s.mu.Lock()
+		s.pushLocked(packet{typ: typeOpen, data: open})
+		s.mu.Unlock()
+	}
 	s.conn.Open() // before the client has the sid, so OnOpen precedes any OnMessage
 	s.armPing()
 	if ws != nil {
-		s.mu.Lock()
-		s.out = append(s.out, packet{typ: typeOpen, data: open})
-		s.mu.Unlock()
 		s.runWebSocket(ws)
 		return
 	}
