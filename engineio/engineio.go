@@ -215,7 +215,7 @@ func (h *Handler) handshake(w http.ResponseWriter, r *http.Request, transport st
 		}
 	}
 	s := h.newSession(r, user)
-	if !h.life.Enter(func() { h.sessions[s.id] = s }) {
+	if !h.life.Enter(func() { h.mu.Lock(); h.sessions[s.id] = s; h.mu.Unlock() }) {
 		h.reject(ratchet.RejectShutdown)
 		if ws != nil {
 			ws.closeNow()
