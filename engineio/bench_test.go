@@ -328,7 +328,8 @@ func dialBench(hc *http.Client, base, mode string, idle bool) (benchConn, error)
 	}
 	if idle { // one GET pending, until the process ends
 		wrote := make(chan struct{})
-		trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { close(wrote) }}
+		var once sync.Once // a request retried on a new connection is written twice
+		trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { once.Do(func() { close(wrote) }) }}
 		go func() { _, _ = p.request(http.MethodGet, p.url, nil, trace) }()
 		<-wrote
 	}
