@@ -16,32 +16,30 @@ import (
 	"github.com/ratchetgo/ratchet/engineio"
 )
 
-// The server sends a numbered stream without pause while the client
-// upgrades, with the protocol's steps held apart: what the session queued
-// before the upgrade and what its Conn writes after must reach the client
-// in order, none lost or twice (the upgraded session writes on the Conn's
-// own goroutine only when nothing older waits).
+// Messages wait in the session while the client upgrades (sent between
+// its probe and its upgrade packet, more than one 64 KiB write holds), and
+// more follow once it upgraded: what the session queued before the upgrade
+// and what its Conn writes after must reach the client in order, none lost
+// or twice. (The upgraded session writes on the Conn's own goroutine only
+// when nothing older waits or is being written.)
 func TestUpgradeOrderUnderLoad(t *testing.T) {
-	const n = 20000
+	const before, during, after = 200, 1000, 200
 	opened := make(chan ratchet.Conn, 1)
 	h := engineio.NewHandler(ratchet.ComponentFuncs{Open: func(c ratchet.Conn) { opened <- c }},
-		engineio.WithSendQueue(1<<15))
+		engineio.WithSendQueue(1<<12))
 	base := serve(t, h)
 	session, hs := open(t, base)
 	conn := waitConn(t, opened, "OnOpen")
-	sendErr := make(chan error, 1)
-	go func() {
-		for i := range n {
-			if err := conn.Send(ratchet.Text(strconv.Itoa(i))); err != nil {
-				sendErr <- fmt.Errorf("send %d: %w", i, err)
-				return
+	pad := strings.Repeat("x", 1000)
+	sent := 0
+	send := func(k int) {
+		for range k {
+			if err := conn.Send(ratchet.Text(strconv.Itoa(sent) + pad)); err != nil {
+				t.Fatalf("send %d: %v", sent, err)
 			}
-			if i%20 == 19 {
-				time.Sleep(100 * time.Microsecond)
-			}
+			sent++
 		}
-		sendErr <- nil
-	}()
+	}
 
 	var mu sync.Mutex
 	var got []string
@@ -51,7 +49,7 @@ func TestUpgradeOrderUnderLoad(t *testing.T) {
 		for p := range strings.SplitSeq(packets, "\x1e") {
 			switch {
 			case strings.HasPrefix(p, "4"):
-				got = append(got, p[1:])
+				got = append(got, strings.TrimSuffix(p[1:], pad))
 			case p == "6", p == "2":
 			default:
 				return fmt.Errorf("packet %q", p)
@@ -77,7 +75,8 @@ func TestUpgradeOrderUnderLoad(t *testing.T) {
 		}
 		polled <- nil
 	}()
-	for count() < 500 {
+	send(before)
+	for count() < before {
 		time.Sleep(time.Millisecond)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -87,6 +86,7 @@ func TestUpgradeOrderUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ws.CloseNow()
+	ws.SetReadLimit(-1)
 	if err := ws.Write(ctx, websocket.MessageText, []byte("2probe")); err != nil {
 		t.Fatal(err)
 	}
@@ -97,11 +97,13 @@ func TestUpgradeOrderUnderLoad(t *testing.T) {
 	if err := <-polled; err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(20 * time.Millisecond) // more piles up in the session before the switch
+	send(during) // they wait in the session: no poll, no WebSocket yet
+	time.Sleep(20 * time.Millisecond)
 	if err := ws.Write(ctx, websocket.MessageText, []byte("5")); err != nil {
 		t.Fatal(err)
 	}
-	for count() < n {
+	send(after)
+	for count() < before+during+after {
 		_, b, err := ws.Read(ctx)
 		if err != nil {
 			t.Fatalf("after %d messages: %v", count(), err)
@@ -109,9 +111,6 @@ func TestUpgradeOrderUnderLoad(t *testing.T) {
 		if err := add(string(b)); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if err := <-sendErr; err != nil {
-		t.Fatal(err)
 	}
 	for i, m := range got {
 		if m != strconv.Itoa(i) {
