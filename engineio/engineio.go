@@ -237,10 +237,12 @@ func (h *Handler) handshake(w http.ResponseWriter, r *http.Request, transport st
 		return
 	}
 	open := h.openPacket(s.id, ws == nil)
+	if ws != nil {
+		s.lp.Push(packet{typ: typeOpen, data: open}) // before OnOpen, whose Sends must follow it
+	}
 	s.conn.Open() // before the client has the sid, so OnOpen precedes any OnMessage
 	s.armPing()
 	if ws != nil {
-		s.lp.Push(packet{typ: typeOpen, data: open})
 		s.runWebSocket(ws)
 		return
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"sync"
 	"time"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/ratchetgo/ratchet"
 	"github.com/ratchetgo/ratchet/internal/longpoll"
+	"github.com/ratchetgo/ratchet/internal/wire"
 )
 
 // Packet types of Engine.IO v4.
@@ -54,8 +56,11 @@ type session struct {
 	posting bool        // a POST is being read
 	probing bool        // a WebSocket is probing for the upgrade
 	ws      *wsConn     // the WebSocket, once upgraded (or from the start)
+	direct  bool        // on ws with nothing older waiting in lp: WriteMessages writes itself
 	ping    *time.Timer // next ping
 	pong    *time.Timer // the pong deadline, while a ping awaits its pong
+
+	wmu sync.Mutex // one batch at a time on ws (writeWebSocket's, WriteMessages')
 }
 
 // newSession makes the session of a handshake; the registry gives the id.
@@ -78,7 +83,14 @@ func (s *session) WriteMessages(msgs []ratchet.Message) error {
 	for i, m := range msgs {
 		ps[i] = packet{typ: typeMessage, data: m.Data, binary: m.Type == ratchet.MessageBinary}
 	}
-	n, ok := s.lp.Push(ps...)
+	s.mu.Lock()
+	if s.direct {
+		ws := s.ws
+		s.mu.Unlock()
+		return s.writeDirect(ws, msgs)
+	}
+	n, ok := s.lp.Push(ps...) // under s.mu: writeWebSocket sees it before it turns direct on
+	s.mu.Unlock()
 	if !ok || !s.lp.WaitTaken(context.Background(), n) {
 		return ratchet.ErrClosed
 	}
@@ -289,29 +301,66 @@ func (s *session) receive(p []byte, binary bool) error {
 	return nil
 }
 
-// wsConn is a WebSocket of a session, with its write timeout.
+// wsConn is a WebSocket of a session. coder/websocket reads it; frames
+// are written through wc (internal/wire), encoded straight into a batch
+// that goes out in one write system call, with the write timeout as a
+// socket deadline instead of a timer per write. coder/websocket itself
+// writes only control frames (its pongs and the close handshake), each in
+// one call, which wc keeps in order with the batches.
 type wsConn struct {
-	c       *websocket.Conn
-	timeout time.Duration
+	c  *websocket.Conn
+	wc *wire.Conn
 }
 
 func (h *Handler) accept(w http.ResponseWriter, r *http.Request) (*wsConn, error) {
 	// The origin policy was applied by ServeHTTP, with ratchet's rules.
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	c, wc, _, err := wire.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true}, h.cfg.writeTimeout)
 	if err != nil {
 		return nil, err
 	}
 	c.SetReadLimit(h.cfg.maxPayload)
-	return &wsConn{c: c, timeout: h.cfg.writeTimeout}, nil
+	return &wsConn{c: c, wc: wc}, nil
 }
 
+// write writes one frame now, blocking up to the write timeout.
 func (ws *wsConn) write(typ websocket.MessageType, b []byte) error {
-	ctx, cancel := context.WithTimeout(context.Background(), ws.timeout)
-	defer cancel()
-	return ws.c.Write(ctx, typ, b)
+	return ws.wc.AppendFrame(byte(typ), false, b)
 }
 
 func (ws *wsConn) closeNow() { _ = ws.c.CloseNow() }
+
+// maxPooledRead keeps one huge message from pinning a huge buffer in
+// readPool.
+const maxPooledRead = 1 << 20
+
+var readPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+// read reads one message into a pooled buffer and hands it to f, which
+// must not keep it.
+func (ws *wsConn) read(f func(typ websocket.MessageType, b []byte) error) error {
+	typ, r, err := ws.c.Reader(context.Background()) // no cancel: coder arms no timer per read
+	if err != nil {
+		return err
+	}
+	bp := readPool.Get().(*[]byte)
+	b := (*bp)[:0]
+	for err == nil {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		var n int
+		n, err = r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+	}
+	if err == io.EOF {
+		err = f(typ, b)
+	}
+	if cap(b) <= maxPooledRead {
+		*bp = b[:0]
+		readPool.Put(bp)
+	}
+	return err
+}
 
 // upgrade serves the WebSocket that probes for and then completes the
 // upgrade of a polling session.
@@ -379,18 +428,14 @@ func (s *session) runWebSocket(ws *wsConn) {
 	s.mu.Unlock()
 	written := make(chan struct{})
 	go s.writeWebSocket(ws, written)
-	ctx := context.Background()
 	var err error
-	for {
-		var typ websocket.MessageType
-		var b []byte
-		typ, b, err = ws.c.Read(ctx)
-		if err != nil {
-			break
-		}
-		if err = s.receive(b, typ == websocket.MessageBinary); err != nil {
-			break
-		}
+	for err == nil {
+		err = ws.read(func(typ websocket.MessageType, b []byte) error {
+			if typ == websocket.MessageBinary {
+				b = bytes.Clone(b) // the component owns it; text is copied by receive
+			}
+			return s.receive(b, typ == websocket.MessageBinary)
+		})
 	}
 	switch code := websocket.CloseStatus(err); {
 	case errors.Is(err, errClientClose), code == websocket.StatusNormalClosure, code == websocket.StatusGoingAway,
@@ -415,18 +460,62 @@ func (s *session) writeWebSocket(ws *wsConn, written chan<- struct{}) {
 		if closed {
 			break
 		}
-		for _, p := range batch {
-			var err error
-			if p.binary {
-				err = ws.write(websocket.MessageBinary, p.data)
-			} else {
-				err = ws.write(websocket.MessageText, append([]byte{p.typ}, p.data...))
-			}
-			if err != nil {
-				s.end(fmt.Errorf("engineio: websocket: %w", err))
-				return
-			}
+		s.wmu.Lock()
+		err := writeBatch(ws.wc, len(batch), func(i int) packet { return batch[i] })
+		s.wmu.Unlock()
+		if err != nil {
+			s.end(fmt.Errorf("engineio: websocket: %w", err))
+			return
 		}
+		// Everything queued before is written: messages may go out on the
+		// Conn's writer goroutine from now on, in order, without the
+		// hand-off to this one (pings and the close packet still come here).
+		s.mu.Lock()
+		s.direct = s.direct || s.lp.Waiting() == 0
+		s.mu.Unlock()
 	}
 	_ = ws.c.Close(websocket.StatusNormalClosure, "")
+}
+
+// writeDirect writes msgs on ws on the caller's goroutine (the Conn's
+// writer), once nothing older waits for writeWebSocket.
+func (s *session) writeDirect(ws *wsConn, msgs []ratchet.Message) error {
+	s.wmu.Lock()
+	err := writeBatch(ws.wc, len(msgs), func(i int) packet {
+		return packet{typ: typeMessage, data: msgs[i].Data, binary: msgs[i].Type == ratchet.MessageBinary}
+	})
+	s.wmu.Unlock()
+	if err != nil {
+		s.end(fmt.Errorf("engineio: websocket: %w", err))
+		return ratchet.ErrClosed
+	}
+	return nil
+}
+
+// framePool holds the payloads of text frames being encoded: a packet's
+// type, then its data.
+var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 1<<10); return &b }}
+
+// writeBatch writes n packets (packet(i) for each) as WebSocket frames,
+// one message each, in one write system call (or one per 64 KiB).
+func writeBatch(wc *wire.Conn, n int, packet func(i int) packet) error {
+	fp := framePool.Get().(*[]byte)
+	wc.Hold()
+	var err error
+	for i := 0; i < n && err == nil; i++ {
+		p := packet(i)
+		if p.binary {
+			err = wc.AppendFrame(byte(websocket.MessageBinary), false, p.data)
+			continue
+		}
+		*fp = append(append((*fp)[:0], p.typ), p.data...)
+		err = wc.AppendFrame(byte(websocket.MessageText), false, *fp)
+	}
+	if cap(*fp) <= maxPooledRead {
+		framePool.Put(fp)
+	}
+	if ferr := wc.Flush(); err == nil {
+		err = ferr
+	}
+	return err
 }

@@ -155,6 +155,13 @@ func (s *Session[T]) Take(ctx context.Context) ([]T, bool) {
 	return s.takeLocked(), false
 }
 
+// Waiting returns how many items wait to be taken.
+func (s *Session[T]) Waiting() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.out)
+}
+
 // SetImmediate makes the pending request, and those to come while on,
 // answer at once with what waits, even nothing (Engine.IO releases its
 // poll so that the client can upgrade).

@@ -41,6 +41,12 @@
 // is not UTF-8 (the echo of a peer's invalid one; ratchet's own reasons are
 // valid) with 1007.
 //
+// Package engineio's WebSocket transport writes its frames the same way
+// (Hold, AppendFrame, Flush) but leaves coder/websocket's ping handler on:
+// coder/websocket then also writes pongs, control frames written whole in
+// one Write call like its close frames, which Conn keeps in order with the
+// batches.
+//
 // # Reading
 //
 // coder/websocket reads everything through the Conn, which first replays
