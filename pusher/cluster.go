@@ -43,7 +43,7 @@ type cluster struct {
 	s       *Server
 	enabled bool
 	ctl     *ratchet.TransportConn // listens on the control topics (controlConn)
-	roles   map[string]topicRole // by topic
+	roles   map[string]topicRole   // by topic
 
 	mu      sync.Mutex
 	stopped bool
