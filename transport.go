@@ -79,8 +79,6 @@ type TransportConn struct {
 	id        uint64
 	component MessageComponent
 	t         Transport
-	pw        PublicationWriter // t, when it is one
-	intr      Interrupter       // t, when it is one
 	req       *http.Request
 	sendQueue int
 	ctx       context.Context
@@ -103,8 +101,6 @@ type TransportConn struct {
 	closeReason string
 	cause       error // for OnError
 
-	msgs []Message // the writer's batch for WriteMessages, reused
-
 	connValues // Set and Get
 }
 
@@ -123,8 +119,6 @@ func NewTransportConn(component MessageComponent, t Transport, r *http.Request, 
 	}
 	c := &TransportConn{id: newConnID(), component: component, t: t, req: r, user: user,
 		sendQueue: sendQueue, done: make(chan struct{})}
-	c.pw, _ = t.(PublicationWriter)
-	c.intr, _ = t.(Interrupter)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c
 }
@@ -259,8 +253,8 @@ func (c *TransportConn) enqueue(p Publication) error {
 		if c.obs != nil {
 			c.obs.SlowConsumer()
 		}
-		if c.intr != nil {
-			c.intr.Interrupt()
+		if i, ok := c.t.(Interrupter); ok {
+			i.Interrupt()
 		}
 		return ErrSlowConsumer
 	}
@@ -288,7 +282,10 @@ func (c *TransportConn) enqueueWait(ctx context.Context, p Publication) error {
 // writesPublications reports whether the Hub should hand c publications
 // (SendPublication) rather than messages: its Transport is a
 // PublicationWriter.
-func (c *TransportConn) writesPublications() bool { return c.pw != nil }
+func (c *TransportConn) writesPublications() bool {
+	_, ok := c.t.(PublicationWriter)
+	return ok
+}
 
 // Close implements Conn: what is queued is written, then the transport is
 // closed with code and reason, then OnClose follows.
@@ -359,19 +356,14 @@ func (c *TransportConn) writeLoop() {
 // write hands batch to the transport: whole to a PublicationWriter, as
 // messages to any other.
 func (c *TransportConn) write(batch []Publication) error {
-	if c.pw != nil {
-		return c.pw.WritePublications(batch)
+	if pw, ok := c.t.(PublicationWriter); ok {
+		return pw.WritePublications(batch)
 	}
-	msgs := c.msgs[:0]
-	for _, p := range batch {
-		msgs = append(msgs, p.Message)
+	msgs := make([]Message, len(batch)) // not kept: an idle Conn holds no buffer
+	for i, p := range batch {
+		msgs[i] = p.Message
 	}
-	err := c.t.WriteMessages(msgs)
-	clear(msgs) // the payloads are the transport's now
-	if cap(msgs) <= c.sendQueue {
-		c.msgs = msgs
-	}
-	return err
+	return c.t.WriteMessages(msgs)
 }
 
 // finish ends the connection: the transport is closed, then OnError (if

@@ -350,8 +350,9 @@ func (st *stream) serve(r *http.Request) {
 			<-interrupted
 		}
 	}()
-	// Ends the Conn when the transport is done (an error or Close) before
-	// waiting for it, so that OnClose has run when the handler returns.
+	// However the stream ends, the Conn ends (End does nothing once it has)
+	// and the handler returns after OnClose: by then the TransportConn no
+	// longer calls the stream, so nothing writes to w.
 	defer func() { st.conn.End(nil); <-st.conn.Done() }()
 	if err := st.start(); err != nil {
 		st.conn.End(err)
