@@ -51,6 +51,9 @@ type Transport interface {
 // way where a topic starts once its recovery is sent. A note is not
 // counted as a message sent; what its fields mean is the transport's.
 type PublicationWriter interface {
+	// WritePublications is WriteMessages with each message's topic and
+	// position. pubs is the Conn's again once it returns (the payloads
+	// may be kept).
 	WritePublications(pubs []Publication) error
 }
 
@@ -93,6 +96,7 @@ type TransportConn struct {
 	mu          sync.Mutex
 	user        string
 	queue       []Publication // Send's messages have no Topic
+	spare       []Publication // the writer's written batch, reused
 	writing     bool          // a writer goroutine owns the transport's write side
 	taken       drainSignal   // sendWait waits for the writer to take the queue
 	closing     bool          // Close, a failure or End: Send refuses
@@ -335,10 +339,17 @@ func (c *TransportConn) writeLoop() {
 			return
 		}
 		batch := c.queue
-		c.queue = nil
+		c.queue, c.spare = c.spare[:0], nil
 		c.taken.wake()
 		c.mu.Unlock()
-		if err := c.write(batch); err != nil {
+		err := c.write(batch)
+		clear(batch) // the payloads are the transport's now
+		c.mu.Lock()
+		if cap(batch) <= c.sendQueue { // not one a recovery grew
+			c.spare = batch[:0]
+		}
+		c.mu.Unlock()
+		if err != nil {
 			c.mu.Lock()
 			if c.cause == nil && !c.closing {
 				c.cause = fmt.Errorf("ratchet: write: %w", err)
@@ -359,7 +370,7 @@ func (c *TransportConn) write(batch []Publication) error {
 	if pw, ok := c.t.(PublicationWriter); ok {
 		return pw.WritePublications(batch)
 	}
-	msgs := make([]Message, len(batch)) // not kept: an idle Conn holds no buffer
+	msgs := make([]Message, len(batch)) // the transport's to keep
 	for i, p := range batch {
 		msgs[i] = p.Message
 	}
