@@ -28,9 +28,12 @@ func (printTransport) Close(code ratchet.StatusCode, reason string) error {
 // component sees a Conn like any other.
 func ExampleNewTransportConn() {
 	echo := ratchet.ComponentFuncs{
-		Open:    func(c ratchet.Conn) { fmt.Println("OnOpen") },
-		Message: func(c ratchet.Conn, msg ratchet.Message) { _ = c.Send(msg); _ = c.Close(ratchet.StatusNormalClosure, "bye") },
-		Close:   func(c ratchet.Conn) { fmt.Println("OnClose") },
+		Open: func(c ratchet.Conn) { fmt.Println("OnOpen") },
+		Message: func(c ratchet.Conn, msg ratchet.Message) {
+			_ = c.Send(msg)
+			_ = c.Close(ratchet.StatusNormalClosure, "bye")
+		},
+		Close: func(c ratchet.Conn) { fmt.Println("OnClose") },
 	}
 	c := ratchet.NewTransportConn(echo, printTransport{}, httptest.NewRequest("GET", "/", nil), "", 0)
 	c.Open()
