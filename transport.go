@@ -348,9 +348,7 @@ func (c *TransportConn) writeLoop() {
 		if cap(batch) <= c.sendQueue { // not one a recovery grew
 			c.spare = batch[:0]
 		}
-		c.mu.Unlock()
 		if err != nil {
-			c.mu.Lock()
 			if c.cause == nil && !c.closing {
 				c.cause = fmt.Errorf("ratchet: write: %w", err)
 			}
@@ -359,8 +357,8 @@ func (c *TransportConn) writeLoop() {
 			if c.closeCode == 0 {
 				c.closeCode = StatusGoingAway
 			}
-			c.mu.Unlock()
 		}
+		c.mu.Unlock()
 	}
 }
 
