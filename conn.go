@@ -83,10 +83,10 @@ func (v *connValues) Get(key string) (any, bool) {
 
 var lastConnID atomic.Uint64
 
-// NewConnID returns a connection ID unique in this process, for other
-// implementations of Conn (an SSE stream, say) that share a Hub with
-// WebSocket connections.
-func NewConnID() uint64 { return lastConnID.Add(1) }
+// newConnID returns a connection ID unique in this process, for every
+// implementation of Conn in this package (WebSocket connections and
+// TransportConns share one sequence).
+func newConnID() uint64 { return lastConnID.Add(1) }
 
 // How long the peer has to answer the close frame: a clean close waits as
 // long as coder/websocket's own close handshake; a peer whose connection is
@@ -172,7 +172,7 @@ func (c *conn) acceptOptions(s *WsServer) *websocket.AcceptOptions {
 
 // start completes c once the handshake is done.
 func (c *conn) start(s *WsServer, ws *websocket.Conn, wc *wire.Conn, r *http.Request, user string, deflate bool) {
-	c.id, c.srv, c.ws, c.wire, c.req, c.deflate = NewConnID(), s, ws, wc, r, deflate
+	c.id, c.srv, c.ws, c.wire, c.req, c.deflate = newConnID(), s, ws, wc, r, deflate
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if user != "" {
 		c.user.Store(&user)
@@ -196,8 +196,8 @@ func (c *conn) User() string {
 	return ""
 }
 
-// SetUser implements UserSetter.
-func (c *conn) SetUser(u string) { c.user.Store(&u) }
+// setUser implements userSetter.
+func (c *conn) setUser(u string) { c.user.Store(&u) }
 
 func (c *conn) String() string { return fmt.Sprintf("conn#%d(%s)", c.id, c.req.RemoteAddr) }
 

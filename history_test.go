@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/coder/websocket"
@@ -311,8 +312,12 @@ type pubConn struct {
 	got    []ratchet.Publication
 }
 
+// pubConnIDs numbers the pubConns; they share no Hub with this package's
+// connections in the tests that use them.
+var pubConnIDs atomic.Uint64
+
 func newPubConn() *pubConn {
-	c := &pubConn{id: ratchet.NewConnID()}
+	c := &pubConn{id: pubConnIDs.Add(1)}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c
 }

@@ -3,6 +3,7 @@ package ratchet
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sort"
 	"strings"
 	"sync"
@@ -159,18 +160,20 @@ func (h *Hub) Unsubscribe(ctx context.Context, c Conn, topic string) error {
 	return h.leave(ctx, c, topic)
 }
 
-// UserSetter is implemented by connections whose identity can change after
-// the handshake; this package's connections do.
-type UserSetter interface {
-	SetUser(user string)
+// userSetter is implemented by the connections whose identity Hub.SetUser
+// can change: this package's WebSocket connections and TransportConns.
+type userSetter interface {
+	setUser(user string)
 }
 
 // SetUser changes the identity of c (see Conn.User) and the user it is
-// reached by with PublishToUser. c must implement UserSetter.
+// reached by with PublishToUser. c must be a connection of this package: a
+// WebSocket connection or a TransportConn (SSE streams and Engine.IO
+// sessions are TransportConns).
 func (h *Hub) SetUser(ctx context.Context, c Conn, user string) error {
-	us, ok := c.(UserSetter)
+	us, ok := c.(userSetter)
 	if !ok {
-		return errors.New("ratchet: SetUser: the connection does not implement UserSetter")
+		return fmt.Errorf("ratchet: SetUser: %T is not a connection of package ratchet (a WebSocket connection or a TransportConn)", c)
 	}
 	m, err := h.member(ctx, c)
 	if err != nil {
@@ -181,7 +184,7 @@ func (h *Hub) SetUser(ctx context.Context, c Conn, user string) error {
 	m.user = user
 	topics := m.clientTopicsLocked()
 	h.mu.Unlock()
-	us.SetUser(user)
+	us.setUser(user)
 	if old == user {
 		return nil
 	}

@@ -52,10 +52,11 @@ type Recovery struct {
 }
 
 // PublicationSender is implemented by connections that render a topic's
-// messages themselves, with their topic and position: an SSE stream writes
-// the position as the event's id. The Hub calls SendPublication instead of
-// Send for them, for many connections at once on a large topic (see
-// ConnSet.Broadcast). Like Send it must not block.
+// messages themselves, with their topic and position: a TransportConn whose
+// Transport is a PublicationWriter (an SSE stream writes the position as
+// the event's id), a Pusher-protocol connection. The Hub calls
+// SendPublication instead of Send for them, for many connections at once on
+// a large topic (see ConnSet.Broadcast). Like Send it must not block.
 type PublicationSender interface {
 	SendPublication(p Publication) error
 }
@@ -282,8 +283,8 @@ func follows(p, last Position) bool {
 }
 
 // waitSender is implemented by connections that can wait for room in their
-// send queue (this package's WebSocket connections): a recovery larger than
-// the queue then slows down instead of failing.
+// send queue (this package's WebSocket connections and TransportConns): a
+// recovery larger than the queue then slows down instead of failing.
 type waitSender interface {
 	sendWait(ctx context.Context, msg Message) error
 }
@@ -291,6 +292,9 @@ type waitSender interface {
 // sendHistory sends one recovered publication to c, waiting for room in
 // its queue when c can.
 func sendHistory(ctx context.Context, c Conn, p Publication, envelope bool) error {
+	if tc, ok := c.(*TransportConn); ok && tc.writesPublications() {
+		return tc.enqueueWait(ctx, p)
+	}
 	ws, ok := c.(waitSender)
 	if !ok || isPublicationSender(c) {
 		sendPublication(c, p, envelope)
@@ -314,7 +318,13 @@ func (t *hubTopic) liveSet(c Conn, envelope bool) *ConnSet {
 	return &t.plain
 }
 
+// isPublicationSender reports whether the Hub hands c publications: a
+// TransportConn is a PublicationSender for every Transport, but renders
+// them only for a PublicationWriter.
 func isPublicationSender(c Conn) bool {
+	if tc, ok := c.(*TransportConn); ok {
+		return tc.writesPublications()
+	}
 	_, ok := c.(PublicationSender)
 	return ok
 }

@@ -15,6 +15,10 @@ import (
 // then WebSocket), an event stream. NewTransportConn turns it into a Conn,
 // so the Hub, ConnSet and components need not know which transport a Conn
 // rides on; the transport only moves bytes.
+//
+// Two optional interfaces extend it: PublicationWriter, for a transport
+// that writes a topic's messages with their topic and position, and
+// Interrupter, for one that can cut a write short.
 type Transport interface {
 	// WriteMessages delivers msgs to the peer, in order. The Conn calls it
 	// from one goroutine at a time and only while messages are queued, so it
@@ -26,9 +30,43 @@ type Transport interface {
 	// Close ends the transport and frees what it holds. The Conn calls it
 	// exactly once, when the connection ends for whatever reason, after the
 	// last WriteMessages and before OnClose. code and reason are those of
-	// Conn.Close (StatusGoingAway when the transport itself ended), for the
-	// peer if the protocol can carry them.
+	// Conn.Close, or of the CloseError given to End (StatusGoingAway when
+	// the transport otherwise ended), for the peer if the protocol can
+	// carry them.
 	Close(code StatusCode, reason string) error
+}
+
+// PublicationWriter is implemented by a Transport that writes a topic's
+// messages with their topic and position: an SSE stream makes the position
+// part of each event's id, so that a reconnecting client resumes from it.
+// The TransportConn of such a transport is a PublicationSender: the Hub
+// hands it each message of a subscribed topic as a Publication
+// (SubscribeOptions.Envelope does not apply), and WritePublications takes
+// the place of WriteMessages, with its contract. A message given to Send
+// arrives as a Publication without Topic.
+//
+// A Publication whose Message has the zero Type is not a message but a
+// note of the transport's own, queued with SendPublication so that it is
+// written in order with the messages around it: an SSE stream notes this
+// way where a topic starts once its recovery is sent. A note is not
+// counted as a message sent; what its fields mean is the transport's.
+type PublicationWriter interface {
+	// WritePublications is WriteMessages with each message's topic and
+	// position. pubs is the Conn's again once it returns (the payloads
+	// may be kept).
+	WritePublications(pubs []Publication) error
+}
+
+// Interrupter is implemented by a Transport that can cut a write short.
+// When the send queue overflows, the TransportConn drops what is queued,
+// closes with StatusPolicyViolation and calls Interrupt: the messages
+// under way are dropped too, as a WebSocket connection stops after the
+// frame it is writing, so that a peer that stopped reading does not hold
+// its connection until a write timeout. WriteMessages (or
+// WritePublications) should then return promptly; Close follows.
+// Interrupt runs on the goroutine that called Send: it must not block.
+type Interrupter interface {
+	Interrupt()
 }
 
 // TransportConn is the Conn of a Transport, with the guarantees of a
@@ -57,11 +95,12 @@ type TransportConn struct {
 
 	mu          sync.Mutex
 	user        string
-	queue       []Message
-	writing     bool        // a writer goroutine owns the transport's write side
-	taken       drainSignal // sendWait waits for the writer to take the queue
-	closing     bool        // Close, a failure or End: Send refuses
-	finishing   bool        // finish has started (once)
+	queue       []Publication // Send's messages have no Topic
+	spare       []Publication // the writer's written batch, reused
+	writing     bool          // a writer goroutine owns the transport's write side
+	taken       drainSignal   // sendWait waits for the writer to take the queue
+	closing     bool          // Close, a failure or End: Send refuses
+	finishing   bool          // finish has started (once)
 	closeCode   StatusCode
 	closeReason string
 	cause       error // for OnError
@@ -69,7 +108,10 @@ type TransportConn struct {
 	connValues // Set and Get
 }
 
-var _ UserSetter = (*TransportConn)(nil)
+var (
+	_ userSetter        = (*TransportConn)(nil)
+	_ PublicationSender = (*TransportConn)(nil)
+)
 
 // NewTransportConn returns the Conn of t for component. r is the request
 // that started the connection (Conn.Request), user its identity ("" for
@@ -79,7 +121,7 @@ func NewTransportConn(component MessageComponent, t Transport, r *http.Request, 
 	if sendQueue <= 0 {
 		sendQueue = DefaultSendQueue
 	}
-	c := &TransportConn{id: NewConnID(), component: component, t: t, req: r, user: user,
+	c := &TransportConn{id: newConnID(), component: component, t: t, req: r, user: user,
 		sendQueue: sendQueue, done: make(chan struct{})}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c
@@ -127,13 +169,28 @@ func (c *TransportConn) Receive(msg Message) error {
 // or broke the protocol). What is queued is dropped; err, if not nil, goes
 // to OnError; then Transport.Close and OnClose follow, once. Calling End
 // again, or after the Conn has closed, does nothing.
+//
+// A *CloseError is the peer's own close, as a WebSocket peer's close frame:
+// its code and reason become the connection's (the close code observed and
+// given to Transport.Close), and it goes to OnError only for a code other
+// than StatusNormalClosure, StatusGoingAway and StatusNoStatusRcvd. Any
+// other error is a broken transport: StatusAbnormalClosure is observed.
 func (c *TransportConn) End(err error) {
+	code, reason := StatusGoingAway, ""
+	var ce *CloseError
+	if errors.As(err, &ce) {
+		code, reason = ce.Code, ce.Reason
+		switch code {
+		case StatusNormalClosure, StatusGoingAway, StatusNoStatusRcvd:
+			err = nil
+		}
+	}
 	c.mu.Lock()
 	if err != nil && c.cause == nil {
 		c.cause = err
 	}
 	if !c.closing {
-		c.closing, c.closeCode = true, StatusGoingAway
+		c.closing, c.closeCode, c.closeReason = true, code, reason
 	}
 	c.queue = nil
 	start := !c.writing && !c.finishing
@@ -171,40 +228,67 @@ func (c *TransportConn) User() string {
 	return c.user
 }
 
-// SetUser implements UserSetter.
-func (c *TransportConn) SetUser(u string) {
+// setUser implements userSetter, for Hub.SetUser.
+func (c *TransportConn) setUser(u string) {
 	c.mu.Lock()
 	c.user = u
 	c.mu.Unlock()
 }
 
 // Send implements Conn: it queues msg and returns at once.
-func (c *TransportConn) Send(msg Message) error {
+func (c *TransportConn) Send(msg Message) error { return c.enqueue(Publication{Message: msg}) }
+
+// SendPublication implements PublicationSender: it queues p, with its topic
+// and position for a PublicationWriter (see there for notes), and returns
+// at once. For any other Transport it is Send(p.Message); the Hub then
+// uses Send, honouring SubscribeOptions.Envelope.
+func (c *TransportConn) SendPublication(p Publication) error { return c.enqueue(p) }
+
+func (c *TransportConn) enqueue(p Publication) error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closing {
+		c.mu.Unlock()
 		return ErrClosed
 	}
 	if len(c.queue) >= c.sendQueue {
 		c.failLocked(ErrSlowConsumer, StatusPolicyViolation, "slow consumer")
 		c.queue = nil // cannot be delivered in time; OnError tells
+		c.mu.Unlock()
 		if c.obs != nil {
 			c.obs.SlowConsumer()
 		}
+		if i, ok := c.t.(Interrupter); ok {
+			i.Interrupt()
+		}
 		return ErrSlowConsumer
 	}
-	c.queue = append(c.queue, msg)
-	if c.obs != nil {
-		c.obs.MessageOut(len(msg.Data))
+	c.queue = append(c.queue, p)
+	if c.obs != nil && p.Message.Type != 0 { // not a note (PublicationWriter)
+		c.obs.MessageOut(len(p.Message.Data))
 	}
 	c.startWriterLocked()
+	c.mu.Unlock()
 	return nil
 }
 
 // sendWait is Send once half the send queue or more is free (sendWhenRoom).
 func (c *TransportConn) sendWait(ctx context.Context, msg Message) error {
+	return c.enqueueWait(ctx, Publication{Message: msg})
+}
+
+// enqueueWait queues p once half the send queue or more is free
+// (sendWhenRoom): the Hub sends a recovery this way.
+func (c *TransportConn) enqueueWait(ctx context.Context, p Publication) error {
 	full := func() bool { return len(c.queue) >= max(1, c.sendQueue/2) && !c.closing }
-	return sendWhenRoom(ctx, c.ctx.Done(), &c.mu, &c.taken, full, func() error { return c.Send(msg) })
+	return sendWhenRoom(ctx, c.ctx.Done(), &c.mu, &c.taken, full, func() error { return c.enqueue(p) })
+}
+
+// writesPublications reports whether the Hub should hand c publications
+// (SendPublication) rather than messages: its Transport is a
+// PublicationWriter.
+func (c *TransportConn) writesPublications() bool {
+	_, ok := c.t.(PublicationWriter)
+	return ok
 }
 
 // Close implements Conn: what is queued is written, then the transport is
@@ -255,11 +339,16 @@ func (c *TransportConn) writeLoop() {
 			return
 		}
 		batch := c.queue
-		c.queue = nil
+		c.queue, c.spare = c.spare[:0], nil
 		c.taken.wake()
 		c.mu.Unlock()
-		if err := c.t.WriteMessages(batch); err != nil {
-			c.mu.Lock()
+		err := c.write(batch)
+		clear(batch) // the payloads are the transport's now
+		c.mu.Lock()
+		if cap(batch) <= c.sendQueue { // not one a recovery grew
+			c.spare = batch[:0]
+		}
+		if err != nil {
 			if c.cause == nil && !c.closing {
 				c.cause = fmt.Errorf("ratchet: write: %w", err)
 			}
@@ -268,9 +357,22 @@ func (c *TransportConn) writeLoop() {
 			if c.closeCode == 0 {
 				c.closeCode = StatusGoingAway
 			}
-			c.mu.Unlock()
 		}
+		c.mu.Unlock()
 	}
+}
+
+// write hands batch to the transport: whole to a PublicationWriter, as
+// messages to any other.
+func (c *TransportConn) write(batch []Publication) error {
+	if pw, ok := c.t.(PublicationWriter); ok {
+		return pw.WritePublications(batch)
+	}
+	msgs := make([]Message, len(batch)) // the transport's to keep
+	for i, p := range batch {
+		msgs[i] = p.Message
+	}
+	return c.t.WriteMessages(msgs)
 }
 
 // finish ends the connection: the transport is closed, then OnError (if

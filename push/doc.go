@@ -123,9 +123,9 @@
 // WithAuthenticate, 400 invalid_topic or too_many_topics, 403 forbidden from
 // the Authorizer, 503 unavailable after SSE.Shutdown or while the Broker is
 // down (ratchet.ErrBrokerUnavailable). Each stream is a
-// ratchet.Conn with a bounded queue (WithSendQueue): when a publish finds it
-// full the stream ends (ratchet.ErrSlowConsumer), and EventSource
-// reconnects by itself.
+// *ratchet.TransportConn with a bounded queue (WithSendQueue): when a
+// publish finds it full the stream ends at once, even in the middle of a
+// write (ratchet.ErrSlowConsumer), and EventSource reconnects by itself.
 //
 // # HTTP publish API
 //

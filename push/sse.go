@@ -5,7 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
-	"net"
+	"fmt"
 	"net/http"
 	"strconv"
 	"sync"
@@ -30,8 +30,9 @@ import (
 // methods other than GET with a JSON 405 itself, where a "GET /events"
 // pattern would leave a POST to the mux's plain-text 405.
 //
-// Each stream is a ratchet.Conn added to the Hub, so Publish, Broadcast and
-// PublishToUser reach it like any WebSocket connection. See the package
+// Each stream is a ratchet.TransportConn added to the Hub, so Publish,
+// Broadcast and PublishToUser reach it like any WebSocket connection, with
+// the same send queue and slow-consumer rule. See the package
 // documentation for the event format.
 //
 // net/http's Server.Shutdown waits for running handlers, and a stream runs
@@ -42,7 +43,8 @@ type SSE struct {
 	cfg config
 	obs ratchet.RouteObserver // WithObserver; nil: not observed
 
-	streams ratchet.ConnSet
+	mu      sync.Mutex
+	streams map[*stream]struct{}
 	life    lifecycle.Group // streams whose handler has not returned
 }
 
@@ -54,7 +56,7 @@ const maxLastEventID = 1<<53 - 1
 
 // NewSSE returns an SSE handler for the topics of hub.
 func NewSSE(hub *ratchet.Hub, opts ...Option) *SSE {
-	s := &SSE{hub: hub, cfg: newConfig(opts)}
+	s := &SSE{hub: hub, cfg: newConfig(opts), streams: make(map[*stream]struct{})}
 	if s.cfg.observer != nil {
 		s.obs = s.cfg.observer.Route(s.cfg.route, TransportSSE)
 	}
@@ -110,9 +112,10 @@ func (s *SSE) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	c := newStream(r, user, s.cfg.sendQueue)
-	c.obs = s.obs
-	defer c.cancel()
+	st := newStream(s, w, r, topics)
+	defer st.cancel()
+	c := ratchet.NewTransportConn(ratchet.ComponentFuncs{}, st, r, user, s.cfg.sendQueue)
+	st.conn = c
 	if s.cfg.authorize != nil {
 		for _, t := range topics {
 			if err := s.cfg.authorize(c, t); err != nil {
@@ -122,36 +125,38 @@ func (s *SSE) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	if !s.life.Enter(func() { s.streams.Add(c) }) {
+	if !s.life.Enter(func() { s.add(st) }) {
 		s.reject(ratchet.RejectShutdown)
 		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "server shutting down", nil)
 		return
 	}
-	defer s.remove(c)
-	since, err := s.resumeFrom(r, c)
+	defer s.remove(st)
+	since, err := s.resumeFrom(r, st)
 	if err != nil {
 		s.reject(ratchet.RejectMalformed)
 		writeError(w, http.StatusBadRequest, CodeInvalidSince, err.Error(), nil)
 		return
 	}
-	recovery, err := s.subscribe(c, since)
+	if st.cursor == nil {
+		if id, err := strconv.ParseUint(r.Header.Get("Last-Event-ID"), 10, 64); err == nil && id <= maxLastEventID {
+			st.lastID = id // ids go on from where the client's previous stream stopped
+		}
+	}
+	if s.obs != nil {
+		c.Observe(s.obs)
+	}
+	c.Open()
+	recovery, err := s.subscribe(st, since)
 	if err != nil {
+		c.End(fmt.Errorf("push: subscribing the stream: %w", err))
+		<-c.Done() // the transport is done with w
 		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "cannot subscribe", nil)
 		return
 	}
 	if recovery != "" {
 		w.Header().Set(RecoveryHeader, recovery)
 	}
-	if c.cursor == nil {
-		if id, err := strconv.ParseUint(r.Header.Get("Last-Event-ID"), 10, 64); err == nil && id <= maxLastEventID {
-			c.lastID = id // ids go on from where the client's previous stream stopped
-		}
-	}
-	if s.obs != nil {
-		s.obs.ConnOpened()
-		defer c.observeEnd()
-	}
-	s.stream(w, c)
+	st.serve(r)
 }
 
 // resumeFrom sets up c's cursor when one of its topics keeps history, and
@@ -160,9 +165,9 @@ func (s *SSE) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // A Last-Event-ID that is not a cursor of these topics (an id of another
 // stream) resumes nothing and makes every history topic report a reset;
 // a malformed ?since= is an error.
-func (s *SSE) resumeFrom(r *http.Request, c *stream) ([]ratchet.Position, error) {
+func (s *SSE) resumeFrom(r *http.Request, st *stream) ([]ratchet.Position, error) {
 	history := false
-	for _, t := range c.topics {
+	for _, t := range st.topics {
 		if _, ok := s.hub.HistoryPolicy(t); ok {
 			history = true
 		}
@@ -170,27 +175,27 @@ func (s *SSE) resumeFrom(r *http.Request, c *stream) ([]ratchet.Position, error)
 	if !history {
 		return nil, nil
 	}
-	c.cursor = make([]ratchet.Position, len(c.topics))
+	st.cursor = make([]ratchet.Position, len(st.topics))
 	if id, ok := r.Header["Last-Event-Id"]; ok && len(id) > 0 {
-		since, err := parseCursor(id[0], len(c.topics))
+		since, err := parseCursor(id[0], len(st.topics))
 		if err != nil {
-			since = make([]ratchet.Position, len(c.topics))
-			for i, t := range c.topics {
+			since = make([]ratchet.Position, len(st.topics))
+			for i, t := range st.topics {
 				if _, ok := s.hub.HistoryPolicy(t); ok {
 					since[i] = unknownPosition
 				}
 			}
 		} else {
-			copy(c.cursor, since) // what the client has, until events move it on
+			copy(st.cursor, since) // what the client has, until events move it on
 		}
 		return since, nil
 	}
 	if q := r.URL.Query().Get("since"); q != "" {
-		since, err := parseCursor(q, len(c.topics))
+		since, err := parseCursor(q, len(st.topics))
 		if err != nil {
 			return nil, errors.New("since is not a position of these topics")
 		}
-		copy(c.cursor, since) // what the client has, until events move it on
+		copy(st.cursor, since) // what the client has, until events move it on
 		return since, nil
 	}
 	return nil, nil
@@ -202,23 +207,21 @@ var unknownPosition = ratchet.Position{Epoch: "-", Offset: 0}
 
 // subscribe adds c to the Hub and its topics, recovering from since, and
 // returns the value of the RecoveryHeader ("" when nothing was asked).
-func (s *SSE) subscribe(c *stream, since []ratchet.Position) (string, error) {
-	ctx, cancel := context.WithTimeout(c.ctx, hubTimeout)
+func (s *SSE) subscribe(st *stream, since []ratchet.Position) (string, error) {
+	ctx, cancel := context.WithTimeout(st.ctx, hubTimeout)
 	defer cancel()
-	if err := s.hub.Add(ctx, c); err != nil {
+	if err := s.hub.Add(ctx, st.conn); err != nil {
 		return "", err
 	}
-	c.recovering(true)
-	defer c.recovering(false)
 	recovery := ""
-	for i, t := range c.topics {
+	for i, t := range st.topics {
 		var from ratchet.Position
 		if since != nil {
 			from = since[i]
 		}
-		rec, err := s.hub.SubscribeWith(ctx, c, t, ratchet.SubscribeOptions{
+		rec, err := s.hub.SubscribeWith(ctx, st.conn, t, ratchet.SubscribeOptions{
 			Since: from,
-			Ready: func(rec ratchet.Recovery) { c.mark(i, rec) },
+			Ready: func(rec ratchet.Recovery) { st.mark(i, rec) },
 		})
 		if err != nil {
 			return "", err
@@ -234,119 +237,12 @@ func (s *SSE) subscribe(c *stream, since []ratchet.Position) (string, error) {
 	return recovery, nil
 }
 
-// stream writes the queued messages as events until the stream ends.
-func (s *SSE) stream(w http.ResponseWriter, c *stream) {
-	rc := http.NewResponseController(w)
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
-	w.WriteHeader(http.StatusOK)
-
-	buf := make([]byte, 0, 512)
-	if s.cfg.retry > 0 {
-		buf = append(buf, "retry: "...)
-		buf = strconv.AppendInt(buf, s.cfg.retry.Milliseconds(), 10)
-		buf = append(buf, "\n\n"...)
-	} else {
-		buf = append(buf, ": ok\n\n"...)
-	}
-	// A stream cut off (slow consumer, Shutdown's deadline) or left by its
-	// client must not stay blocked in a write: move the deadline to the past.
-	// Once started, it must finish before the handler returns: net/http may
-	// reuse the connection.
-	interrupted := make(chan struct{})
-	stop := context.AfterFunc(c.ctx, func() {
-		_ = rc.SetWriteDeadline(time.Unix(1, 0))
-		close(interrupted)
-	})
-	defer func() {
-		if !stop() {
-			<-interrupted
-		}
-	}()
-	if !s.write(c, rc, w, buf) {
-		return
-	}
-
-	var heartbeat <-chan time.Time
-	var timer *time.Timer
-	if s.cfg.heartbeat > 0 {
-		timer = time.NewTimer(s.cfg.heartbeat)
-		defer timer.Stop()
-		heartbeat = timer.C
-	}
-	for {
-		select {
-		case <-c.ctx.Done():
-			return
-		case <-heartbeat:
-			if !s.write(c, rc, w, []byte(": heartbeat\n\n")) {
-				return
-			}
-			timer.Reset(s.cfg.heartbeat)
-		case <-c.notify:
-			batch, closing := c.take()
-			if !s.setDeadline(c, rc) {
-				return
-			}
-			for _, it := range batch {
-				buf = c.appendItem(buf[:0], it)
-				if len(buf) == 0 {
-					continue
-				}
-				if _, err := w.Write(buf); err != nil {
-					c.writeFailed(err)
-					return
-				}
-			}
-			c.done(batch)
-			if cap(buf) > 64<<10 {
-				buf = make([]byte, 0, 512)
-			}
-			if err := rc.Flush(); err != nil {
-				c.writeFailed(err)
-				return
-			}
-			if closing {
-				return
-			}
-			if timer != nil {
-				timer.Reset(s.cfg.heartbeat)
-			}
-		}
-	}
-}
-
-// write writes b and flushes it, within the write timeout.
-func (s *SSE) write(c *stream, rc *http.ResponseController, w http.ResponseWriter, b []byte) bool {
-	if !s.setDeadline(c, rc) {
-		return false
-	}
-	if _, err := w.Write(b); err != nil {
-		c.writeFailed(err)
-		return false
-	}
-	if err := rc.Flush(); err != nil {
-		c.writeFailed(err)
-		return false
-	}
-	return true
-}
-
-// setDeadline arms the write timeout for the next writes, and reports
-// whether the stream is still on. Checking after arming means a concurrent
-// end of the stream is never overwritten by a new deadline: either this
-// sees it, or the AfterFunc in stream runs later.
-func (s *SSE) setDeadline(c *stream, rc *http.ResponseController) bool {
-	if s.cfg.writeTimeout > 0 {
-		_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.writeTimeout)) // unsupported: no deadline
-	}
-	return c.ctx.Err() == nil
-}
-
 // Len returns the number of open streams.
-func (s *SSE) Len() int { return s.streams.Len() }
+func (s *SSE) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.streams)
+}
 
 // Shutdown refuses new streams (503), ends every open one after what is
 // queued for it has been written, and waits until their handlers have
@@ -355,50 +251,339 @@ func (s *SSE) Len() int { return s.streams.Len() }
 func (s *SSE) Shutdown(ctx context.Context) error {
 	return s.life.Shutdown(ctx,
 		func() {
-			s.streams.Each(func(c ratchet.Conn) { _ = c.Close(ratchet.StatusGoingAway, "server shutting down") })
+			s.each(func(st *stream) { _ = st.conn.Close(ratchet.StatusGoingAway, "server shutting down") })
 		},
-		func() { s.streams.Each(func(c ratchet.Conn) { c.(*stream).cancel() }) },
-		true) // the handlers return at once once canceled
+		func() { s.each(func(st *stream) { st.cancel(); st.conn.End(nil) }) },
+		true) // the handlers return at once once cut off
 }
 
-func (s *SSE) remove(c *stream) {
-	s.streams.Remove(c)
+// each calls f for every open stream, without holding s.mu.
+func (s *SSE) each(f func(*stream)) {
+	s.mu.Lock()
+	all := make([]*stream, 0, len(s.streams))
+	for st := range s.streams {
+		all = append(all, st)
+	}
+	s.mu.Unlock()
+	for _, st := range all {
+		f(st)
+	}
+}
+
+func (s *SSE) add(st *stream) {
+	s.mu.Lock()
+	s.streams[st] = struct{}{}
+	s.mu.Unlock()
+}
+
+func (s *SSE) remove(st *stream) {
+	s.mu.Lock()
+	delete(s.streams, st)
+	s.mu.Unlock()
 	s.life.Leave()
 }
 
-// appendItem appends what the stream writes for it, moving the stream's
-// cursor (or counter) on: an event for a message, an event of type reset
-// for a topic that could not be recovered, an event of type position for a
-// topic's starting position. Only the handler goroutine calls it.
+// stream is one SSE client: the ratchet.Transport of its TransportConn.
+// The TransportConn queues (Send never blocks) and calls WritePublications
+// from its writer goroutine; the handler goroutine writes the stream's
+// first bytes and the heartbeats, and ends the Conn when the client leaves.
+type stream struct {
+	sse    *SSE
+	conn   *ratchet.TransportConn
+	w      http.ResponseWriter
+	rc     *http.ResponseController
+	topics []string // of the request, in order: the cursor's order
+	// ctx is canceled when the stream is cut off (the client left, its
+	// queue overflowed, Shutdown's deadline passed): its writes then fail
+	// at once.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// wmu is held by whoever writes to w, and guards what follows.
+	wmu       sync.Mutex
+	started   bool   // the first bytes are written; before, events go to pending
+	pending   []byte // events rendered while the stream subscribed
+	closed    bool   // Close was called: no more heartbeats
+	lastWrite time.Time
+	buf       []byte
+	// The id of the last event written, a counter, or, when a topic keeps
+	// history, the position of each topic.
+	lastID uint64
+	cursor []ratchet.Position
+}
+
+var (
+	_ ratchet.Transport         = (*stream)(nil)
+	_ ratchet.PublicationWriter = (*stream)(nil)
+	_ ratchet.Interrupter       = (*stream)(nil)
+)
+
+func newStream(s *SSE, w http.ResponseWriter, r *http.Request, topics []string) *stream {
+	st := &stream{sse: s, w: w, rc: http.NewResponseController(w), topics: topics, buf: make([]byte, 0, 512)}
+	st.ctx, st.cancel = context.WithCancel(r.Context())
+	return st
+}
+
+// errCutOff is what a write of a stream that was cut off returns, rather
+// than the deadline error that cut it (not a write timeout of its own).
+var errCutOff = errors.New("push: stream cut off")
+
+// serve writes the stream's first bytes and what was rendered while it
+// subscribed, then the heartbeats, until the Conn has closed.
+func (st *stream) serve(r *http.Request) {
+	h := st.w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
+	st.w.WriteHeader(http.StatusOK)
+
+	// A stream cut off must not stay blocked in a write: move the deadline
+	// to the past. Once started, it must finish before the handler returns:
+	// net/http may reuse the connection.
+	interrupted := make(chan struct{})
+	stop := context.AfterFunc(st.ctx, func() {
+		_ = st.rc.SetWriteDeadline(time.Unix(1, 0))
+		close(interrupted)
+	})
+	defer func() {
+		if !stop() {
+			<-interrupted
+		}
+	}()
+	// However the stream ends, the Conn ends (End does nothing once it has)
+	// and the handler returns after OnClose: by then the TransportConn no
+	// longer calls the stream, so nothing writes to w.
+	defer func() { st.conn.End(nil); <-st.conn.Done() }()
+	if err := st.start(); err != nil {
+		st.conn.End(err)
+		return
+	}
+
+	var heartbeat <-chan time.Time // nil: no heartbeats
+	var timer *time.Timer
+	if every := st.sse.cfg.heartbeat; every > 0 {
+		timer = time.NewTimer(every)
+		defer timer.Stop()
+		heartbeat = timer.C
+	}
+	for {
+		select {
+		case <-st.conn.Done():
+			return
+		case <-r.Context().Done():
+			st.conn.End(&ratchet.CloseError{Code: ratchet.StatusNoStatusRcvd}) // the client left
+			return
+		case <-heartbeat:
+			timer.Reset(st.heartbeat())
+		}
+	}
+}
+
+// start writes the stream's first bytes (the retry: field, or a comment)
+// and the events rendered while it subscribed; later events are written
+// as they come.
+func (st *stream) start() error {
+	st.wmu.Lock()
+	defer st.wmu.Unlock()
+	b := st.buf[:0]
+	if st.sse.cfg.retry > 0 {
+		b = append(b, "retry: "...)
+		b = strconv.AppendInt(b, st.sse.cfg.retry.Milliseconds(), 10)
+		b = append(b, "\n\n"...)
+	} else {
+		b = append(b, ": ok\n\n"...)
+	}
+	st.started = true
+	err := st.writeLocked(b, st.pending)
+	st.pending = nil
+	return err
+}
+
+// heartbeat writes a comment if nothing was written for a heartbeat
+// interval, and returns when to look again. A write under way makes one
+// needless.
+func (st *stream) heartbeat() time.Duration {
+	every := st.sse.cfg.heartbeat
+	if !st.wmu.TryLock() {
+		return every
+	}
+	defer st.wmu.Unlock()
+	if st.closed {
+		return every
+	}
+	if idle := time.Since(st.lastWrite); idle < every {
+		return every - idle
+	}
+	if err := st.writeLocked([]byte(": heartbeat\n\n")); err != nil {
+		st.conn.End(err)
+	}
+	return every
+}
+
+// writeLocked writes bs and flushes them, within the write timeout.
+func (st *stream) writeLocked(bs ...[]byte) error {
+	if !st.setDeadline() {
+		return errCutOff
+	}
+	for _, b := range bs {
+		if _, err := st.w.Write(b); err != nil {
+			return st.writeError(err)
+		}
+	}
+	if err := st.rc.Flush(); err != nil {
+		return st.writeError(err)
+	}
+	st.lastWrite = time.Now()
+	return nil
+}
+
+// setDeadline arms the write timeout for the next writes, and reports
+// whether the stream is still on. Checking after arming means a concurrent
+// cut-off is never overwritten by a new deadline: either this sees it, or
+// the AfterFunc in serve runs later.
+func (st *stream) setDeadline() bool {
+	if t := st.sse.cfg.writeTimeout; t > 0 {
+		_ = st.rc.SetWriteDeadline(time.Now().Add(t)) // unsupported: no deadline
+	}
+	return st.ctx.Err() == nil
+}
+
+// writeError is err, unless the stream was cut off meanwhile: cutting it
+// off moves the deadline to the past, which is no write timeout.
+func (st *stream) writeError(err error) error {
+	if st.ctx.Err() != nil {
+		return errCutOff
+	}
+	return fmt.Errorf("push: writing the stream: %w", err)
+}
+
+// WritePublications implements ratchet.PublicationWriter: each publication
+// becomes an event whose id is the stream's cursor (or counter). Before the
+// stream has started, the events wait for its first bytes.
+func (st *stream) WritePublications(pubs []ratchet.Publication) error {
+	st.wmu.Lock()
+	defer st.wmu.Unlock()
+	if !st.started {
+		for _, p := range pubs {
+			st.pending = st.appendItem(st.pending, p)
+		}
+		return nil
+	}
+	if !st.setDeadline() {
+		return errCutOff
+	}
+	for _, p := range pubs {
+		st.buf = st.appendItem(st.buf[:0], p)
+		if len(st.buf) == 0 {
+			continue
+		}
+		if _, err := st.w.Write(st.buf); err != nil {
+			return st.writeError(err)
+		}
+	}
+	if cap(st.buf) > 64<<10 {
+		st.buf = make([]byte, 0, 512)
+	}
+	if err := st.rc.Flush(); err != nil {
+		return st.writeError(err)
+	}
+	st.lastWrite = time.Now()
+	return nil
+}
+
+// WriteMessages implements ratchet.Transport; the TransportConn of a
+// PublicationWriter calls WritePublications instead.
+func (st *stream) WriteMessages(msgs []ratchet.Message) error {
+	pubs := make([]ratchet.Publication, len(msgs))
+	for i, m := range msgs {
+		pubs[i].Message = m
+	}
+	return st.WritePublications(pubs)
+}
+
+// Interrupt implements ratchet.Interrupter: the queue overflowed, so the
+// stream is cut off, even in the middle of a write.
+func (st *stream) Interrupt() { st.cancel() }
+
+// Close implements ratchet.Transport. SSE has no close frame: code and
+// reason are not sent; the handler ends the response once the Conn has
+// closed.
+func (st *stream) Close(ratchet.StatusCode, string) error {
+	st.wmu.Lock()
+	st.closed = true
+	st.wmu.Unlock()
+	return nil
+}
+
+// mark queues the outcome of topic i's subscription, as a note (see
+// ratchet.PublicationWriter) in order with its messages: its starting
+// position, or a reset when its missed messages could not be recovered.
+func (st *stream) mark(i int, rec ratchet.Recovery) {
+	kind := eventPosition
+	if !rec.Recovered {
+		kind = eventReset
+	}
+	if st.cursor == nil || (kind == eventPosition && (rec.Sent > 0 || rec.Position.IsZero())) {
+		return // no history, or the recovered events carry the position
+	}
+	_ = st.conn.SendPublication(ratchet.Publication{Topic: st.topics[i], Position: rec.Position,
+		Message: ratchet.Message{Data: []byte(kind)}})
+}
+
+func (st *stream) topicIndex(topic string) int {
+	for i, t := range st.topics {
+		if t == topic {
+			return i
+		}
+	}
+	return -1
+}
+
+// The event types of a topic's position: where it starts when nothing was
+// recovered, or where it goes on after a gap that could not be filled. The
+// data of both is {"topic":"news","position":"k3x9:17"}.
+const (
+	eventPosition = "position"
+	eventReset    = "reset"
+)
+
+// appendItem appends the event for p, moving the stream's cursor (or
+// counter) on: an event for a message, or, for a note of mark, an event of
+// type reset for a topic that could not be recovered or of type position
+// for a topic's starting position. It runs under wmu.
 //
 // The starting position is an event with data, not an id-only block: a
 // browser's EventSource takes the id of either, but clients built on the
 // npm package eventsource(-parser) keep only the ids of events with data,
 // and would reconnect without Last-Event-ID, missing what was published
 // meanwhile. Only listeners of type position see the event.
-func (c *stream) appendItem(b []byte, it sseItem) []byte {
-	if c.cursor == nil {
-		c.lastID++
+func (st *stream) appendItem(b []byte, p ratchet.Publication) []byte {
+	note := p.Message.Type == 0
+	if st.cursor == nil {
+		if note {
+			return b
+		}
+		st.lastID++
 		b = append(b, "id: "...)
-		b = strconv.AppendUint(b, c.lastID, 10)
-		return appendEvent(b, it.msg)
+		b = strconv.AppendUint(b, st.lastID, 10)
+		return appendEvent(b, p.Message)
 	}
-	if it.topic >= 0 && !it.pos.IsZero() {
-		c.cursor[it.topic] = it.pos
+	topic := st.topicIndex(p.Topic)
+	if topic >= 0 && !p.Position.IsZero() {
+		st.cursor[topic] = p.Position
 	}
 	b = append(b, "id: "...)
-	b = appendCursor(b, c.cursor)
-	switch it.kind {
-	case itemMark, itemReset:
+	b = appendCursor(b, st.cursor)
+	if note {
 		b = append(b, "\nevent: "...)
-		b = append(b, it.kind.eventType()...)
+		b = append(b, p.Message.Data...)
 		b = append(b, "\ndata: {\"topic\":"...)
-		b = appendJSONString(b, c.topics[it.topic])
+		b = appendJSONString(b, p.Topic)
 		b = append(b, `,"position":"`...)
-		b, _ = it.pos.AppendText(b)
+		b, _ = p.Position.AppendText(b)
 		return append(b, "\"}\n\n"...)
 	}
-	return appendEvent(b, it.msg)
+	return appendEvent(b, p.Message)
 }
 
 // appendEvent appends msg as the rest of an event whose id line is written.
@@ -428,285 +613,4 @@ func appendEvent(b []byte, msg ratchet.Message) []byte {
 		data = data[i+1:]
 	}
 	return append(b, "\n\n"...)
-}
-
-// stream is one SSE client as a ratchet.Conn. Send queues without blocking;
-// the handler goroutine writes.
-type stream struct {
-	id     uint64
-	req    *http.Request
-	ctx    context.Context
-	cancel context.CancelFunc
-	limit  int
-	notify chan struct{} // one pending wake-up for the handler
-	topics []string      // of the request, in order: the cursor's order
-
-	// The handler's: the id of the last event written, a counter, or, when
-	// a topic keeps history, the position of each topic.
-	lastID uint64
-	cursor []ratchet.Position
-
-	obs ratchet.RouteObserver // the SSE's; nil: not observed
-	// The handler's: a write failed; with a timeout of its own (not the
-	// stream being cut off).
-	failed, timedOut bool
-
-	mu      sync.Mutex
-	code    ratchet.StatusCode // of Close
-	queue   []sseItem
-	spare   []sseItem
-	unbound bool  // subscribing: recovered messages may exceed limit
-	closing bool  // Close was called: write what is queued, then end
-	cause   error // why the stream was cut off (ErrSlowConsumer)
-	user    string
-	values  map[string]any
-}
-
-// sseItem is one queued item of a stream.
-type sseItem struct {
-	kind  itemKind
-	msg   ratchet.Message
-	topic int // index in stream.topics; -1 for none (Broadcast, a user send)
-	pos   ratchet.Position
-}
-
-type itemKind uint8
-
-const (
-	itemMessage itemKind = iota
-	itemMark             // a topic's position when it went live
-	itemReset            // a topic whose missed messages could not be recovered
-)
-
-// The event types of a topic's position: where it starts when nothing was
-// recovered, or where it goes on after a gap that could not be filled. The
-// data of both is {"topic":"news","position":"k3x9:17"}.
-const (
-	eventPosition = "position"
-	eventReset    = "reset"
-)
-
-func (k itemKind) eventType() string {
-	if k == itemReset {
-		return eventReset
-	}
-	return eventPosition
-}
-
-var (
-	_ ratchet.Conn              = (*stream)(nil)
-	_ ratchet.UserSetter        = (*stream)(nil)
-	_ ratchet.PublicationSender = (*stream)(nil)
-)
-
-func newStream(r *http.Request, user string, limit int) *stream {
-	c := &stream{
-		id:     ratchet.NewConnID(),
-		req:    r,
-		user:   user,
-		limit:  limit,
-		notify: make(chan struct{}, 1),
-		topics: r.URL.Query()["topic"],
-	}
-	c.ctx, c.cancel = context.WithCancel(r.Context())
-	return c
-}
-
-// ID returns an ID unique among the connections of this process, WebSocket
-// ones included.
-func (c *stream) ID() uint64 { return c.id }
-
-// Send queues msg for the stream. It returns ratchet.ErrClosed once the
-// stream is ending and ratchet.ErrSlowConsumer when the queue is full: the
-// stream then ends at once and what was queued is dropped.
-func (c *stream) Send(msg ratchet.Message) error {
-	return c.push(sseItem{msg: msg, topic: -1})
-}
-
-// SendPublication queues a message of one of the stream's topics with its
-// position, which becomes part of the event ids (ratchet.PublicationSender).
-func (c *stream) SendPublication(p ratchet.Publication) error {
-	return c.push(sseItem{msg: p.Message, topic: c.topicIndex(p.Topic), pos: p.Position})
-}
-
-// mark queues the outcome of topic i's subscription: its starting position,
-// or a reset when its missed messages could not be recovered.
-func (c *stream) mark(i int, rec ratchet.Recovery) {
-	it := sseItem{kind: itemMark, topic: i, pos: rec.Position}
-	if !rec.Recovered {
-		it.kind = itemReset
-	}
-	if c.cursor == nil || (it.kind == itemMark && (rec.Sent > 0 || rec.Position.IsZero())) {
-		return // no history, or the recovered events carry the position
-	}
-	_ = c.push(it)
-}
-
-func (c *stream) topicIndex(topic string) int {
-	for i, t := range c.topics {
-		if t == topic {
-			return i
-		}
-	}
-	return -1
-}
-
-// recovering lifts the queue limit while the stream subscribes, so that
-// what history recovers is queued whole; the limit applies again once the
-// handler has taken the queue.
-func (c *stream) recovering(on bool) {
-	c.mu.Lock()
-	if on {
-		c.unbound = true
-	} else if len(c.queue) < c.limit {
-		c.unbound = false
-	}
-	c.mu.Unlock()
-}
-
-func (c *stream) push(it sseItem) error {
-	c.mu.Lock()
-	if c.closing || c.cause != nil || c.ctx.Err() != nil {
-		c.mu.Unlock()
-		return ratchet.ErrClosed
-	}
-	if len(c.queue) >= c.limit && !c.unbound {
-		c.cause = ratchet.ErrSlowConsumer
-		c.queue = nil
-		c.mu.Unlock()
-		c.cancel()
-		if c.obs != nil {
-			c.obs.SlowConsumer()
-		}
-		return ratchet.ErrSlowConsumer
-	}
-	c.queue = append(c.queue, it)
-	c.mu.Unlock()
-	if c.obs != nil && it.kind == itemMessage {
-		c.obs.MessageOut(len(it.msg.Data))
-	}
-	c.wake()
-	return nil
-}
-
-// Close ends the stream once what is queued has been written. SSE has no
-// close frame: code and reason are not sent.
-func (c *stream) Close(code ratchet.StatusCode, _ string) error {
-	c.mu.Lock()
-	if c.closing || c.cause != nil || c.ctx.Err() != nil {
-		c.mu.Unlock()
-		return ratchet.ErrClosed
-	}
-	c.closing, c.code = true, code
-	c.mu.Unlock()
-	c.wake()
-	return nil
-}
-
-// writeFailed notes a failed write of the handler: a timeout of its own
-// when the stream was not cut off meanwhile (cutting it off moves the
-// deadline to the past).
-func (c *stream) writeFailed(err error) {
-	var ne net.Error
-	c.failed = true
-	c.timedOut = c.ctx.Err() == nil && errors.As(err, &ne) && ne.Timeout()
-}
-
-// observeEnd reports the end of the stream to its observer, with the close
-// code WithObserver documents.
-func (c *stream) observeEnd() {
-	c.mu.Lock()
-	code, slow := c.code, c.cause == ratchet.ErrSlowConsumer
-	c.mu.Unlock()
-	switch {
-	case slow:
-		code = ratchet.StatusPolicyViolation
-	case c.timedOut:
-		c.obs.WriteTimeout()
-		code = ratchet.StatusAbnormalClosure
-	case code != 0:
-	case c.failed:
-		code = ratchet.StatusAbnormalClosure
-	default:
-		code = ratchet.StatusNoStatusRcvd
-	}
-	c.obs.ConnClosed(code)
-}
-
-func (c *stream) wake() {
-	select {
-	case c.notify <- struct{}{}:
-	default:
-	}
-}
-
-// take hands the queued messages to the handler, and tells whether the
-// stream should end after them.
-func (c *stream) take() ([]sseItem, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	batch := c.queue
-	c.queue = c.spare[:0]
-	c.spare = nil
-	if len(batch) > 0 {
-		c.unbound = false
-	}
-	return batch, c.closing
-}
-
-// done gives a written batch back for reuse.
-func (c *stream) done(batch []sseItem) {
-	clear(batch)
-	c.mu.Lock()
-	if c.spare == nil && cap(batch) <= c.limit {
-		c.spare = batch[:0]
-	}
-	c.mu.Unlock()
-}
-
-// Request returns the GET request of the stream. Unlike a WebSocket
-// connection's, its Context lives as long as the stream.
-func (c *stream) Request() *http.Request { return c.req }
-
-// RemoteAddr returns the client's network address.
-func (c *stream) RemoteAddr() string { return c.req.RemoteAddr }
-
-// Subprotocol returns "": SSE has none.
-func (c *stream) Subprotocol() string { return "" }
-
-// User returns the identity set by the SSE handler's authentication hook or
-// by SetUser.
-func (c *stream) User() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.user
-}
-
-// SetUser changes the stream's identity; it makes streams a
-// ratchet.UserSetter, for Hub.SetUser.
-func (c *stream) SetUser(user string) {
-	c.mu.Lock()
-	c.user = user
-	c.mu.Unlock()
-}
-
-// Context is done when the stream has ended.
-func (c *stream) Context() context.Context { return c.ctx }
-
-// Set stores a value on the stream.
-func (c *stream) Set(key string, value any) {
-	c.mu.Lock()
-	if c.values == nil {
-		c.values = make(map[string]any)
-	}
-	c.values[key] = value
-	c.mu.Unlock()
-}
-
-// Get returns a value stored with Set.
-func (c *stream) Get(key string) (any, bool) {
-	c.mu.Lock()
-	v, ok := c.values[key]
-	c.mu.Unlock()
-	return v, ok
 }

@@ -2,7 +2,6 @@ package push
 
 import (
 	"bytes"
-	"context"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -12,46 +11,6 @@ import (
 
 	"github.com/ratchetgo/ratchet"
 )
-
-func TestStreamSendQueueOverflow(t *testing.T) {
-	c := newStream(httptest.NewRequest("GET", "/events", nil), "alice", 2)
-	defer c.cancel()
-	other := newStream(httptest.NewRequest("GET", "/events", nil), "", 2)
-	defer other.cancel()
-	require.NotEqual(t, c.ID(), other.ID())
-	require.Equal(t, "alice", c.User())
-	c.SetUser("bob")
-	require.Equal(t, "bob", c.User())
-	c.SetUser("alice")
-	require.Equal(t, "", c.Subprotocol())
-	c.Set("k", 1)
-	v, ok := c.Get("k")
-	require.True(t, ok)
-	require.Equal(t, 1, v)
-
-	require.NoError(t, c.Send(ratchet.Text("1")))
-	require.NoError(t, c.Send(ratchet.Text("2")))
-	require.ErrorIs(t, c.Send(ratchet.Text("3")), ratchet.ErrSlowConsumer)
-	require.ErrorIs(t, c.Context().Err(), context.Canceled)
-	require.ErrorIs(t, c.Cause(), ratchet.ErrSlowConsumer)
-	require.ErrorIs(t, c.Send(ratchet.Text("4")), ratchet.ErrClosed)
-	require.ErrorIs(t, c.Close(ratchet.StatusNormalClosure, ""), ratchet.ErrClosed)
-	batch, _ := c.take()
-	require.Empty(t, batch, "a cut-off stream drops its queue")
-}
-
-func TestStreamCloseDrainsFirst(t *testing.T) {
-	c := newStream(httptest.NewRequest("GET", "/events", nil), "", 8)
-	defer c.cancel()
-	require.NoError(t, c.Send(ratchet.Text("1")))
-	require.NoError(t, c.Close(ratchet.StatusGoingAway, "bye"))
-	require.ErrorIs(t, c.Send(ratchet.Text("2")), ratchet.ErrClosed)
-	require.ErrorIs(t, c.Close(ratchet.StatusGoingAway, "bye"), ratchet.ErrClosed)
-	require.NoError(t, c.Context().Err(), "the handler ends it after writing")
-	batch, closing := c.take()
-	require.True(t, closing)
-	require.Equal(t, []sseItem{{msg: ratchet.Text("1"), topic: -1}}, batch)
-}
 
 func TestAppendEvent(t *testing.T) {
 	for _, tc := range []struct {

@@ -42,8 +42,8 @@ import (
 type cluster struct {
 	s       *Server
 	enabled bool
-	ctl     *controlConn
-	roles   map[string]topicRole // by topic
+	ctl     *ratchet.TransportConn // listens on the control topics (controlConn)
+	roles   map[string]topicRole   // by topic
 
 	mu      sync.Mutex
 	stopped bool
@@ -111,7 +111,7 @@ func (c *cluster) start(ctx context.Context, s *Server) error {
 	}
 	for topic := range c.roles {
 		if err := s.hub.Subscribe(ctx, c.ctl, topic); err != nil {
-			c.ctl.cancel()
+			c.stopControl()
 			return err
 		}
 	}
@@ -120,7 +120,7 @@ func (c *cluster) start(ctx context.Context, s *Server) error {
 			for _, b := range s.apps[:i] {
 				_ = s.presence.Leave(ctx, b.nodesTopic(), s.nodeID)
 			}
-			c.ctl.cancel()
+			c.stopControl()
 			return err
 		}
 	}
@@ -142,7 +142,7 @@ func (c *cluster) stop(ctx context.Context) error {
 			err = e
 		}
 	}
-	c.ctl.cancel() // the Hub drops its subscriptions
+	c.stopControl()
 	c.wg.Wait()
 	return err
 }
@@ -206,9 +206,10 @@ func (c *cluster) counts(ctx context.Context, a *app, channels []string, prefix 
 	return total, nil
 }
 
-// receive handles a publication on a control topic. It runs in the Hub's
-// delivery and must not block: answers are published by a goroutine of
-// their own, which stop waits for.
+// receive handles a publication on a control topic. It runs on the control
+// conn's writer goroutine and must not block, lest the control queue
+// overflow: answers are published by a goroutine of their own, which stop
+// waits for.
 func (c *cluster) receive(p ratchet.Publication) {
 	role, ok := c.roles[p.Topic]
 	switch {
@@ -287,34 +288,46 @@ func parseSeen(b []byte) (mac [sha256.Size]byte, ts int64, ok bool) {
 	return mac, ts, ok
 }
 
-// controlConn is how a node listens on its control topics: a
-// ratchet.Conn without a client, whose publications go to the cluster.
-type controlConn struct {
-	c      *cluster
-	id     uint64
-	ctx    context.Context
-	cancel context.CancelFunc
-	req    *http.Request
+// controlQueue bounds the control publications waiting for receive. It
+// runs without waiting on anything, so only a starved goroutine falls this
+// far behind; the control conn then ends as a slow consumer, which is
+// logged (the node stops answering counts and seeing replays).
+const controlQueue = 1 << 16
+
+// controlConn is how a node listens on its control topics: the transport of
+// a ratchet.TransportConn without a client, whose publications go to the
+// cluster in order, on the Conn's writer goroutine rather than in the
+// Hub's delivery.
+type controlConn struct{ c *cluster }
+
+// newControlConn returns the open Conn of a controlConn.
+func newControlConn(c *cluster) *ratchet.TransportConn {
+	onError := func(_ ratchet.Conn, err error) {
+		c.s.log().Error("pusher: the cluster's control topics are no longer listened to", "err", err)
+	}
+	tc := ratchet.NewTransportConn(ratchet.ComponentFuncs{Error: onError}, controlConn{c}, &http.Request{}, "", controlQueue)
+	tc.Open()
+	return tc
 }
 
-func newControlConn(c *cluster) *controlConn {
-	cc := &controlConn{c: c, id: ratchet.NewConnID(), req: &http.Request{}}
-	cc.ctx, cc.cancel = context.WithCancel(context.Background())
-	return cc
-}
-
-func (cc *controlConn) SendPublication(p ratchet.Publication) error {
-	cc.c.receive(p)
+// WritePublications implements ratchet.PublicationWriter.
+func (cc controlConn) WritePublications(pubs []ratchet.Publication) error {
+	for _, p := range pubs {
+		cc.c.receive(p)
+	}
 	return nil
 }
 
-func (cc *controlConn) ID() uint64                             { return cc.id }
-func (cc *controlConn) Send(ratchet.Message) error             { return nil }
-func (cc *controlConn) Close(ratchet.StatusCode, string) error { cc.cancel(); return nil }
-func (cc *controlConn) Request() *http.Request                 { return cc.req }
-func (cc *controlConn) RemoteAddr() string                     { return "" }
-func (cc *controlConn) Subprotocol() string                    { return "" }
-func (cc *controlConn) User() string                           { return "" }
-func (cc *controlConn) Context() context.Context               { return cc.ctx }
-func (cc *controlConn) Set(string, any)                        {}
-func (cc *controlConn) Get(string) (any, bool)                 { return nil, false }
+// WriteMessages implements ratchet.Transport; nothing is sent to the
+// control conn but publications.
+func (controlConn) WriteMessages([]ratchet.Message) error { return nil }
+
+// Close implements ratchet.Transport.
+func (controlConn) Close(ratchet.StatusCode, string) error { return nil }
+
+// stopControl ends the control conn (the Hub drops its subscriptions) and
+// waits until receive has seen its last publication.
+func (c *cluster) stopControl() {
+	c.ctl.End(nil)
+	<-c.ctl.Done()
+}

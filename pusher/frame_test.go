@@ -50,7 +50,7 @@ func TestOneFramePerPublication(t *testing.T) {
 	defer cancel()
 	rcs := make([]*recordConn, 300) // enough to be split across cores
 	for i := range rcs {
-		rcs[i] = &recordConn{id: ratchet.NewConnID(), ctx: ctx}
+		rcs[i] = &recordConn{id: uint64(i + 1), ctx: ctx}
 		c := &conn{Conn: rcs[i], s: s, a: s.apps[0], socketID: "1." + string(rune('0'+i%10))}
 		require.NoError(t, hub.Subscribe(ctx, c, "news"))
 	}
