@@ -223,11 +223,26 @@ type outMsg struct {
 }
 
 // sharedPayload is one broadcast message, compressed at most once, by the
-// first recipient that negotiated permessage-deflate.
+// first recipient that negotiated permessage-deflate, and encoded as a frame
+// at most once, by the first that did not: every recipient whose write side
+// is free writes that frame straight from it (wire.Conn.TryWriteFrame).
 type sharedPayload struct {
 	msg      Message
 	once     sync.Once
 	deflated []byte
+
+	frameOnce sync.Once
+	frame     []byte
+}
+
+// encoded returns the message as one uncompressed frame.
+func (p *sharedPayload) encoded() []byte {
+	p.frameOnce.Do(func() {
+		f := make([]byte, 0, wire.MaxHeader+len(p.msg.Data))
+		f = wire.AppendHeader(f, byte(p.msg.Type), false, len(p.msg.Data))
+		p.frame = append(f, p.msg.Data...)
+	})
+	return p.frame
 }
 
 func (p *sharedPayload) deflate() []byte {
@@ -268,14 +283,21 @@ func (c *conn) send(o outMsg) error {
 // caller's goroutine with one non-blocking write, handing any rest to a
 // writer goroutine.
 func (c *conn) writeInline(o *outMsg) {
-	c.wire.HoldNonBlocking()
-	err := c.writeControl()
-	if err == nil && o != nil {
-		err = c.writeMessage(*o)
-	}
-	done := false
-	if err == nil {
-		done, err = c.wire.TryFlush()
+	var done bool
+	var err error
+	if o != nil && o.shared != nil && !c.out.pongDue && !c.out.ping && !c.compresses(o.msg) {
+		// A broadcast to an idle connection: its frame, encoded once for
+		// every recipient, goes out as it is.
+		done, err = c.wire.TryWriteFrame(o.shared.encoded())
+	} else {
+		c.wire.HoldNonBlocking()
+		err = c.writeControl()
+		if err == nil && o != nil {
+			err = c.writeMessage(*o)
+		}
+		if err == nil {
+			done, err = c.wire.TryFlush()
+		}
 	}
 	c.mu.Lock()
 	if err != nil {
@@ -589,7 +611,7 @@ func (c *conn) onPong(_ context.Context, p []byte) {
 // and more go compressed; a broadcast's payload is compressed once for all.
 func (c *conn) writeMessage(o outMsg) error {
 	m := o.msg
-	if !c.deflate || len(m.Data) < wire.DeflateMin {
+	if !c.compresses(m) {
 		return c.wire.AppendFrame(byte(m.Type), false, m.Data)
 	}
 	var payload []byte
@@ -600,6 +622,9 @@ func (c *conn) writeMessage(o outMsg) error {
 	}
 	return c.wire.AppendFrame(byte(m.Type), true, payload)
 }
+
+// compresses reports whether m goes out compressed on c.
+func (c *conn) compresses(m Message) bool { return c.deflate && len(m.Data) >= wire.DeflateMin }
 
 // abort ends the connection at once, without a close handshake: for peers
 // that are gone or stuck. err, if not nil, goes to OnError.

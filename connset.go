@@ -84,7 +84,9 @@ func (s *ConnSet) Each(f func(Conn)) {
 }
 
 // Broadcast sends msg to every connection in the set but those in except,
-// and returns how many it was queued for. The payload is shared, not copied.
+// and returns how many it was queued for. The payload is shared, not copied:
+// it is encoded as a frame once, and every recipient that is not busy
+// writing writes that frame as it is.
 // A connection whose queue is full is closed as a slow consumer (its OnError
 // is told) and is not counted; the others are not delayed.
 //

@@ -178,10 +178,13 @@ func (l *ipRateLimit) allow(ip netip.Addr, now time.Time) (bool, time.Duration) 
 }
 
 // admit applies the connection limits to r. It returns a function that
-// gives the slots back when the connection ends, or writes the refusal and
-// returns false.
+// gives the slots back when the connection ends (nil when no limit is set),
+// or writes the refusal and returns false.
 func (s *WsServer) admit(w http.ResponseWriter, r *http.Request, ip netip.Addr) (release func(), ok bool) {
 	cfg := &s.cfg
+	if len(cfg.connLimits) == 0 && len(cfg.ipLimits) == 0 {
+		return nil, true // nothing to release: no closure, no AfterFunc per connection
+	}
 	var conns []*connLimit
 	var ips []*ipConnLimit
 	release = func() {

@@ -90,6 +90,10 @@ func (s *WsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.reject(RejectLimit)
 		return
 	}
+	limited := release != nil
+	if !limited {
+		release = func() {}
+	}
 	c := new(conn)
 	ws, wc, deflate, err := wire.Accept(w, r, c.acceptOptions(s), s.cfg.writeTimeout)
 	if err != nil {
@@ -104,7 +108,9 @@ func (s *WsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_ = ws.Close(websocket.StatusGoingAway, "server shutting down")
 		return
 	}
-	context.AfterFunc(c.ctx, release) // the slots are free once the connection has ended
+	if limited {
+		context.AfterFunc(c.ctx, release) // the slots are free once the connection has ended
+	}
 	if s.obs != nil {
 		s.obs.ConnOpened()
 	}

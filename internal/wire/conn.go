@@ -267,30 +267,14 @@ func checkCloseReason(f []byte) []byte {
 // written, by either side. Outside a batch, or in a batch started by Hold
 // that grew past 64 KiB, the bytes are written out here, blocking.
 func (c *Conn) AppendFrame(opcode byte, compressed bool, payload []byte) error {
-	var hdr [10]byte
-	hdr[0] = 0x80 | opcode
-	if compressed {
-		hdr[0] |= 0x40
-	}
-	n := 2
-	switch l := len(payload); {
-	case l < 126:
-		hdr[1] = byte(l)
-	case l <= 0xffff:
-		hdr[1] = 126
-		binary.BigEndian.PutUint16(hdr[2:], uint16(l))
-		n = 4
-	default:
-		hdr[1] = 127
-		binary.BigEndian.PutUint64(hdr[2:], uint64(l))
-		n = 10
-	}
+	var buf [MaxHeader]byte
+	hdr := AppendHeader(buf[:0], opcode, compressed, len(payload))
 	c.mu.Lock()
 	if c.closeSent {
 		c.mu.Unlock()
 		return net.ErrClosed
 	}
-	c.appendLocked(hdr[:n], payload)
+	c.appendLocked(hdr, payload)
 	c.closeSent = opcode == OpClose
 	early := !c.holding || len(*c.batch) >= maxBatch && !c.noBlock
 	c.mu.Unlock()
@@ -298,6 +282,26 @@ func (c *Conn) AppendFrame(opcode byte, compressed bool, payload []byte) error {
 		return c.flush(false)
 	}
 	return nil
+}
+
+// MaxHeader is the longest header of an unmasked frame (RFC 6455 §5.2).
+const MaxHeader = 10
+
+// AppendHeader appends the header of an unfragmented, unmasked server frame
+// of n payload bytes to dst. compressed sets RSV1 (RFC 7692).
+func AppendHeader(dst []byte, opcode byte, compressed bool, n int) []byte {
+	b0 := 0x80 | opcode
+	if compressed {
+		b0 |= 0x40
+	}
+	switch {
+	case n < 126:
+		return append(dst, b0, byte(n))
+	case n <= 0xffff:
+		return binary.BigEndian.AppendUint16(append(dst, b0, 126), uint16(n))
+	default:
+		return binary.BigEndian.AppendUint64(append(dst, b0, 127), uint64(n))
+	}
 }
 
 // appendLocked adds a and b to the batch.
@@ -340,6 +344,11 @@ func (c *Conn) TryFlush() (done bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.holding = false
+	return c.tryFlushLocked()
+}
+
+// tryFlushLocked is TryFlush under mu.
+func (c *Conn) tryFlushLocked() (done bool, err error) {
 	if c.batch == nil {
 		return true, nil
 	}
@@ -347,29 +356,12 @@ func (c *Conn) TryFlush() (done bool, err error) {
 		return false, nil
 	}
 	defer c.wmu.Unlock()
-	// A socket deadline in the past fails even this non-blocking write.
-	if err := c.armDeadlineLocked(); err != nil {
-		return false, err
-	}
 	b := *c.batch
-	var n int
-	var werr error
-	if err := c.raw.Write(func(fd uintptr) bool {
-		n, werr = syscall.Write(int(fd), b)
-		return true // one attempt: never wait for the socket
-	}); err != nil {
-		return false, err
-	}
-	if errors.Is(werr, syscall.EAGAIN) {
-		n, werr = 0, nil
-	}
-	if werr != nil {
+	n, err := c.writeNowLocked(b)
+	if err != nil {
 		release(c.batch)
 		c.batch = nil
-		return false, werr
-	}
-	if n < 0 {
-		n = 0
+		return false, err
 	}
 	if n == len(b) {
 		release(c.batch)
@@ -378,6 +370,81 @@ func (c *Conn) TryFlush() (done bool, err error) {
 	}
 	*c.batch = b[:copy(b, b[n:])]
 	return false, nil
+}
+
+// TryWriteFrame is AppendFrame of one encoded frame (from AppendHeader)
+// followed by TryFlush, outside a batch: when nothing is pending and no
+// write is under way, frame goes to the socket straight from the caller's
+// memory, with no copy into a batch. So one frame encoded once serves every
+// recipient of a broadcast. Only what the socket does not take is copied,
+// and stays pending for Flush. It returns net.ErrClosed once a close frame
+// was written.
+func (c *Conn) TryWriteFrame(frame []byte) (done bool, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.holding = false
+	if c.closeSent {
+		return false, net.ErrClosed
+	}
+	if c.batch != nil {
+		// Behind other bytes: keep the order.
+		c.appendLocked(frame, nil)
+		return c.tryFlushLocked()
+	}
+	if c.raw == nil || !c.wmu.TryLock() {
+		c.appendLocked(frame, nil)
+		return false, nil
+	}
+	defer c.wmu.Unlock()
+	n, err := c.writeNowLocked(frame)
+	if err != nil || n == len(frame) {
+		return err == nil, err
+	}
+	c.appendLocked(frame[n:], nil)
+	return false, nil
+}
+
+// writeNowLocked makes one non-blocking write of b and returns how much the
+// socket took (0 when it was full). wmu is held.
+func (c *Conn) writeNowLocked(b []byte) (int, error) {
+	// A socket deadline in the past fails even this non-blocking write.
+	if err := c.armDeadlineLocked(); err != nil {
+		return 0, err
+	}
+	w := rawWriters.Get().(*rawWriter)
+	w.b = b
+	err := c.raw.Write(w.fn)
+	n, werr := w.n, w.err
+	*w = rawWriter{fn: w.fn}
+	rawWriters.Put(w)
+	if err != nil {
+		return 0, err
+	}
+	if errors.Is(werr, syscall.EAGAIN) {
+		n, werr = 0, nil
+	}
+	return max(n, 0), werr
+}
+
+// rawWriter is the callback of one non-blocking write, pooled with its
+// bound method value: a closure passed to RawConn.Write escapes, and would
+// cost three allocations per write (one per delivery of a broadcast).
+type rawWriter struct {
+	b   []byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool
+}
+
+var rawWriters = sync.Pool{New: func() any {
+	w := new(rawWriter)
+	w.fn = w.write
+	return w
+}}
+
+func (w *rawWriter) write(fd uintptr) bool {
+	w.n, w.err = syscall.Write(int(fd), w.b)
+	return true // one attempt: never wait for the socket
 }
 
 // flush writes the pending bytes, blocking, until none are left: bytes

@@ -237,3 +237,59 @@ func TestBulkRead(t *testing.T) {
 	assert.True(t, bytes.Equal(want, got))
 	assert.Nil(t, c.rbuf, "no buffer held once drained")
 }
+
+// TryWriteFrame writes a shared frame without keeping it: the caller may
+// reuse the memory at once, a partial write keeps only a copy of the rest,
+// later frames go after it, and a frame behind pending bytes waits for
+// them.
+func TestTryWriteFrame(t *testing.T) {
+	c, peer := pair(t, 5*time.Second)
+	small := AppendHeader(nil, 1, false, 3)
+	small = append(small, "abc"...)
+	done, err := c.TryWriteFrame(small)
+	require.NoError(t, err)
+	require.True(t, done, "a small frame to an idle socket goes out at once")
+	got := make([]byte, len(small))
+	require.NoError(t, peer.SetReadDeadline(time.Now().Add(5*time.Second)))
+	_, err = io.ReadFull(peer, got)
+	require.NoError(t, err)
+	assert.Equal(t, frame(1, "abc"), string(got))
+
+	big := bytes.Repeat([]byte("0123456789abcdef"), 4<<20/16)
+	f := append(AppendHeader(nil, 2, false, len(big)), big...)
+	done, err = c.TryWriteFrame(f)
+	require.NoError(t, err)
+	require.False(t, done, "a 4 MiB write to a peer that does not read cannot finish at once")
+	clear(f) // the rest was copied: the caller's frame is free
+	done, err = c.TryWriteFrame(small)
+	require.NoError(t, err)
+	require.False(t, done, "behind pending bytes")
+
+	read := make(chan []byte)
+	go func() {
+		b, _ := io.ReadAll(bufio.NewReader(peer))
+		read <- b
+	}()
+	require.NoError(t, c.Flush())
+	require.NoError(t, c.Conn.Close())
+	b := <-read
+	const hdr = 10
+	require.Equal(t, hdr+len(big)+len(small), len(b))
+	assert.True(t, bytes.Equal(big, b[hdr:hdr+len(big)]), "the part written before clear and the copied rest")
+	assert.Equal(t, frame(1, "abc"), string(b[hdr+len(big):]))
+}
+
+// After a close frame, TryWriteFrame refuses data like AppendFrame.
+func TestTryWriteFrameAfterClose(t *testing.T) {
+	c, _ := pair(t, time.Second)
+	require.NoError(t, c.AppendFrame(OpClose, false, []byte{3, 232}))
+	_, err := c.TryWriteFrame([]byte(frame(1, "x")))
+	require.ErrorIs(t, err, net.ErrClosed)
+}
+
+// AppendHeader encodes the three length forms of RFC 6455 §5.2.
+func TestAppendHeader(t *testing.T) {
+	assert.Equal(t, []byte{0x81, 125}, AppendHeader(nil, 1, false, 125))
+	assert.Equal(t, []byte{0xc2, 126, 0xff, 0xff}, AppendHeader(nil, 2, true, 0xffff))
+	assert.Equal(t, []byte{0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0}, AppendHeader(nil, 2, false, 0x10000))
+}
