@@ -182,6 +182,9 @@ func (l *ipRateLimit) allow(ip netip.Addr, now time.Time) (bool, time.Duration) 
 // returns false.
 func (s *WsServer) admit(w http.ResponseWriter, r *http.Request, ip netip.Addr) (release func(), ok bool) {
 	cfg := &s.cfg
+	if len(cfg.connLimits) == 0 && len(cfg.ipLimits) == 0 {
+		return noRelease, true // no closure kept per connection
+	}
 	var conns []*connLimit
 	var ips []*ipConnLimit
 	release = func() {
@@ -210,6 +213,9 @@ func (s *WsServer) admit(w http.ResponseWriter, r *http.Request, ip netip.Addr) 
 	}
 	return release, true
 }
+
+// noRelease is admit's release when no connection limit is set.
+func noRelease() {}
 
 // handshakeAllowed applies WithHandshakeRate to r, writing the refusal.
 func (s *WsServer) handshakeAllowed(w http.ResponseWriter, ip netip.Addr) bool {

@@ -104,7 +104,7 @@ func (s *WsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_ = ws.Close(websocket.StatusGoingAway, "server shutting down")
 		return
 	}
-	context.AfterFunc(c.ctx, release) // the slots are free once the connection has ended
+	c.release = release // finish frees the slots once the connection has ended
 	if s.obs != nil {
 		s.obs.ConnOpened()
 	}
