@@ -16,9 +16,12 @@ import (
 // that can be mounted on any mux (Ratchet's new WsServer($component)). App
 // builds one per route.
 //
-// Each upgraded connection is read by a goroutine of its own, and the
-// handler goroutine of net/http returns right after the handshake, so its
-// buffers are freed while the connection lives on.
+// The handler goroutine of net/http returns right after the handshake, so
+// its buffers are freed while the connection lives on. On Linux an idle
+// connection holds no goroutine either: between messages its socket waits
+// in an epoll set, and a goroutine reads only while input is there (the
+// environment variable RATCHET_EPOLL=0 turns that off). Elsewhere, and over
+// TLS, each connection is read by a goroutine of its own.
 type WsServer struct {
 	component MessageComponent
 	cfg       wsConfig
