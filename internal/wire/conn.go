@@ -101,6 +101,11 @@ func (c *Conn) Park() bool {
 	if c.poll == nil || len(c.pending) > 0 || c.rbuf != nil || c.br != nil && c.br.Buffered() > 0 {
 		return false
 	}
+	// Input that came while the last messages were handled is read at once:
+	// one read that finds nothing costs less than a park and a wake-up.
+	if n, err := c.readBulk(); n > 0 || err != nil {
+		return false
+	}
 	return c.poll.Park()
 }
 
