@@ -685,11 +685,12 @@ func (c *conn) end() {
 func (c *conn) read(woken bool) {
 	ctx := context.Background() // no cancel: coder arms no timer per read
 	budget := wireBudget(c.srv.cfg.readLimit)
+	linger := time.Duration(0) // none before the first message: most connections stay idle
 	for {
-		if !woken && c.park() {
+		if !woken && c.park(linger) {
 			return
 		}
-		woken = false
+		woken, linger = false, parkLinger
 		if !c.readOne(ctx, budget) {
 			c.end()
 			return
@@ -697,14 +698,20 @@ func (c *conn) read(woken bool) {
 	}
 }
 
+// parkLinger is how long a reader that has just handled a message waits
+// for the next one before parking its connection: a busy connection (an
+// echo, a chat in full swing) keeps its reader, at the cost of a goroutine
+// for that long after its last message.
+const parkLinger = 20 * time.Millisecond
+
 // park parks the connection unless it is closing: then the reader reads
 // on, blocking, to the peer's answer or the close deadline. A Close after
 // the park wakes a reader (wakeReader); one before it was seen here.
-func (c *conn) park() bool {
+func (c *conn) park(linger time.Duration) bool {
 	c.mu.Lock()
 	closing := c.closing
 	c.mu.Unlock()
-	if closing || !c.wire.Park() {
+	if closing || !c.wire.ParkAfter(linger) {
 		return false
 	}
 	c.mu.Lock()

@@ -56,6 +56,11 @@ type Conn struct {
 	limitHit  atomic.Bool  // Read returned ErrReadLimit
 	socketErr atomic.Bool  // a read from the socket failed
 
+	// dmu orders SetReadDeadline against the short deadline of a wait
+	// before parking (ParkAfter), which must not lose the caller's.
+	dmu       sync.Mutex
+	rdeadline time.Time // the caller's read deadline; under dmu
+
 	// wmu is held by whoever writes to the socket, blocking or not: one
 	// writer at a time keeps the bytes in order.
 	wmu      sync.Mutex
@@ -97,7 +102,15 @@ func (c *Conn) Watch(wake func()) bool {
 // without touching the connection again; wake runs once input arrives or
 // Wake is called. False: the reader reads on, blocking (input is buffered,
 // or the socket is closing, or Watch was not called).
-func (c *Conn) Park() bool {
+func (c *Conn) Park() bool { return c.ParkAfter(0) }
+
+// ParkAfter is Park after waiting up to linger for input, with the reader
+// goroutine parked in the runtime's poller: a connection that is busy
+// (messages keep coming) keeps its reader instead of paying for a park and
+// a wake-up (epoll_ctl, the poller's epoll_wait, a new goroutine) per
+// burst. No wait while the caller has set a read deadline (a close
+// handshake under way).
+func (c *Conn) ParkAfter(linger time.Duration) bool {
 	if c.poll == nil || len(c.pending) > 0 || c.rbuf != nil || c.br != nil && c.br.Buffered() > 0 {
 		return false
 	}
@@ -106,7 +119,47 @@ func (c *Conn) Park() bool {
 	if n, err := c.readBulk(); n > 0 || err != nil {
 		return false
 	}
+	if linger > 0 && c.waitInput(linger) {
+		return false
+	}
 	return c.poll.Park()
+}
+
+// waitInput waits up to d for input and buffers it; false: none came (or
+// the socket ended, which the poller reports at once).
+func (c *Conn) waitInput(d time.Duration) bool {
+	c.dmu.Lock()
+	if !c.rdeadline.IsZero() {
+		c.dmu.Unlock()
+		return false
+	}
+	_ = c.Conn.SetReadDeadline(time.Now().Add(d))
+	c.dmu.Unlock()
+	buf := readPool.Get().(*[]byte)
+	n := 0
+	err := c.raw.Read(func(fd uintptr) bool {
+		var rerr error
+		n, rerr = syscall.Read(int(fd), *buf)
+		return rerr != syscall.EAGAIN // false: wait for input, or the deadline
+	})
+	c.dmu.Lock()
+	_ = c.Conn.SetReadDeadline(c.rdeadline)
+	c.dmu.Unlock()
+	if err != nil || n <= 0 {
+		readPool.Put(buf)
+		return false
+	}
+	c.rbuf, c.rpos, c.rend = buf, 0, n
+	return true
+}
+
+// SetReadDeadline sets the socket's read deadline, which a wait before
+// parking (ParkAfter) restores after its own.
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	c.rdeadline = t
+	return c.Conn.SetReadDeadline(t)
 }
 
 // Wake starts a reader for a parked connection (see Park), for a goroutine
