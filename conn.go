@@ -160,6 +160,10 @@ type conn struct {
 	out control // taken by the owner of the write side, not under mu
 
 	rate *rate.Limiter // WithMessageRate; nil: no limit
+
+	// release frees the connection's slots of WithMaxConns and
+	// WithMaxConnsPerIP; set before run starts, called by finish.
+	release func()
 }
 
 // acceptOptions are s's options for coder/websocket's Accept, with the
@@ -178,6 +182,7 @@ func (c *conn) start(s *WsServer, ws *websocket.Conn, wc *wire.Conn, r *http.Req
 		c.user.Store(&user)
 	}
 	ws.SetReadLimit(s.cfg.readLimit)
+	wc.Watch(c.resume) // before anyone else can close the socket
 	if s.cfg.messageRate > 0 {
 		c.rate = rate.NewLimiter(s.cfg.messageRate, s.cfg.messageBurst)
 	}
@@ -440,6 +445,7 @@ func (c *conn) writeClose(code StatusCode, reason string, failing bool) {
 		wait = failingCloseWait
 	}
 	_ = c.wire.SetReadDeadline(time.Now().Add(wait))
+	c.wakeReader()
 }
 
 // closePayload is the body of a close frame. A code that may not be sent
@@ -672,48 +678,108 @@ func (c *conn) keepalive() {
 	c.writeControlUnlock()
 }
 
-// run is the connection's life: OnOpen, the read loop, then the end.
+// run is the connection's life: OnOpen, then reading, then the end.
 func (c *conn) run() {
-	defer c.srv.remove(c)
 	c.armKeepalive()
-	if c.callInput(func() { c.srv.component.OnOpen(c) }, false) {
-		c.readLoop()
+	if !c.callInput(func() { c.srv.component.OnOpen(c) }, false) {
+		c.end()
+		return
 	}
-	c.finish()
+	c.read(false)
 }
 
-func (c *conn) readLoop() {
+// resume is the reader of a parked connection, run by the poller once input
+// has arrived (or a close needs a reader).
+func (c *conn) resume() { c.read(true) }
+
+// end finishes the connection and takes it off the server: the last thing
+// its reader does.
+func (c *conn) end() {
+	c.finish()
+	c.srv.remove(c)
+}
+
+// read is the connection's reader: it reads and handles messages, one at a
+// time, until no input is buffered, then parks the connection (see
+// wire.Conn.Park) and returns, so that an idle connection holds no
+// goroutine; the poller runs read again on a new goroutine when input
+// arrives. Where parking is not available, it blocks for the next message,
+// as the reader goroutine of the connection's whole life. When reading
+// stops for good, read ends the connection. woken: input is there (or a
+// close needs a reader): read before parking again.
+func (c *conn) read(woken bool) {
 	ctx := context.Background() // no cancel: coder arms no timer per read
 	budget := wireBudget(c.srv.cfg.readLimit)
+	linger := time.Duration(0) // none before the first message: most connections stay idle
 	for {
-		typ, r, err := c.ws.Reader(ctx)
-		if err != nil {
-			c.readFailed(err)
+		if !woken && c.park(linger) {
 			return
 		}
-		c.wire.LimitRead(budget)
-		data, err := readMessage(r)
-		c.wire.LimitRead(0)
-		if err != nil {
-			c.readFailed(err)
-			return
-		}
-		if typ == websocket.MessageText && !utf8.Valid(data) {
-			c.fail(ErrInvalidUTF8, StatusInvalidPayload, "invalid UTF-8")
-			return
-		}
-		if o := c.srv.obs; o != nil {
-			o.MessageIn(len(data))
-		}
-		if c.rate != nil && !c.rate.Allow() {
-			c.fail(ErrMessageRate, StatusPolicyViolation, "message rate exceeded")
-			return
-		}
-		msg := Message{Type: MessageType(typ), Data: data}
-		if !c.callInput(func() { c.srv.component.OnMessage(c, msg) }, true) {
+		woken, linger = false, parkLinger
+		if !c.readOne(ctx, budget) {
+			c.end()
 			return
 		}
 	}
+}
+
+// parkLinger is how long a reader that has just handled a message waits
+// for the next one before parking its connection: a busy connection (an
+// echo, a chat in full swing) keeps its reader, at the cost of a goroutine
+// for that long after its last message.
+const parkLinger = 20 * time.Millisecond
+
+// park parks the connection unless it is closing: then the reader reads
+// on, blocking, to the peer's answer or the close deadline. A Close after
+// the park wakes a reader (wakeReader); one before it was seen here.
+func (c *conn) park(linger time.Duration) bool {
+	c.mu.Lock()
+	closing := c.closing
+	c.mu.Unlock()
+	if closing || !c.wire.ParkAfter(linger) {
+		return false
+	}
+	c.mu.Lock()
+	closing = c.closing
+	c.mu.Unlock()
+	if closing {
+		c.wire.Wake() // closing came between the two checks; its wake may have missed the park
+	}
+	return true
+}
+
+// wakeReader makes sure a reader runs, for the close handshake: a parked
+// connection has none to read the peer's answer or to notice the deadline.
+func (c *conn) wakeReader() { c.wire.Wake() }
+
+// readOne reads one message and hands it to OnMessage; false means reading
+// has stopped.
+func (c *conn) readOne(ctx context.Context, budget int64) bool {
+	typ, r, err := c.ws.Reader(ctx)
+	if err != nil {
+		c.readFailed(err)
+		return false
+	}
+	c.wire.LimitRead(budget)
+	data, err := readMessage(r)
+	c.wire.LimitRead(0)
+	if err != nil {
+		c.readFailed(err)
+		return false
+	}
+	if typ == websocket.MessageText && !utf8.Valid(data) {
+		c.fail(ErrInvalidUTF8, StatusInvalidPayload, "invalid UTF-8")
+		return false
+	}
+	if o := c.srv.obs; o != nil {
+		o.MessageIn(len(data))
+	}
+	if c.rate != nil && !c.rate.Allow() {
+		c.fail(ErrMessageRate, StatusPolicyViolation, "message rate exceeded")
+		return false
+	}
+	msg := Message{Type: MessageType(typ), Data: data}
+	return c.callInput(func() { c.srv.component.OnMessage(c, msg) }, true)
 }
 
 // wireSlack is what a message may take on the wire beyond twice the read
@@ -868,6 +934,9 @@ func (c *conn) finish() {
 	}
 	_ = c.ws.CloseNow()
 	c.cancel()
+	if c.release != nil {
+		c.release()
+	}
 
 	c.mu.Lock()
 	cause := c.endCauseLocked()

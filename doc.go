@@ -23,7 +23,9 @@
 // exists only while there is a backlog; a peer whose queue fills up is cut
 // off with close code 1008 and ErrSlowConsumer. Panics in callbacks close
 // their connection with 1011. Limits (read size, write timeout, keepalive,
-// handshake timeout) have safe defaults; see the With options.
+// handshake timeout) have safe defaults; see the With options. On Linux an
+// idle connection holds no goroutine: it waits in an epoll set until input
+// arrives (RATCHET_EPOLL=0 in the environment turns that off; see WsServer).
 //
 // # Push
 //

@@ -178,12 +178,12 @@ func (l *ipRateLimit) allow(ip netip.Addr, now time.Time) (bool, time.Duration) 
 }
 
 // admit applies the connection limits to r. It returns a function that
-// gives the slots back when the connection ends (nil when no limit is set),
+// gives the slots back when the connection ends (noRelease when no limit is set),
 // or writes the refusal and returns false.
 func (s *WsServer) admit(w http.ResponseWriter, r *http.Request, ip netip.Addr) (release func(), ok bool) {
 	cfg := &s.cfg
 	if len(cfg.connLimits) == 0 && len(cfg.ipLimits) == 0 {
-		return nil, true // nothing to release: no closure, no AfterFunc per connection
+		return noRelease, true // no closure kept per connection
 	}
 	var conns []*connLimit
 	var ips []*ipConnLimit
@@ -213,6 +213,9 @@ func (s *WsServer) admit(w http.ResponseWriter, r *http.Request, ip netip.Addr) 
 	}
 	return release, true
 }
+
+// noRelease is admit's release when no connection limit is set.
+func noRelease() {}
 
 // handshakeAllowed applies WithHandshakeRate to r, writing the refusal.
 func (s *WsServer) handshakeAllowed(w http.ResponseWriter, ip netip.Addr) bool {

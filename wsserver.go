@@ -16,9 +16,12 @@ import (
 // that can be mounted on any mux (Ratchet's new WsServer($component)). App
 // builds one per route.
 //
-// Each upgraded connection is read by a goroutine of its own, and the
-// handler goroutine of net/http returns right after the handshake, so its
-// buffers are freed while the connection lives on.
+// The handler goroutine of net/http returns right after the handshake, so
+// its buffers are freed while the connection lives on. On Linux an idle
+// connection holds no goroutine either: between messages its socket waits
+// in an epoll set, and a goroutine reads only while input is there (the
+// environment variable RATCHET_EPOLL=0 turns that off). Elsewhere, and over
+// TLS, each connection is read by a goroutine of its own.
 type WsServer struct {
 	component MessageComponent
 	cfg       wsConfig
@@ -90,10 +93,6 @@ func (s *WsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.reject(RejectLimit)
 		return
 	}
-	limited := release != nil
-	if !limited {
-		release = func() {}
-	}
 	c := new(conn)
 	ws, wc, deflate, err := wire.Accept(w, r, c.acceptOptions(s), s.cfg.writeTimeout)
 	if err != nil {
@@ -108,9 +107,7 @@ func (s *WsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_ = ws.Close(websocket.StatusGoingAway, "server shutting down")
 		return
 	}
-	if limited {
-		context.AfterFunc(c.ctx, release) // the slots are free once the connection has ended
-	}
+	c.release = release // finish frees the slots once the connection has ended
 	if s.obs != nil {
 		s.obs.ConnOpened()
 	}

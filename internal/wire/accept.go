@@ -11,10 +11,12 @@ import (
 )
 
 // Buffer sizes of an upgraded connection, kept for its whole life, so
-// small. writeBuffer holds a whole control frame (2 + 125 bytes): each
-// reaches Write in one call.
+// small. readBuffer is bufio's minimum: Conn buffers input itself, in a
+// pooled buffer held only while input waits (see Conn.read), so that an idle
+// connection holds 16 bytes instead of a read buffer. writeBuffer holds a
+// whole control frame (2 + 125 bytes): each reaches Write in one call.
 const (
-	readBuffer  = 512
+	readBuffer  = 16
 	writeBuffer = 128
 )
 
@@ -110,5 +112,6 @@ func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		}
 	}
 	h.wc = wc
-	return wc, bufio.NewReadWriter(bufio.NewReaderSize(wc, readBuffer), bufio.NewWriterSize(wc, writeBuffer)), nil
+	wc.br = bufio.NewReaderSize(wc, readBuffer)
+	return wc, bufio.NewReadWriter(wc.br, bufio.NewWriterSize(wc, writeBuffer)), nil
 }

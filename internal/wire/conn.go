@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"net"
@@ -9,6 +10,8 @@ import (
 	"syscall"
 	"time"
 	"unicode/utf8"
+
+	"github.com/ratchetgo/ratchet/internal/netpoll"
 )
 
 // maxBatch is the size at which a held batch is written out early, so a
@@ -40,8 +43,10 @@ type Conn struct {
 	writeTimeout time.Duration
 
 	// Read side, used by one goroutine at a time (coder/websocket's lock).
-	busy       bool    // the last read filled the caller's buffer
-	rbuf       *[]byte // pooled bulk-read buffer, nil when drained
+	br         *bufio.Reader   // coder/websocket's reader over this Conn (Hijack)
+	poll       *netpoll.Handle // nil: readers block (see Watch)
+	busy       bool            // the last read filled the caller's buffer
+	rbuf       *[]byte         // pooled bulk-read buffer, nil when drained
 	rpos, rend int
 	// Atomic, to stay safe if coder/websocket ever reads on another
 	// goroutine (its Close does; ratchet calls it only before a connection
@@ -50,6 +55,11 @@ type Conn struct {
 	limit     atomic.Int64 // Read fails once nread reaches it; 0: no limit
 	limitHit  atomic.Bool  // Read returned ErrReadLimit
 	socketErr atomic.Bool  // a read from the socket failed
+
+	// dmu orders SetReadDeadline against the short deadline of a wait
+	// before parking (ParkAfter), which must not lose the caller's.
+	dmu       sync.Mutex
+	rdeadline time.Time // the caller's read deadline; under dmu
 
 	// wmu is held by whoever writes to the socket, blocking or not: one
 	// writer at a time keeps the bytes in order.
@@ -75,6 +85,103 @@ func Wrap(nc net.Conn, pending []byte, writeTimeout time.Duration) *Conn {
 		}
 	}
 	return c
+}
+
+// Watch lets the reader park the connection between messages (Park)
+// instead of blocking in a read, so that an idle connection holds no
+// goroutine; wake runs on a new goroutine to read again. It reports false
+// where that is not available (not Linux, TLS, RATCHET_EPOLL=0): the reader
+// then blocks as usual. Call it once, before the reader runs.
+func (c *Conn) Watch(wake func()) bool {
+	c.poll = netpoll.New(c.raw, wake)
+	return c.poll != nil
+}
+
+// Park hands the connection to the poller when no input is buffered above
+// the socket, and reports whether it did: the reader must then return
+// without touching the connection again; wake runs once input arrives or
+// Wake is called. False: the reader reads on, blocking (input is buffered,
+// or the socket is closing, or Watch was not called).
+func (c *Conn) Park() bool { return c.ParkAfter(0) }
+
+// ParkAfter is Park after waiting up to linger for input, with the reader
+// goroutine parked in the runtime's poller: a connection that is busy
+// (messages keep coming) keeps its reader instead of paying for a park and
+// a wake-up (epoll_ctl, the poller's epoll_wait, a new goroutine) per
+// burst. No wait while the caller has set a read deadline (a close
+// handshake under way).
+func (c *Conn) ParkAfter(linger time.Duration) bool {
+	if c.poll == nil || len(c.pending) > 0 || c.rbuf != nil || c.br != nil && c.br.Buffered() > 0 {
+		return false
+	}
+	// Input that came while the last messages were handled is read at once:
+	// one read that finds nothing costs less than a park and a wake-up.
+	if n, err := c.readBulk(); n > 0 || err != nil {
+		return false
+	}
+	if linger > 0 && c.waitInput(linger) {
+		return false
+	}
+	return c.poll.Park()
+}
+
+// waitInput waits up to d for input and buffers it; false: none came (or
+// the socket ended, which the poller reports at once).
+func (c *Conn) waitInput(d time.Duration) bool {
+	c.dmu.Lock()
+	if !c.rdeadline.IsZero() {
+		c.dmu.Unlock()
+		return false
+	}
+	_ = c.Conn.SetReadDeadline(time.Now().Add(d))
+	c.dmu.Unlock()
+	buf := readPool.Get().(*[]byte)
+	n := 0
+	err := c.raw.Read(func(fd uintptr) bool {
+		var rerr error
+		n, rerr = syscall.Read(int(fd), *buf)
+		return rerr != syscall.EAGAIN // false: wait for input, or the deadline
+	})
+	c.dmu.Lock()
+	_ = c.Conn.SetReadDeadline(c.rdeadline)
+	c.dmu.Unlock()
+	if err != nil || n <= 0 {
+		readPool.Put(buf)
+		return false
+	}
+	c.rbuf, c.rpos, c.rend = buf, 0, n
+	return true
+}
+
+// SetReadDeadline sets the socket's read deadline, which a wait before
+// parking (ParkAfter) restores after its own.
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	c.rdeadline = t
+	return c.Conn.SetReadDeadline(t)
+}
+
+// Wake starts a reader for a parked connection (see Park), for a goroutine
+// that needs one: the close handshake reads the peer's answer. It does
+// nothing if a reader is running.
+func (c *Conn) Wake() {
+	if c.poll != nil {
+		c.poll.Wake()
+	}
+}
+
+// Close closes the socket, taking it out of the poller first (its
+// descriptor may be reused at once), and wakes a parked reader, which
+// finds the end.
+func (c *Conn) Close() error {
+	if c.poll == nil {
+		return c.Conn.Close()
+	}
+	c.poll.Deregister()
+	err := c.Conn.Close()
+	c.poll.Wake()
+	return err
 }
 
 // ErrReadLimit is returned by Read once the bytes set by LimitRead have been
@@ -124,11 +231,13 @@ func (c *Conn) Read(p []byte) (int, error) {
 
 // read serves replayed and bulk-read bytes, then reads the socket.
 //
-// The reader above is small, to keep idle connections small. When a read
-// fills it, more input is probably waiting: the next read then takes all
-// that the socket holds, without blocking, into a pooled 32 KiB buffer, and
-// serves from it; the buffer goes back to the pool as soon as it is empty,
-// so an idle connection never holds one.
+// The reader above is tiny (16 bytes), to keep idle connections small. A
+// read for less than a bulk buffer takes all that the socket holds, without
+// blocking, into a pooled 32 KiB buffer, and serves from it; the buffer goes
+// back to the pool as soon as it is empty, so an idle connection never
+// holds one. Without a poller (Watch) that is done only once a read has
+// filled the caller's buffer (more input is probably waiting): an idle
+// reader then blocks in a plain read instead of trying first.
 func (c *Conn) read(p []byte) (int, error) {
 	if len(c.pending) > 0 {
 		n := copy(p, c.pending)
@@ -141,7 +250,7 @@ func (c *Conn) read(p []byte) (int, error) {
 	if c.rbuf != nil {
 		return c.readBuffered(p), nil
 	}
-	if c.busy && c.raw != nil && len(p) < bulkRead {
+	if (c.busy || c.poll != nil) && c.raw != nil && len(p) < bulkRead {
 		if n, err := c.readBulk(); err != nil {
 			return 0, err
 		} else if n > 0 {
