@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package brokertest holds what the tests of the Broker implementations in
 // broker/redis and broker/nats share: a conformance suite that any
 // ratchet.Broker must pass (Run), helpers that find the real servers the

@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package browsertest runs pages of the tests in headless Chromium (Debian's
 // chromium package) through chromedp: a fresh browser per test, with a
 // profile and HOME of its own, closed at the end of the test with no process

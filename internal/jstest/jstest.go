@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package jstest runs real JavaScript clients (npm packages pinned in the
 // repository's package.json) from Go tests: a Node.js script as a child
 // process of the test, its standard output read line by line.

@@ -139,7 +139,7 @@ func (c *Conn) waitInput(d time.Duration) bool {
 	n := 0
 	err := c.raw.Read(func(fd uintptr) bool {
 		var rerr error
-		n, rerr = syscall.Read(int(fd), *buf)
+		n, rerr = sysRead(fd, *buf)
 		return rerr != syscall.EAGAIN // false: wait for input, or the deadline
 	})
 	c.dmu.Lock()
@@ -277,7 +277,7 @@ func (c *Conn) readBulk() (int, error) {
 	var n int
 	var rerr error
 	if err := c.raw.Read(func(fd uintptr) bool {
-		n, rerr = syscall.Read(int(fd), *buf)
+		n, rerr = sysRead(fd, *buf)
 		return true // one attempt: the blocking read below waits
 	}); err != nil {
 		readPool.Put(buf)
@@ -552,7 +552,7 @@ var rawWriters = sync.Pool{New: func() any {
 }}
 
 func (w *rawWriter) write(fd uintptr) bool {
-	w.n, w.err = syscall.Write(int(fd), w.b)
+	w.n, w.err = sysWrite(fd, w.b)
 	return true // one attempt: never wait for the socket
 }
 

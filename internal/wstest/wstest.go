@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package wstest holds the WebSocket client steps the tests of several
 // packages share: dial, read, write and wait for the close, each bounded by
 // a timeout and failing the test on error.
