@@ -114,12 +114,95 @@
 // close the connection (1002, 1009) so the client learns it too. A
 // malformed session name gets 400, a request during Shutdown 503.
 //
+// # Behind a load balancer
+//
 // Sessions live on the node that made them: behind a load balancer, send
-// every request of a session to the same node, by the /{server}/{session}/
-// part of the path (nginx: hash on it; HAProxy: balance by a path
-// capture), or by client address. A request on another node makes a new
-// session there, which pusher-js notices ("Server lost session") and
-// reconnects, but an xhr_send there gets 404, which pusher-js ignores.
+// every request of a session to the same node. The balancer needs no
+// cookie and no client address for it: it hashes the /{server}/{session}/
+// part of the path, the same in every request of a session, and sends
+// WebSocket connections and the HTTP API to any node. A request on
+// another node would make a new session there, which pusher-js notices
+// ("Server lost session") and reconnects, and an xhr_send there would get
+// 404, which pusher-js ignores: a message lost. (Engine.IO's polling
+// forwards a request to the node that owns its session over the Broker
+// instead; pusher-js's sessions are sticky.)
+//
+// nginx, in http {} (the map's capture is {server}/{session}; with
+// consistent hashing, a node added or removed moves only its own share of
+// the sessions, which reconnect once):
+//
+//	map $uri $pusher_session {
+//	    ~^/pusher/app/[^/]+/([^/]+/[^/]+)/  $1;
+//	    default                             "";
+//	}
+//	upstream pusher_sessions {
+//	    hash $pusher_session consistent;
+//	    server 10.0.0.1:6001;
+//	    server 10.0.0.2:6001;
+//	}
+//	upstream pusher_nodes {
+//	    server 10.0.0.1:6001;
+//	    server 10.0.0.2:6001;
+//	}
+//	server {
+//	    listen 80;
+//	    location /pusher/ {                # HTTPTransports.Path
+//	        proxy_pass http://pusher_sessions;
+//	        proxy_http_version 1.1;
+//	        proxy_set_header Connection "";
+//	        proxy_buffering off;           # xhr_streaming: each frame as it comes
+//	        proxy_read_timeout 60s;        # above HTTPTransports.Heartbeat (25 s), a poll's longest wait
+//	    }
+//	    location /app/ {                   # WebSocket
+//	        proxy_pass http://pusher_nodes;
+//	        proxy_http_version 1.1;
+//	        proxy_set_header Upgrade $http_upgrade;
+//	        proxy_set_header Connection "upgrade";
+//	        proxy_read_timeout 180s;       # above App.ActivityTimeout + App.PongTimeout (150 s)
+//	    }
+//	    location / {                       # the HTTP API (/apps/)
+//	        proxy_pass http://pusher_nodes;
+//	    }
+//	}
+//
+// HAProxy (balance uri counts a level for each slash of the path and
+// hashes the path up to the slash after the last level: depth 5 is
+// /pusher/app/{key}/{server}/{session}, without the xhr, xhr_send or
+// xhr_streaming after it (depth 4 would put every session of one {server}
+// number on one node, depth 6 would split a session's requests); add one
+// per slash of a longer
+// HTTPTransports.Path; path-only hashes the same path for HTTP/2's
+// absolute URIs):
+//
+//	frontend pusher
+//	    mode http
+//	    bind :80
+//	    timeout client 60s                 # above HTTPTransports.Heartbeat
+//	    acl pusher_http path_beg /pusher/  # HTTPTransports.Path
+//	    use_backend pusher_sessions if pusher_http
+//	    default_backend pusher_nodes
+//	backend pusher_sessions
+//	    mode http
+//	    balance uri path-only depth 5
+//	    hash-type consistent
+//	    timeout connect 5s
+//	    timeout server 60s
+//	    server node1 10.0.0.1:6001
+//	    server node2 10.0.0.2:6001
+//	backend pusher_nodes                   # WebSocket, HTTP API
+//	    mode http
+//	    balance roundrobin
+//	    timeout connect 5s
+//	    timeout server 60s
+//	    timeout tunnel 180s                # an upgraded WebSocket: above App.ActivityTimeout + App.PongTimeout
+//	    server node1 10.0.0.1:6001
+//	    server node2 10.0.0.2:6001
+//
+// Both were checked with nginx 1.22 and HAProxy 2.6 in front of two nodes
+// (every request of a session on one node, sessions on both, streams
+// flushed, WebSockets upgraded). The package's tests run pusher-js over
+// both HTTP transports through a proxy that balances the same way, with
+// two nodes on Redis.
 //
 // # HTTP API
 //

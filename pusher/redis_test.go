@@ -22,6 +22,16 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 // and Presence, under prefix, serving apps (testApp when none).
 func redisNode(t *testing.T, addr, prefix string, apps ...pusher.App) *node {
 	t.Helper()
+	if apps == nil {
+		apps = []pusher.App{testApp}
+	}
+	return startNode(t, redisHub(t, addr, prefix), apps, pusher.WithLogger(quiet))
+}
+
+// redisHub is a Hub on the Redis at addr: its own client, Broker and
+// Presence, under prefix, closed after the node's own cleanup.
+func redisHub(t *testing.T, addr, prefix string) *ratchet.Hub {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	client := goredis.NewClient(&goredis.Options{Addr: addr})
@@ -33,11 +43,7 @@ func redisNode(t *testing.T, addr, prefix string, apps ...pusher.App) *node {
 		_ = b.Close()
 		_ = client.Close()
 	})
-	hub := ratchet.NewHub(ratchet.WithBroker(b), ratchet.WithPresence(p))
-	if apps == nil {
-		apps = []pusher.App{testApp}
-	}
-	return startNode(t, hub, apps, pusher.WithLogger(quiet))
+	return ratchet.NewHub(ratchet.WithBroker(b), ratchet.WithPresence(p))
 }
 
 // until reads frames up to the marker event and returns the events before
