@@ -79,15 +79,15 @@ func (h *Handler) newSession(id string, r *http.Request, user string) *session {
 // WriteMessages implements ratchet.Transport: it waits until a poll or the
 // WebSocket writer has taken msgs.
 func (s *session) WriteMessages(msgs []ratchet.Message) error {
-	ps := make([]packet, len(msgs))
-	for i, m := range msgs {
-		ps[i] = packet{typ: typeMessage, data: m.Data, binary: m.Type == ratchet.MessageBinary}
-	}
 	s.mu.Lock()
 	if s.direct {
 		ws := s.ws
 		s.mu.Unlock()
 		return s.writeDirect(ws, msgs)
+	}
+	ps := make([]packet, len(msgs))
+	for i, m := range msgs {
+		ps[i] = messagePacket(m)
 	}
 	n, ok := s.lp.Push(ps...) // under s.mu: writeWebSocket sees it before it turns direct on
 	s.mu.Unlock()
@@ -95,6 +95,11 @@ func (s *session) WriteMessages(msgs []ratchet.Message) error {
 		return ratchet.ErrClosed
 	}
 	return nil
+}
+
+// messagePacket is the message packet that carries m.
+func messagePacket(m ratchet.Message) packet {
+	return packet{typ: typeMessage, data: m.Data, binary: m.Type == ratchet.MessageBinary}
 }
 
 // Close implements ratchet.Transport: a close packet for the client, taken
@@ -481,9 +486,7 @@ func (s *session) writeWebSocket(ws *wsConn, written chan<- struct{}) {
 // writer), once nothing older waits for writeWebSocket.
 func (s *session) writeDirect(ws *wsConn, msgs []ratchet.Message) error {
 	s.wmu.Lock()
-	err := writeBatch(ws.wc, len(msgs), func(i int) packet {
-		return packet{typ: typeMessage, data: msgs[i].Data, binary: msgs[i].Type == ratchet.MessageBinary}
-	})
+	err := writeBatch(ws.wc, len(msgs), func(i int) packet { return messagePacket(msgs[i]) })
 	s.wmu.Unlock()
 	if err != nil {
 		s.end(fmt.Errorf("engineio: websocket: %w", err))
