@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ratchetgo/ratchet"
 	"github.com/ratchetgo/ratchet/engineio"
@@ -24,7 +25,7 @@ func TestThousandPollingSessions(t *testing.T) {
 		Open:    func(c ratchet.Conn) { all.Add(c) },
 		Message: func(c ratchet.Conn, m ratchet.Message) { _ = c.Send(m) },
 		Close:   func(c ratchet.Conn) { all.Remove(c); closes.Done() },
-	})
+	}, engineio.WithPing(time.Hour, time.Hour)) // no ping in a poll body, however slow the run
 	base := serve(t, h)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: n}}
 	defer client.CloseIdleConnections()
