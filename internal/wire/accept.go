@@ -38,6 +38,12 @@ func Accept(w http.ResponseWriter, r *http.Request, opts *websocket.AcceptOption
 		_ = ws.CloseNow()
 		return nil, nil, false, errNotHijacked
 	}
+	// coder/websocket put its reader over io.MultiReader(bytes of the
+	// hijack's buffer, connection), for the input the hijack buffered
+	// (golang/go#32314). Here that input is the Conn's pending bytes and the
+	// buffer handed over was empty: reading the Conn directly saves the two
+	// readers for the connection's life and a hop on every read.
+	hw.wc.br.Reset(hw.wc)
 	return ws, hw.wc, hw.header.Get("Sec-WebSocket-Extensions") != "", nil
 }
 
