@@ -1,0 +1,127 @@
+package ratchet_test
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ratchetgo/ratchet"
+)
+
+// idleBench joins each connection to its Hub in OnOpen, as
+// examples/benchserver does: hub nil for none, topic "" for Hub.Add.
+type idleBench struct {
+	hub    *ratchet.Hub
+	topic  string
+	opened sync.WaitGroup
+}
+
+func (b *idleBench) OnOpen(c ratchet.Conn) {
+	defer b.opened.Done()
+	switch {
+	case b.hub == nil:
+	case b.topic == "":
+		_ = b.hub.Add(context.Background(), c)
+	default:
+		_ = b.hub.Subscribe(context.Background(), c, b.topic)
+	}
+}
+func (*idleBench) OnMessage(ratchet.Conn, ratchet.Message) {}
+func (*idleBench) OnClose(ratchet.Conn)                    {}
+func (*idleBench) OnError(ratchet.Conn, error)             {}
+
+// BenchmarkIdleConnMemory reports the heap each idle WebSocket connection
+// holds (B/conn: HeapAlloc after a GC, with n connections open, less before
+// them), served by App.Serve on loopback, with no Hub, with Hub.Add and
+// with Hub.Subscribe to one topic. The clients are raw sockets in this
+// process that only did the handshake: their few hundred bytes each are the
+// same in every case. Run with -benchtime=1x.
+func BenchmarkIdleConnMemory(b *testing.B) {
+	for _, tc := range []struct {
+		name  string
+		hub   bool
+		topic string
+	}{{"hub=none", false, ""}, {"hub=add", true, ""}, {"hub=subscribe", true, "bench"}} {
+		b.Run(tc.name, func(b *testing.B) {
+			for b.Loop() {
+				comp := &idleBench{topic: tc.topic}
+				if tc.hub {
+					comp.hub = ratchet.NewHub()
+				}
+				b.ReportMetric(idleConnBytes(b, comp, 2000), "B/conn")
+			}
+		})
+	}
+}
+
+func idleConnBytes(b *testing.B, comp *idleBench, n int) float64 {
+	app := ratchet.NewApp("", 0)
+	app.Route("/ws", comp, []string{"*"})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- app.Serve(l) }()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := app.Shutdown(ctx); err != nil {
+			b.Error(err)
+		}
+		<-served
+		if comp.hub != nil {
+			_ = comp.hub.Close(ctx)
+		}
+	}()
+	addr := l.Addr().String()
+	req := []byte("GET /ws HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+	clients := make([]net.Conn, 0, n)
+	defer func() {
+		for _, c := range clients {
+			_ = c.Close()
+		}
+	}()
+	before := heapAlloc()
+	comp.opened.Add(n)
+	buf := make([]byte, 512)
+	for range n {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		clients = append(clients, c)
+		if _, err := c.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		got := 0
+		for !bytes.Contains(buf[:got], []byte("\r\n\r\n")) {
+			k, err := c.Read(buf[got:])
+			if err != nil {
+				b.Fatal(err)
+			}
+			got += k
+		}
+		if !bytes.HasPrefix(buf[:got], []byte("HTTP/1.1 101")) {
+			b.Fatalf("handshake: %q", buf[:got])
+		}
+	}
+	comp.opened.Wait()
+	time.Sleep(100 * time.Millisecond) // readers park
+	after := heapAlloc()
+	return float64(int64(after)-int64(before)) / float64(n)
+}
+
+func heapAlloc() uint64 {
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
