@@ -1,0 +1,64 @@
+package ratchet
+
+import (
+	"net/http/httptest"
+	"testing"
+)
+
+// endHooks refuses a member once its connection has ended, so that a Hub
+// never keeps a connection that has already left; removing after the end
+// finds nothing.
+func TestEndHooks(t *testing.T) {
+	var e endHooks
+	a, b, c := new(hubMember), new(hubMember), new(hubMember)
+	for _, m := range []*hubMember{a, b, c} {
+		if !e.addLocked(m) {
+			t.Fatal("add refused before the end")
+		}
+	}
+	if !e.removeLocked(b) || e.removeLocked(b) {
+		t.Fatal("remove: want true once, then false")
+	}
+	var got []*hubMember
+	for m := e.endLocked(); m != nil; m = m.next {
+		got = append(got, m)
+	}
+	if len(got) != 2 || got[0] != c || got[1] != a {
+		t.Fatalf("end returned %v, want c, a", got)
+	}
+	if e.addLocked(b) || e.removeLocked(a) || e.endLocked() != nil {
+		t.Fatal("after the end: add must refuse, remove find nothing, end return none")
+	}
+}
+
+// The package's own connections join a Hub through their endHooks, with no
+// context.AfterFunc, and a Hub whose member ends between the check of its
+// Context and the hook refuses it.
+func TestHubUsesEndHooks(t *testing.T) {
+	h := NewHub()
+	c := NewTransportConn(ComponentFuncs{}, nopTransport{}, httptest.NewRequest("GET", "/", nil), "", 4)
+	m, err := h.member(t.Context(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.stop != nil || c.hooks.first != m {
+		t.Fatalf("member not hooked to the connection (stop %v, first %p, member %p)", m.stop != nil, c.hooks.first, m)
+	}
+	h2 := NewHub()
+	c.mu.Lock()
+	c.hooks.endLocked() // as finish does, just after canceling the Context
+	c.mu.Unlock()
+	if _, err := h2.member(t.Context(), c); err != ErrClosed || h2.Len() != 0 {
+		t.Fatalf("member of an ended connection: %v, %d members", err, h2.Len())
+	}
+	if err := h.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	c.End(nil)
+	<-c.Done()
+}
+
+type nopTransport struct{}
+
+func (nopTransport) WriteMessages([]Message) error  { return nil }
+func (nopTransport) Close(StatusCode, string) error { return nil }
