@@ -62,3 +62,50 @@ type nopTransport struct{}
 
 func (nopTransport) WriteMessages([]Message) error  { return nil }
 func (nopTransport) Close(StatusCode, string) error { return nil }
+
+// memberTopics keeps its first two topics inline and the others in a map,
+// and each operation sees both, whichever order topics come and go in.
+func TestMemberTopics(t *testing.T) {
+	var mt memberTopics
+	names := func() map[string]*hubTopic {
+		got := make(map[string]*hubTopic)
+		for tp := range mt.all {
+			if got[tp.name] != nil {
+				t.Fatalf("%s twice", tp.name)
+			}
+			got[tp.name] = tp
+		}
+		return got
+	}
+	topics := map[string]*hubTopic{}
+	for _, n := range []string{"a", "b", "c", "d"} {
+		topics[n] = &hubTopic{name: n}
+		mt.set(topics[n])
+	}
+	if got := names(); len(got) != 4 || mt.more == nil {
+		t.Fatalf("after four: %v (map %v)", got, mt.more)
+	}
+	if mt.remove("a") != topics["a"] || mt.remove("a") != nil || mt.get("a") != nil {
+		t.Fatal("remove a")
+	}
+	// "c" is in the map: setting it again must not also put it in the free slot.
+	c2 := &hubTopic{name: "c"}
+	mt.set(c2)
+	if got := names(); len(got) != 3 || got["c"] != c2 || mt.get("c") != c2 {
+		t.Fatalf("after replacing c: %v", got)
+	}
+	mt.set(&hubTopic{name: "e"}) // into the free slot
+	b2 := &hubTopic{name: "b"}
+	mt.set(b2)
+	if got := names(); len(got) != 4 || got["b"] != b2 || mt.get("e") == nil || mt.get("d") != topics["d"] {
+		t.Fatalf("after e and b: %v", got)
+	}
+	for _, n := range []string{"b", "c", "d", "e"} {
+		if mt.remove(n) == nil {
+			t.Fatalf("remove %s", n)
+		}
+	}
+	if len(names()) != 0 {
+		t.Fatal("not empty")
+	}
+}

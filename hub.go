@@ -84,7 +84,7 @@ type hubTopic struct {
 }
 
 type hubMember struct {
-	topics map[string]*hubTopic
+	topics memberTopics
 	user   string
 	hub    *Hub
 
@@ -93,6 +93,72 @@ type hubMember struct {
 	// stop stops the context.AfterFunc that removes it.
 	next *hubMember
 	stop func() bool
+}
+
+// memberTopics are a member's topics: the first two inline, since most
+// connections have no more (topicAll and one topic, or their user's), the
+// others in a map made for them, which would cost 256 B for the first.
+type memberTopics struct {
+	inline [2]*hubTopic
+	more   map[string]*hubTopic
+}
+
+func (mt *memberTopics) get(name string) *hubTopic {
+	for _, t := range mt.inline {
+		if t != nil && t.name == name {
+			return t
+		}
+	}
+	return mt.more[name]
+}
+
+// set adds t, in place of the topic of its name if there is one.
+func (mt *memberTopics) set(t *hubTopic) {
+	free := -1
+	for i, u := range mt.inline {
+		switch {
+		case u == nil:
+			free = i
+		case u.name == t.name:
+			mt.inline[i] = t
+			return
+		}
+	}
+	if _, ok := mt.more[t.name]; !ok && free >= 0 {
+		mt.inline[free] = t
+		return
+	}
+	if mt.more == nil {
+		mt.more = make(map[string]*hubTopic)
+	}
+	mt.more[t.name] = t
+}
+
+// remove takes out the topic called name and returns it, nil if none.
+func (mt *memberTopics) remove(name string) *hubTopic {
+	for i, t := range mt.inline {
+		if t != nil && t.name == name {
+			mt.inline[i] = nil
+			return t
+		}
+	}
+	t := mt.more[name]
+	delete(mt.more, name)
+	return t
+}
+
+// all yields every topic.
+func (mt *memberTopics) all(yield func(*hubTopic) bool) {
+	for _, t := range mt.inline {
+		if t != nil && !yield(t) {
+			return
+		}
+	}
+	for _, t := range mt.more {
+		if !yield(t) {
+			return
+		}
+	}
 }
 
 // endHooks lists the Hub members of one of this package's connections,
@@ -413,9 +479,9 @@ func (h *Hub) TopicsOf(c Conn) []string {
 	h.mu.Lock()
 	var names []string
 	if m := h.conns[c]; m != nil {
-		for name := range m.topics {
-			if !strings.HasPrefix(name, ReservedTopicPrefix) {
-				names = append(names, name)
+		for t := range m.topics.all {
+			if !strings.HasPrefix(t.name, ReservedTopicPrefix) {
+				names = append(names, t.name)
 			}
 		}
 	}
@@ -472,7 +538,7 @@ func (h *Hub) member(ctx context.Context, c Conn) (*hubMember, error) {
 		h.mu.Unlock()
 		return nil, ErrClosed
 	}
-	m := &hubMember{topics: make(map[string]*hubTopic), user: c.User(), hub: h}
+	m := &hubMember{user: c.User(), hub: h}
 	if !h.watchEnd(c, m) { // c ended since
 		h.mu.Unlock()
 		return nil, ErrClosed
@@ -513,9 +579,9 @@ func (h *Hub) presenceLeave(ctx context.Context, topic, user string) error {
 // clientTopicsLocked returns the member's topics that are not reserved.
 func (m *hubMember) clientTopicsLocked() []string {
 	var names []string
-	for name := range m.topics {
-		if ValidTopic(name) {
-			names = append(names, name)
+	for t := range m.topics.all {
+		if ValidTopic(t.name) {
+			names = append(names, t.name)
 		}
 	}
 	return names
@@ -526,8 +592,7 @@ func (h *Hub) leave(ctx context.Context, c Conn, topic string) error {
 	var t *hubTopic
 	var user string
 	if m := h.conns[c]; m != nil {
-		t = m.topics[topic]
-		delete(m.topics, topic)
+		t = m.topics.remove(topic)
 		user = m.user
 	}
 	if t == nil {
@@ -565,7 +630,7 @@ func (h *Hub) remove(c Conn) {
 	var topics []string
 	var user string
 	if m != nil {
-		for _, t := range m.topics {
+		for t := range m.topics.all {
 			if h.dropLocked(t, c) {
 				emptied = append(emptied, t)
 			}

@@ -108,7 +108,7 @@ func (h *Hub) join(ctx context.Context, c Conn, topic string, opts SubscribeOpti
 		h.mu.Unlock()
 		return Recovery{}, ErrClosed // ended meanwhile
 	}
-	if h.maxSubs > 0 && m.topics[topic] == nil && ValidTopic(topic) && len(m.clientTopicsLocked()) >= h.maxSubs {
+	if h.maxSubs > 0 && m.topics.get(topic) == nil && ValidTopic(topic) && len(m.clientTopicsLocked()) >= h.maxSubs {
 		h.mu.Unlock()
 		return Recovery{}, ErrTooManySubscriptions
 	}
@@ -117,7 +117,7 @@ func (h *Hub) join(ctx context.Context, c Conn, topic string, opts SubscribeOpti
 		t = &hubTopic{name: topic}
 		h.topics[topic] = t
 	}
-	m.topics[topic] = t
+	m.topics.set(t)
 	added := t.subs.Add(c)
 	user := m.user
 	if added {
