@@ -109,3 +109,28 @@ func TestMemberTopics(t *testing.T) {
 		t.Fatal("not empty")
 	}
 }
+
+// A topic with one subscriber, a user's own mostly, drops its emptied
+// pending map; one of many keeps it for the next join.
+func TestPendingMapDroppedForOneSubscriber(t *testing.T) {
+	h := NewHub()
+	defer h.Close(t.Context())
+	newConn := func(user string) *TransportConn {
+		c := NewTransportConn(ComponentFuncs{}, nopTransport{}, httptest.NewRequest("GET", "/", nil), user, 4)
+		t.Cleanup(func() { c.End(nil); <-c.Done() })
+		return c
+	}
+	for _, user := range []string{"ann", "bob"} {
+		if err := h.Add(t.Context(), newConn(user)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if p := h.topics[userTopicPrefix+"ann"].pending; p != nil {
+		t.Errorf("a user's topic keeps its pending map: %v", p)
+	}
+	if h.topics[topicAll].pending == nil {
+		t.Error("a topic of two dropped its pending map")
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"net"
 	"runtime"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -13,10 +14,12 @@ import (
 )
 
 // idleBench joins each connection to its Hub in OnOpen, as
-// examples/benchserver does: hub nil for none, topic "" for Hub.Add.
+// examples/benchserver does: hub nil for none, topic "" for Hub.Add; with
+// users, as a user of its own (Hub.SetUser).
 type idleBench struct {
 	hub    *ratchet.Hub
 	topic  string
+	users  bool
 	opened sync.WaitGroup
 }
 
@@ -29,6 +32,9 @@ func (b *idleBench) OnOpen(c ratchet.Conn) {
 	default:
 		_ = b.hub.Subscribe(context.Background(), c, b.topic)
 	}
+	if b.users {
+		_ = b.hub.SetUser(context.Background(), c, "user"+strconv.FormatUint(c.ID(), 10))
+	}
 }
 func (*idleBench) OnMessage(ratchet.Conn, ratchet.Message) {}
 func (*idleBench) OnClose(ratchet.Conn)                    {}
@@ -36,8 +42,8 @@ func (*idleBench) OnError(ratchet.Conn, error)             {}
 
 // BenchmarkIdleConnMemory reports the heap each idle WebSocket connection
 // holds (B/conn: HeapAlloc after a GC, with n connections open, less before
-// them), served by App.Serve on loopback, with no Hub, with Hub.Add and
-// with Hub.Subscribe to one topic. The clients are raw sockets in this
+// them), served by App.Serve on loopback, with no Hub, with Hub.Add, with
+// Hub.Subscribe to one topic, and with Hub.Add and a user of its own each. The clients are raw sockets in this
 // process that only did the handshake: their few hundred bytes each are the
 // same in every case. Run with -benchtime=1x.
 func BenchmarkIdleConnMemory(b *testing.B) {
@@ -45,10 +51,16 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 		name  string
 		hub   bool
 		topic string
-	}{{"hub=none", false, ""}, {"hub=add", true, ""}, {"hub=subscribe", true, "bench"}} {
+		users bool
+	}{
+		{"hub=none", false, "", false},
+		{"hub=add", true, "", false},
+		{"hub=subscribe", true, "bench", false},
+		{"hub=add+user", true, "", true},
+	} {
 		b.Run(tc.name, func(b *testing.B) {
 			for b.Loop() {
-				comp := &idleBench{topic: tc.topic}
+				comp := &idleBench{topic: tc.topic, users: tc.users}
 				if tc.hub {
 					comp.hub = ratchet.NewHub()
 				}
