@@ -1,7 +1,6 @@
 package ratchet_test
 
 import (
-	"bytes"
 	"context"
 	"net"
 	"runtime"
@@ -43,9 +42,10 @@ func (*idleBench) OnError(ratchet.Conn, error)             {}
 // BenchmarkIdleConnMemory reports the heap each idle WebSocket connection
 // holds (B/conn: HeapAlloc after a GC, with n connections open, less before
 // them), served by App.Serve on loopback, with no Hub, with Hub.Add, with
-// Hub.Subscribe to one topic, and with Hub.Add and a user of its own each. The clients are raw sockets in this
-// process that only did the handshake: their few hundred bytes each are the
-// same in every case. Run with -benchtime=1x.
+// Hub.Subscribe to one topic, and with Hub.Add and a user of its own each.
+// The clients are raw sockets in this process that only did the handshake:
+// their few hundred bytes each are the same in every case. Run with
+// -benchtime=1x.
 func BenchmarkIdleConnMemory(b *testing.B) {
 	for _, tc := range []struct {
 		name  string
@@ -70,6 +70,8 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 	}
 }
 
+// idleConnBytes opens n idle connections to comp and returns the heap
+// each one holds.
 func idleConnBytes(b *testing.B, comp *idleBench, n int) float64 {
 	app := ratchet.NewApp("", 0)
 	app.Route("/ws", comp, []string{"*"})
@@ -104,25 +106,7 @@ func idleConnBytes(b *testing.B, comp *idleBench, n int) float64 {
 	comp.opened.Add(n)
 	buf := make([]byte, 512)
 	for range n {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			b.Fatal(err)
-		}
-		clients = append(clients, c)
-		if _, err := c.Write(req); err != nil {
-			b.Fatal(err)
-		}
-		got := 0
-		for !bytes.Contains(buf[:got], []byte("\r\n\r\n")) {
-			k, err := c.Read(buf[got:])
-			if err != nil {
-				b.Fatal(err)
-			}
-			got += k
-		}
-		if !bytes.HasPrefix(buf[:got], []byte("HTTP/1.1 101")) {
-			b.Fatalf("handshake: %q", buf[:got])
-		}
+		clients = append(clients, benchUpgrade(b, addr, req, buf))
 	}
 	comp.opened.Wait()
 	time.Sleep(100 * time.Millisecond) // readers park
@@ -130,6 +114,7 @@ func idleConnBytes(b *testing.B, comp *idleBench, n int) float64 {
 	return float64(int64(after)-int64(before)) / float64(n)
 }
 
+// heapAlloc is the live heap after a full collection.
 func heapAlloc() uint64 {
 	var ms runtime.MemStats
 	runtime.GC()
