@@ -144,11 +144,12 @@ type conn struct {
 	ended       bool        // the run goroutine is finishing: no new helpers
 	closeCode   StatusCode
 	closeReason string
-	cause       error // an explicit failure (slow consumer, panic, ...)
-	writeErr    error // the first write error
-	readErr     error // why reading stopped, nil for a clean close
-	peerClosed  bool  // the peer sent a normal close frame
-	connValues        // Set and Get
+	cause       error    // an explicit failure (slow consumer, panic, ...)
+	writeErr    error    // the first write error
+	readErr     error    // why reading stopped, nil for a clean close
+	peerClosed  bool     // the peer sent a normal close frame
+	connValues           // Set and Get
+	hooks       endHooks // Hub memberships, left when the connection ends
 
 	// Control frames owed to the peer, written ahead of the queue.
 	pong     []byte // payload of the peer's latest ping: one pong answers them all (RFC 6455 §5.5.3)
@@ -941,7 +942,9 @@ func (c *conn) finish() {
 	c.mu.Lock()
 	cause := c.endCauseLocked()
 	c.queue = nil
+	hubs := c.hooks.endLocked()
 	c.mu.Unlock()
+	leaveHubs(c, hubs)
 	comp := c.srv.component
 	if cause != nil && !c.call(func() { comp.OnError(c, cause) }) {
 		c.srv.cfg.log().Error("ratchet: panic in OnError", "conn", c.id)

@@ -84,9 +84,170 @@ type hubTopic struct {
 }
 
 type hubMember struct {
-	topics map[string]*hubTopic
+	topics memberTopics
 	user   string
-	stop   func() bool // stops the end-of-connection hook
+	hub    *Hub
+
+	// The end-of-connection hook: for this package's connections, next
+	// links the member into the connection's endHooks; for any other Conn,
+	// stop stops the context.AfterFunc that removes it.
+	next *hubMember
+	stop func() bool
+}
+
+// memberTopics are a member's topics: the first two inline, since most
+// connections have no more (topicAll and one topic, or their user's), the
+// others in a map made for them, which would cost 256 B for the first.
+type memberTopics struct {
+	inline [2]*hubTopic
+	more   map[string]*hubTopic
+}
+
+func (mt *memberTopics) get(name string) *hubTopic {
+	for _, t := range mt.inline {
+		if t != nil && t.name == name {
+			return t
+		}
+	}
+	return mt.more[name]
+}
+
+// set adds t, in place of the topic of its name if there is one.
+func (mt *memberTopics) set(t *hubTopic) {
+	free := -1
+	for i, u := range mt.inline {
+		switch {
+		case u == nil:
+			free = i
+		case u.name == t.name:
+			mt.inline[i] = t
+			return
+		}
+	}
+	if _, ok := mt.more[t.name]; !ok && free >= 0 {
+		mt.inline[free] = t
+		return
+	}
+	if mt.more == nil {
+		mt.more = make(map[string]*hubTopic)
+	}
+	mt.more[t.name] = t
+}
+
+// remove takes out the topic called name and returns it, nil if none.
+func (mt *memberTopics) remove(name string) *hubTopic {
+	for i, t := range mt.inline {
+		if t != nil && t.name == name {
+			mt.inline[i] = nil
+			return t
+		}
+	}
+	t := mt.more[name]
+	delete(mt.more, name)
+	return t
+}
+
+// all yields every topic.
+func (mt *memberTopics) all(yield func(*hubTopic) bool) {
+	for _, t := range mt.inline {
+		if t != nil && !yield(t) {
+			return
+		}
+	}
+	for _, t := range mt.more {
+		if !yield(t) {
+			return
+		}
+	}
+}
+
+// endHooks lists the Hub members of one of this package's connections,
+// under the connection's mu: the connection takes them out of their Hubs
+// when it cancels its Context. A context.AfterFunc per membership would
+// cost about 1 KiB of each idle connection (its context, its stop
+// function, the children map it creates in the connection's context).
+type endHooks struct{ first *hubMember }
+
+// hooksEnded is endHooks.first once the connection has ended.
+var hooksEnded = new(hubMember)
+
+// addLocked adds m, unless the connection has ended (false).
+func (e *endHooks) addLocked(m *hubMember) bool {
+	if e.first == hooksEnded {
+		return false
+	}
+	m.next, e.first = e.first, m
+	return true
+}
+
+// removeLocked takes m out; false if it was not there (the connection has
+// ended).
+func (e *endHooks) removeLocked(m *hubMember) bool {
+	for p := &e.first; *p != nil && *p != hooksEnded; p = &(*p).next {
+		if *p == m {
+			*p, m.next = m.next, nil
+			return true
+		}
+	}
+	return false
+}
+
+// endLocked marks the connection ended and returns its members.
+func (e *endHooks) endLocked() *hubMember {
+	first := e.first
+	e.first = hooksEnded
+	if first == hooksEnded {
+		return nil
+	}
+	return first
+}
+
+// leaveHubs takes c, which has ended, out of the Hubs of members, each on a
+// goroutine of its own as a context.AfterFunc would: leaving may wait on a
+// Broker or Presence, which must not hold up the end of c.
+func leaveHubs(c Conn, members *hubMember) {
+	for m := members; m != nil; m = m.next {
+		go m.hub.remove(c)
+	}
+}
+
+// hooksOf returns the endHooks of c and the lock that guards them, nil for
+// a Conn of any other type: one that embeds a connection of this package
+// too, since its hooks would take the embedded connection out of the Hub,
+// not the Conn the Hub knows.
+func hooksOf(c Conn) (*endHooks, *sync.Mutex) {
+	switch c := c.(type) {
+	case *conn:
+		return &c.hooks, &c.mu
+	case *TransportConn:
+		return &c.hooks, &c.mu
+	}
+	return nil, nil
+}
+
+// watchEnd arranges for c to leave h when it ends; false if it has ended.
+func (h *Hub) watchEnd(c Conn, m *hubMember) bool {
+	hooks, mu := hooksOf(c)
+	if hooks == nil {
+		// no goroutine waits for it
+		m.stop = context.AfterFunc(c.Context(), func() { h.remove(c) })
+		return true
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return hooks.addLocked(m)
+}
+
+// unwatchEnd undoes watchEnd.
+func (h *Hub) unwatchEnd(c Conn, m *hubMember) {
+	hooks, mu := hooksOf(c)
+	if hooks == nil {
+		m.stop()
+		return
+	}
+	mu.Lock()
+	hooks.removeLocked(m)
+	mu.Unlock()
 }
 
 // HubOption configures a Hub.
@@ -318,9 +479,9 @@ func (h *Hub) TopicsOf(c Conn) []string {
 	h.mu.Lock()
 	var names []string
 	if m := h.conns[c]; m != nil {
-		for name := range m.topics {
-			if !strings.HasPrefix(name, ReservedTopicPrefix) {
-				names = append(names, name)
+		for t := range m.topics.all {
+			if !strings.HasPrefix(t.name, ReservedTopicPrefix) {
+				names = append(names, t.name)
 			}
 		}
 	}
@@ -343,7 +504,7 @@ func (h *Hub) Close(ctx context.Context) error {
 	h.closed = true
 	topics := h.topics
 	for c, m := range h.conns {
-		m.stop()
+		h.unwatchEnd(c, m)
 		delete(h.conns, c)
 	}
 	h.topics = make(map[string]*hubTopic)
@@ -377,10 +538,12 @@ func (h *Hub) member(ctx context.Context, c Conn) (*hubMember, error) {
 		h.mu.Unlock()
 		return nil, ErrClosed
 	}
-	m := &hubMember{topics: make(map[string]*hubTopic), user: c.User()}
+	m := &hubMember{user: c.User(), hub: h}
+	if !h.watchEnd(c, m) { // c ended since
+		h.mu.Unlock()
+		return nil, ErrClosed
+	}
 	h.conns[c] = m
-	// Leave everything when the connection ends; no goroutine waits for it.
-	m.stop = context.AfterFunc(c.Context(), func() { h.remove(c) })
 	h.mu.Unlock()
 
 	_, err := h.join(ctx, c, topicAll, SubscribeOptions{}, false)
@@ -416,9 +579,9 @@ func (h *Hub) presenceLeave(ctx context.Context, topic, user string) error {
 // clientTopicsLocked returns the member's topics that are not reserved.
 func (m *hubMember) clientTopicsLocked() []string {
 	var names []string
-	for name := range m.topics {
-		if ValidTopic(name) {
-			names = append(names, name)
+	for t := range m.topics.all {
+		if ValidTopic(t.name) {
+			names = append(names, t.name)
 		}
 	}
 	return names
@@ -429,8 +592,7 @@ func (h *Hub) leave(ctx context.Context, c Conn, topic string) error {
 	var t *hubTopic
 	var user string
 	if m := h.conns[c]; m != nil {
-		t = m.topics[topic]
-		delete(m.topics, topic)
+		t = m.topics.remove(topic)
 		user = m.user
 	}
 	if t == nil {
@@ -468,7 +630,7 @@ func (h *Hub) remove(c Conn) {
 	var topics []string
 	var user string
 	if m != nil {
-		for _, t := range m.topics {
+		for t := range m.topics.all {
 			if h.dropLocked(t, c) {
 				emptied = append(emptied, t)
 			}

@@ -108,7 +108,7 @@ func (h *Hub) join(ctx context.Context, c Conn, topic string, opts SubscribeOpti
 		h.mu.Unlock()
 		return Recovery{}, ErrClosed // ended meanwhile
 	}
-	if h.maxSubs > 0 && m.topics[topic] == nil && ValidTopic(topic) && len(m.clientTopicsLocked()) >= h.maxSubs {
+	if h.maxSubs > 0 && m.topics.get(topic) == nil && ValidTopic(topic) && len(m.clientTopicsLocked()) >= h.maxSubs {
 		h.mu.Unlock()
 		return Recovery{}, ErrTooManySubscriptions
 	}
@@ -117,7 +117,7 @@ func (h *Hub) join(ctx context.Context, c Conn, topic string, opts SubscribeOpti
 		t = &hubTopic{name: topic}
 		h.topics[topic] = t
 	}
-	m.topics[topic] = t
+	m.topics.set(t)
 	added := t.subs.Add(c)
 	user := m.user
 	if added {
@@ -250,7 +250,7 @@ func (t *hubTopic) goLive(ctx context.Context, c Conn, opts SubscribeOptions, re
 		return ErrClosed // left while recovering
 	}
 	if pl.overflow {
-		delete(t.pending, c)
+		t.unpendLocked(c)
 		_ = c.Close(StatusPolicyViolation, "slow consumer")
 		return ErrSlowConsumer
 	}
@@ -267,7 +267,7 @@ func (t *hubTopic) goLive(ctx context.Context, c Conn, opts SubscribeOptions, re
 		}
 	}
 	if last.IsZero() || !follows(last, t.lastLive) {
-		delete(t.pending, c) // live delivery is at or past last
+		t.unpendLocked(c) // live delivery is at or past last
 		t.liveSet(c, opts.Envelope).Add(c)
 		return nil
 	}
@@ -329,10 +329,21 @@ func isPublicationSender(c Conn) bool {
 	return ok
 }
 
+// unpendLocked takes c out of pending, under modeMu. The emptied map is
+// dropped while the topic has one subscriber (a user's own topic, mostly):
+// it would hold 256 B of the subscriber's for nothing. A topic of many
+// keeps it, not to make it again for each join.
+func (t *hubTopic) unpendLocked(c Conn) {
+	delete(t.pending, c)
+	if len(t.pending) == 0 && t.subs.Len() <= 1 {
+		t.pending = nil
+	}
+}
+
 // dropMode takes c out of every delivery set of t.
 func (t *hubTopic) dropMode(c Conn) {
 	t.modeMu.Lock()
-	delete(t.pending, c)
+	t.unpendLocked(c)
 	t.plain.Remove(c)
 	t.enveloped.Remove(c)
 	t.senders.Remove(c)
@@ -356,7 +367,7 @@ func (t *hubTopic) deliver(p Publication) int {
 			case p.Position.IsZero(): // new, but says nothing of catching up
 				sendPublication(c, p, pl.envelope)
 			case follows(p.Position, pl.skip): // caught up: p goes out below
-				delete(t.pending, c)
+				t.unpendLocked(c)
 				t.liveSet(c, pl.envelope).Add(c)
 			} // else it was sent from history
 		case len(pl.pubs) == maxPendingLive:

@@ -103,7 +103,8 @@ type TransportConn struct {
 	finishing   bool          // finish has started (once)
 	closeCode   StatusCode
 	closeReason string
-	cause       error // for OnError
+	cause       error    // for OnError
+	hooks       endHooks // Hub memberships, left when the connection ends
 
 	connValues // Set and Get
 }
@@ -387,7 +388,9 @@ func (c *TransportConn) finish() {
 	c.cancel()
 	c.mu.Lock()
 	cause := c.cause
+	hubs := c.hooks.endLocked()
 	c.mu.Unlock()
+	leaveHubs(c, hubs)
 	if cause != nil {
 		c.call(func() { c.component.OnError(c, cause) })
 	}
