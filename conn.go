@@ -120,8 +120,6 @@ type conn struct {
 	// (wire.Conn.AppendFrame); coder/websocket writes only close frames.
 	deflate bool
 	user    atomic.Pointer[string]
-	ctx     context.Context
-	cancel  context.CancelFunc
 
 	// dropping: the send queue overflowed. The writer drops the messages it
 	// has not written yet, so that the close frame goes right after the one
@@ -144,12 +142,15 @@ type conn struct {
 	ended       bool        // the run goroutine is finishing: no new helpers
 	closeCode   StatusCode
 	closeReason string
-	cause       error    // an explicit failure (slow consumer, panic, ...)
-	writeErr    error    // the first write error
-	readErr     error    // why reading stopped, nil for a clean close
-	peerClosed  bool     // the peer sent a normal close frame
-	connValues           // Set and Get
-	hooks       endHooks // Hub memberships, left when the connection ends
+	cause       error              // an explicit failure (slow consumer, panic, ...)
+	writeErr    error              // the first write error
+	readErr     error              // why reading stopped, nil for a clean close
+	peerClosed  bool               // the peer sent a normal close frame
+	ctx         context.Context    // Context, made on first use
+	cancel      context.CancelFunc // nil until ctx is made
+	ctxDone     bool               // finish has canceled ctx, or will cancel it when made
+	connValues                     // Set and Get
+	hooks       endHooks           // Hub memberships, left when the connection ends
 
 	// Control frames owed to the peer, written ahead of the queue.
 	pong     []byte // payload of the peer's latest ping: one pong answers them all (RFC 6455 §5.5.3)
@@ -178,7 +179,6 @@ func (c *conn) acceptOptions(s *WsServer) *websocket.AcceptOptions {
 // start completes c once the handshake is done.
 func (c *conn) start(s *WsServer, ws *websocket.Conn, wc *wire.Conn, r *http.Request, user string, deflate bool) {
 	c.id, c.srv, c.ws, c.wire, c.req, c.deflate = newConnID(), s, ws, wc, r, deflate
-	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if user != "" {
 		c.user.Store(&user)
 	}
@@ -189,11 +189,24 @@ func (c *conn) start(s *WsServer, ws *websocket.Conn, wc *wire.Conn, r *http.Req
 	}
 }
 
-func (c *conn) ID() uint64               { return c.id }
-func (c *conn) Request() *http.Request   { return c.req }
-func (c *conn) RemoteAddr() string       { return c.req.RemoteAddr }
-func (c *conn) Subprotocol() string      { return c.ws.Subprotocol() }
-func (c *conn) Context() context.Context { return c.ctx }
+func (c *conn) ID() uint64             { return c.id }
+func (c *conn) Request() *http.Request { return c.req }
+func (c *conn) RemoteAddr() string     { return c.req.RemoteAddr }
+func (c *conn) Subprotocol() string    { return c.ws.Subprotocol() }
+
+// Context is made on first use: most connections never ask for it, and it
+// costs an idle connection a quarter of a kilobyte.
+func (c *conn) Context() context.Context {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ctx == nil {
+		c.ctx, c.cancel = context.WithCancel(context.Background())
+		if c.ctxDone {
+			c.cancel()
+		}
+	}
+	return c.ctx
+}
 
 func (c *conn) User() string {
 	if u := c.user.Load(); u != nil {
@@ -512,7 +525,7 @@ func (c *conn) queueHighLocked() bool {
 // sendWait is Send once half the send queue or more is free (sendWhenRoom).
 func (c *conn) sendWait(ctx context.Context, msg Message) error {
 	full := func() bool { return c.queueHighLocked() && !c.closing && !c.ended }
-	return sendWhenRoom(ctx, c.ctx.Done(), &c.mu, &c.drained, full, func() error { return c.Send(msg) })
+	return sendWhenRoom(ctx, c.Context().Done(), &c.mu, &c.drained, full, func() error { return c.Send(msg) })
 }
 
 func (c *conn) writeBatch(batch []outMsg) error {
@@ -934,7 +947,13 @@ func (c *conn) finish() {
 		_ = c.ws.Close(websocket.StatusNormalClosure, "")
 	}
 	_ = c.ws.CloseNow()
-	c.cancel()
+	c.mu.Lock()
+	c.ctxDone = true
+	cancel := c.cancel
+	c.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
 	if c.release != nil {
 		c.release()
 	}

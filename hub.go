@@ -229,8 +229,12 @@ func hooksOf(c Conn) (*endHooks, *sync.Mutex) {
 func (h *Hub) watchEnd(c Conn, m *hubMember) bool {
 	hooks, mu := hooksOf(c)
 	if hooks == nil {
+		ctx := c.Context()
+		if ctx.Err() != nil {
+			return false
+		}
 		// no goroutine waits for it
-		m.stop = context.AfterFunc(c.Context(), func() { h.remove(c) })
+		m.stop = context.AfterFunc(ctx, func() { h.remove(c) })
 		return true
 	}
 	mu.Lock()
@@ -533,10 +537,6 @@ func (h *Hub) member(ctx context.Context, c Conn) (*hubMember, error) {
 	if m := h.conns[c]; m != nil {
 		h.mu.Unlock()
 		return m, nil
-	}
-	if c.Context().Err() != nil {
-		h.mu.Unlock()
-		return nil, ErrClosed
 	}
 	m := &hubMember{user: c.User(), hub: h}
 	if !h.watchEnd(c, m) { // c ended since
