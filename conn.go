@@ -38,9 +38,15 @@ type Conn interface {
 	// answered or a timeout passed; messages that arrive meanwhile do not
 	// reach OnMessage. Close never blocks on the network.
 	Close(code StatusCode, reason string) error
-	// Request is the HTTP upgrade request: headers, cookies, query, and
-	// PathValue for wildcards of the route pattern. Its Context is done; use
-	// Conn.Context instead.
+	// Request is the HTTP upgrade request as the handler got it (its
+	// URL.Path stripped by http.StripPrefix, say): headers, cookies, query,
+	// RemoteAddr, TLS, and PathValue for wildcards of the route pattern.
+	// Each call returns a new copy, rebuilt from a compact form that the
+	// connection keeps instead of the request (a few microseconds: read what
+	// OnMessage needs once, in OnOpen): changes to it are not seen by later
+	// calls, its Body is empty and its Form unparsed. Its Context has the
+	// values of the request's context (set by middleware, say) but is done;
+	// use Conn.Context instead.
 	Request() *http.Request
 	// RemoteAddr is the peer's network address, as in http.Request.
 	RemoteAddr() string
@@ -114,7 +120,7 @@ type conn struct {
 	srv  *WsServer
 	ws   *websocket.Conn
 	wire *wire.Conn
-	req  *http.Request
+	req  keptRequest
 	// deflate: permessage-deflate was negotiated (without context
 	// takeover, see WithCompression). Frames are encoded here either way
 	// (wire.Conn.AppendFrame); coder/websocket writes only close frames.
@@ -176,7 +182,8 @@ func (c *conn) acceptOptions(s *WsServer) *websocket.AcceptOptions {
 
 // start completes c once the handshake is done.
 func (c *conn) start(s *WsServer, ws *websocket.Conn, wc *wire.Conn, r *http.Request, user string, deflate bool) {
-	c.id, c.srv, c.ws, c.wire, c.req, c.deflate = newConnID(), s, ws, wc, r, deflate
+	c.id, c.srv, c.ws, c.wire, c.deflate = newConnID(), s, ws, wc, deflate
+	c.req.keep(r)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if user != "" {
 		c.user.Store(&user)
@@ -189,8 +196,8 @@ func (c *conn) start(s *WsServer, ws *websocket.Conn, wc *wire.Conn, r *http.Req
 }
 
 func (c *conn) ID() uint64               { return c.id }
-func (c *conn) Request() *http.Request   { return c.req }
-func (c *conn) RemoteAddr() string       { return c.req.RemoteAddr }
+func (c *conn) Request() *http.Request   { return c.req.request() }
+func (c *conn) RemoteAddr() string       { return c.req.remoteAddr() }
 func (c *conn) Subprotocol() string      { return c.ws.Subprotocol() }
 func (c *conn) Context() context.Context { return c.ctx }
 
@@ -204,7 +211,7 @@ func (c *conn) User() string {
 // setUser implements userSetter.
 func (c *conn) setUser(u string) { c.user.Store(&u) }
 
-func (c *conn) String() string { return fmt.Sprintf("conn#%d(%s)", c.id, c.req.RemoteAddr) }
+func (c *conn) String() string { return fmt.Sprintf("conn#%d(%s)", c.id, c.req.remoteAddr()) }
 
 // Send implements Conn.
 //
