@@ -116,23 +116,24 @@ const maxCloseReason = 123
 // does not read. A pong is owed like a message: written inline when the
 // write side is free, else by the writer, ahead of the queue.
 type conn struct {
-	id   uint64
-	srv  *WsServer
-	ws   *websocket.Conn
-	wire *wire.Conn
-	req  keptRequest
-	// deflate: permessage-deflate was negotiated (without context
-	// takeover, see WithCompression). Frames are encoded here either way
-	// (wire.Conn.AppendFrame); coder/websocket writes only close frames.
-	deflate bool
-	user    atomic.Pointer[string]
-	ctx     context.Context
-	cancel  context.CancelFunc
+	id     uint64
+	srv    *WsServer
+	ws     *websocket.Conn
+	wire   *wire.Conn
+	req    keptRequest
+	user   atomic.Pointer[string]
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	// dropping: the send queue overflowed. The writer drops the messages it
 	// has not written yet, so that the close frame goes right after the one
 	// under way.
 	dropping atomic.Bool
+	// deflate: permessage-deflate was negotiated (without context
+	// takeover, see WithCompression). Frames are encoded here either way
+	// (wire.Conn.AppendFrame); coder/websocket writes only close frames.
+	// Next to dropping, in its padding: conn fits the 416-byte size class.
+	deflate bool
 
 	// helpers counts the writer goroutine and a keepalive timer writing a
 	// ping; Add only under mu while !ended, so the Wait in finish cannot race

@@ -114,7 +114,7 @@ var (
 )
 
 // NewTransportConn returns the Conn of t for component. r is the request
-// that started the connection (Conn.Request), user its identity ("" for
+// that started the connection (Conn.Request returns copies of it), user its identity ("" for
 // anonymous), sendQueue how many messages may wait for the transport
 // (DefaultSendQueue if not positive). Call Open next.
 func NewTransportConn(component MessageComponent, t Transport, r *http.Request, user string, sendQueue int) *TransportConn {
