@@ -43,26 +43,7 @@ func BenchmarkUpgrade(b *testing.B) {
 	buf := make([]byte, 512)
 	b.ReportAllocs()
 	for b.Loop() {
-		c, err := net.Dial("tcp", l.Addr().String())
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := c.Write(req); err != nil {
-			b.Fatal(err)
-		}
-		n := 0
-		for !bytes.Contains(buf[:n], []byte("\r\n\r\n")) {
-			m, err := c.Read(buf[n:])
-			if err != nil {
-				b.Fatal(err)
-			}
-			n += m
-		}
-		if !bytes.HasPrefix(buf[:n], []byte("HTTP/1.1 101 ")) {
-			resp, _ := http.ReadResponse(bufio.NewReader(bytes.NewReader(buf[:n])), nil)
-			b.Fatalf("no upgrade: %v", resp)
-		}
-		open = append(open, c)
+		open = append(open, upgradeRaw(b, l.Addr().String(), req, buf))
 		if len(open) == keep {
 			for _, c := range open {
 				c.Close()
@@ -70,4 +51,29 @@ func BenchmarkUpgrade(b *testing.B) {
 			open = open[:0]
 		}
 	}
+}
+
+// upgradeRaw dials addr, sends the upgrade request req and reads the 101
+// answer into buf.
+func upgradeRaw(b *testing.B, addr string, req, buf []byte) net.Conn {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := c.Write(req); err != nil {
+		b.Fatal(err)
+	}
+	n := 0
+	for !bytes.Contains(buf[:n], []byte("\r\n\r\n")) {
+		m, err := c.Read(buf[n:])
+		if err != nil {
+			b.Fatal(err)
+		}
+		n += m
+	}
+	if !bytes.HasPrefix(buf[:n], []byte("HTTP/1.1 101 ")) {
+		resp, _ := http.ReadResponse(bufio.NewReader(bytes.NewReader(buf[:n])), nil)
+		b.Fatalf("no upgrade: %v", resp)
+	}
+	return c
 }

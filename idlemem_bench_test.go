@@ -1,7 +1,6 @@
 package ratchet_test
 
 import (
-	"bytes"
 	"context"
 	"net"
 	"runtime"
@@ -64,27 +63,7 @@ func idleBytes(b *testing.B, target, head string) float64 {
 		_ = app.Shutdown(ctx)
 	}()
 	buf := make([]byte, 512)
-	dial := func() {
-		c, err := net.Dial("tcp", l.Addr().String())
-		if err != nil {
-			b.Fatal(err)
-		}
-		conns = append(conns, c)
-		if _, err := c.Write(req); err != nil {
-			b.Fatal(err)
-		}
-		n := 0
-		for !bytes.Contains(buf[:n], []byte("\r\n\r\n")) {
-			m, err := c.Read(buf[n:])
-			if err != nil {
-				b.Fatal(err)
-			}
-			n += m
-		}
-		if !bytes.HasPrefix(buf[:n], []byte("HTTP/1.1 101 ")) {
-			b.Fatalf("no upgrade: %q", buf[:n])
-		}
-	}
+	dial := func() { conns = append(conns, upgradeRaw(b, l.Addr().String(), req, buf)) }
 	wait := func(n int64) {
 		for opened.Load() < n {
 			time.Sleep(time.Millisecond)

@@ -134,24 +134,22 @@ func (e *keptEncoder) byte(c byte) {
 	e.b.WriteByte(c)
 }
 
-func (e *keptEncoder) str(s string) {
-	e.num(len(s))
-	if e.b.Cap() == 0 {
-		e.n += len(s)
-		return
+func (e *keptEncoder) str(ss ...string) {
+	for _, s := range ss {
+		e.num(len(s))
+		if e.b.Cap() == 0 {
+			e.n += len(s)
+			continue
+		}
+		e.b.WriteString(s)
 	}
-	e.b.WriteString(s)
 }
 
 func (e *keptEncoder) request(r *http.Request) {
-	e.str(r.RemoteAddr)
-	e.str(r.Method)
-	e.str(r.RequestURI)
-	e.str(r.Proto)
+	e.str(r.RemoteAddr, r.Method, r.RequestURI, r.Proto)
 	e.num(r.ProtoMajor)
 	e.num(r.ProtoMinor)
-	e.str(r.Host)
-	e.str(r.Pattern)
+	e.str(r.Host, r.Pattern)
 	e.num(int(max(r.ContentLength+1, 0)))
 	flags := 0
 	if r.Close {
@@ -178,24 +176,15 @@ func (e *keptEncoder) request(r *http.Request) {
 	}
 	e.num(flags)
 	if u != nil {
-		e.str(u.Scheme)
-		e.str(u.Opaque)
+		e.str(u.Scheme, u.Opaque)
 		if u.User != nil {
 			password, _ := u.User.Password()
-			e.str(u.User.Username())
-			e.str(password)
+			e.str(u.User.Username(), password)
 		}
-		e.str(u.Host)
-		e.str(u.Path)
-		e.str(u.RawPath)
-		e.str(u.RawQuery)
-		e.str(u.Fragment)
-		e.str(u.RawFragment)
+		e.str(u.Host, u.Path, u.RawPath, u.RawQuery, u.Fragment, u.RawFragment)
 	}
 	e.num(len(r.TransferEncoding))
-	for _, te := range r.TransferEncoding {
-		e.str(te)
-	}
+	e.str(r.TransferEncoding...)
 	if r.Header != nil {
 		values := 0
 		for _, vs := range r.Header {
@@ -206,9 +195,7 @@ func (e *keptEncoder) request(r *http.Request) {
 		for key, vs := range r.Header {
 			e.str(key)
 			e.num(len(vs))
-			for _, v := range vs {
-				e.str(v)
-			}
+			e.str(vs...)
 		}
 	}
 	// The values of the pattern's wildcards: the mux keeps them where
@@ -219,8 +206,7 @@ func (e *keptEncoder) request(r *http.Request) {
 	}
 	e.num(names)
 	for name := range wildcards(r.Pattern) {
-		e.str(name)
-		e.str(r.PathValue(name))
+		e.str(name, r.PathValue(name))
 	}
 }
 
