@@ -161,8 +161,8 @@ type conn struct {
 	pong     []byte // payload of the peer's latest ping: one pong answers them all (RFC 6455 §5.5.3)
 	pongDue  bool
 	pingDue  bool   // a keepalive ping is to be written
+	awaiting bool   // that ping's pong has not come yet (next to the bools: no padding)
 	pingSeq  uint64 // payload of the last keepalive ping
-	awaiting bool   // that ping's pong has not come yet
 
 	out control // taken by the owner of the write side, not under mu
 

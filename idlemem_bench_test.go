@@ -4,87 +4,121 @@ import (
 	"context"
 	"net"
 	"runtime"
-	"sync/atomic"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/ratchetgo/ratchet"
 )
 
-// BenchmarkIdleMemory is the heap an idle WebSocket connection holds: it
-// opens idleConns connections through App.Serve on loopback (no Hub) and
-// reports (HeapAlloc after − before) / idleConns as B/conn after a forced
-// GC. The raw clients live in the same process: their sockets (a few
-// hundred bytes each) are in the figure. "minimal" sends the request of the
-// harness's load generator, "browser" a browser's headers and a cookie.
-// Run with -benchtime=1x.
-func BenchmarkIdleMemory(b *testing.B) {
-	const minimal = "Upgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-	const browser = minimal +
-		"Pragma: no-cache\r\nCache-Control: no-cache\r\n" +
-		"User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36\r\n" +
-		"Origin: http://localhost:8080\r\nAccept-Encoding: gzip, deflate, br, zstd\r\n" +
-		"Accept-Language: en-GB,en-US;q=0.9,en;q=0.8\r\nCookie: session=3q2+7wAAAAAAAAAAAAAAAAAAAAAAAAAA; theme=dark\r\n" +
-		"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
-	for _, tc := range []struct{ name, target, head string }{
-		{"minimal", "/ws", minimal},
-		{"browser", "/rooms/lobby?token=abc123&v=2", browser},
+// idleBench joins each connection to its Hub in OnOpen, as
+// examples/benchserver does: hub nil for none, topic "" for Hub.Add; with
+// users, as a user of its own (Hub.SetUser).
+type idleBench struct {
+	hub    *ratchet.Hub
+	topic  string
+	users  bool
+	opened sync.WaitGroup
+}
+
+func (b *idleBench) OnOpen(c ratchet.Conn) {
+	defer b.opened.Done()
+	switch {
+	case b.hub == nil:
+	case b.topic == "":
+		_ = b.hub.Add(context.Background(), c)
+	default:
+		_ = b.hub.Subscribe(context.Background(), c, b.topic)
+	}
+	if b.users {
+		_ = b.hub.SetUser(context.Background(), c, "user"+strconv.FormatUint(c.ID(), 10))
+	}
+}
+func (*idleBench) OnMessage(ratchet.Conn, ratchet.Message) {}
+func (*idleBench) OnClose(ratchet.Conn)                    {}
+func (*idleBench) OnError(ratchet.Conn, error)             {}
+
+// BenchmarkIdleConnMemory reports the heap each idle WebSocket connection
+// holds (B/conn: HeapAlloc after a GC, with n connections open, less before
+// them), served by App.Serve on loopback, with no Hub, with Hub.Add, with
+// Hub.Subscribe to one topic, and with Hub.Add and a user of its own each.
+// The clients are raw sockets in this process that only did the handshake:
+// their few hundred bytes each are the same in every case. Run with
+// -benchtime=1x.
+func BenchmarkIdleConnMemory(b *testing.B) {
+	for _, tc := range []struct {
+		name  string
+		hub   bool
+		topic string
+		users bool
+	}{
+		{"hub=none", false, "", false},
+		{"hub=add", true, "", false},
+		{"hub=subscribe", true, "bench", false},
+		{"hub=add+user", true, "", true},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			for b.Loop() {
-				b.ReportMetric(idleBytes(b, tc.target, tc.head), "B/conn")
+				comp := &idleBench{topic: tc.topic, users: tc.users}
+				if tc.hub {
+					comp.hub = ratchet.NewHub()
+				}
+				b.ReportMetric(idleConnBytes(b, comp, 2000), "B/conn")
 			}
 		})
 	}
 }
 
-const idleConns = 2000
-
-func idleBytes(b *testing.B, target, head string) float64 {
-	var opened atomic.Int64
+// idleConnBytes opens n idle connections to comp and returns the heap
+// each one holds.
+func idleConnBytes(b *testing.B, comp *idleBench, n int) float64 {
 	app := ratchet.NewApp("", 0)
-	h := ratchet.ComponentFuncs{Open: func(ratchet.Conn) { opened.Add(1) }}
-	app.Route("/ws", h, []string{"*"})
-	app.Route("/rooms/{room}", h, []string{"*"})
+	app.Route("/ws", comp, []string{"*"})
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
-	go func() { _ = app.Serve(l) }()
-	req := []byte("GET " + target + " HTTP/1.1\r\nHost: " + l.Addr().String() + "\r\n" + head + "\r\n")
-	conns := make([]net.Conn, 0, idleConns+1)
+	served := make(chan error, 1)
+	go func() { served <- app.Serve(l) }()
 	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		_ = app.Shutdown(ctx)
-	}()
-	buf := make([]byte, 512)
-	dial := func() { conns = append(conns, upgradeRaw(b, l.Addr().String(), req, buf)) }
-	wait := func(n int64) {
-		for opened.Load() < n {
-			time.Sleep(time.Millisecond)
+		if err := app.Shutdown(ctx); err != nil {
+			b.Error(err)
 		}
-		time.Sleep(50 * time.Millisecond) // net/http's handler goroutines return
+		<-served
+		if comp.hub != nil {
+			_ = comp.hub.Close(ctx)
+		}
+	}()
+	addr := l.Addr().String()
+	req := []byte("GET /ws HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+	clients := make([]net.Conn, 0, n)
+	defer func() {
+		for _, c := range clients {
+			_ = c.Close()
+		}
+	}()
+	before := heapAlloc()
+	comp.opened.Add(n)
+	buf := make([]byte, 512)
+	for range n {
+		clients = append(clients, benchUpgrade(b, addr, req, buf))
 	}
-	dial() // first-use allocations (pools, the poller) out of the figure
-	wait(1)
-	heap := func() uint64 {
-		var ms runtime.MemStats
-		runtime.GC()
-		runtime.GC()
-		runtime.ReadMemStats(&ms)
-		return ms.HeapAlloc
-	}
-	before := heap()
-	for range idleConns {
-		dial()
-	}
-	wait(idleConns + 1)
-	after := heap()
-	runtime.KeepAlive(conns)
-	return float64(int64(after)-int64(before)) / idleConns
+	comp.opened.Wait()
+	time.Sleep(100 * time.Millisecond) // readers park
+	after := heapAlloc()
+	return float64(int64(after)-int64(before)) / float64(n)
+}
+
+// heapAlloc is the live heap after a full collection.
+func heapAlloc() uint64 {
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
 }
