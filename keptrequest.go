@@ -10,16 +10,17 @@ import (
 
 // keptRequest is what a connection keeps of its HTTP request for
 // Conn.Request: the request's strings in one string, and its context and
-// TLS state. The request itself, with its URL, header map and one
-// allocation per header value, costs an idle connection about twice as
-// much; request rebuilds it on each call.
+// TLS state. Kept whole, the request (its struct, URL, header map and one
+// allocation per header value) cost an idle connection 0.9 to 1.3 KiB
+// more; request rebuilds it on each call.
 type keptRequest struct {
 	s   string // RemoteAddr first (for RemoteAddr), then see keep; each string length-prefixed
 	ctx context.Context
 	tls *tls.ConnectionState
 }
 
-// Flags of keptRequest, after the strings of the request line.
+// Flags in keptRequest.s: booleans of the request, and which of its
+// pointers (URL, Header) are not nil.
 const (
 	keptClose = 1 << iota
 	keptURL
