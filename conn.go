@@ -38,9 +38,15 @@ type Conn interface {
 	// answered or a timeout passed; messages that arrive meanwhile do not
 	// reach OnMessage. Close never blocks on the network.
 	Close(code StatusCode, reason string) error
-	// Request is the HTTP upgrade request: headers, cookies, query, and
-	// PathValue for wildcards of the route pattern. Its Context is done; use
-	// Conn.Context instead.
+	// Request is the HTTP upgrade request as the handler got it (its
+	// URL.Path stripped by http.StripPrefix, say): headers, cookies, query,
+	// RemoteAddr, TLS, and PathValue for wildcards of the route pattern.
+	// Each call returns a new copy, rebuilt from a compact form that the
+	// connection keeps instead of the request (a few microseconds: read what
+	// OnMessage needs once, in OnOpen): changes to it are not seen by later
+	// calls, its Body is empty and its Form unparsed. Its Context has the
+	// values of the request's context (set by middleware, say) but is done;
+	// use Conn.Context instead.
 	Request() *http.Request
 	// RemoteAddr is the peer's network address, as in http.Request.
 	RemoteAddr() string
@@ -114,17 +120,18 @@ type conn struct {
 	srv  *WsServer
 	ws   *websocket.Conn
 	wire *wire.Conn
-	req  *http.Request
-	// deflate: permessage-deflate was negotiated (without context
-	// takeover, see WithCompression). Frames are encoded here either way
-	// (wire.Conn.AppendFrame); coder/websocket writes only close frames.
-	deflate bool
-	user    atomic.Pointer[string]
+	req  keptRequest
+	user atomic.Pointer[string]
 
 	// dropping: the send queue overflowed. The writer drops the messages it
 	// has not written yet, so that the close frame goes right after the one
 	// under way.
 	dropping atomic.Bool
+	// deflate: permessage-deflate was negotiated (without context
+	// takeover, see WithCompression). Frames are encoded here either way
+	// (wire.Conn.AppendFrame); coder/websocket writes only close frames.
+	// Next to dropping, in its padding: conn fits the 416-byte size class.
+	deflate bool
 
 	// helpers counts the writer goroutine and a keepalive timer writing a
 	// ping; Add only under mu while !ended, so the Wait in finish cannot race
@@ -146,9 +153,9 @@ type conn struct {
 	writeErr    error              // the first write error
 	readErr     error              // why reading stopped, nil for a clean close
 	peerClosed  bool               // the peer sent a normal close frame
+	ctxDone     bool               // finish has canceled ctx, or will cancel it when made (next to a bool: no padding)
 	ctx         context.Context    // Context, made on first use
 	cancel      context.CancelFunc // nil until ctx is made
-	ctxDone     bool               // finish has canceled ctx, or will cancel it when made
 	connValues                     // Set and Get
 	hooks       endHooks           // Hub memberships, left when the connection ends
 
@@ -156,8 +163,8 @@ type conn struct {
 	pong     []byte // payload of the peer's latest ping: one pong answers them all (RFC 6455 §5.5.3)
 	pongDue  bool
 	pingDue  bool   // a keepalive ping is to be written
+	awaiting bool   // that ping's pong has not come yet (next to the bools: no padding)
 	pingSeq  uint64 // payload of the last keepalive ping
-	awaiting bool   // that ping's pong has not come yet
 
 	out control // taken by the owner of the write side, not under mu
 
@@ -178,7 +185,8 @@ func (c *conn) acceptOptions(s *WsServer) *websocket.AcceptOptions {
 
 // start completes c once the handshake is done.
 func (c *conn) start(s *WsServer, ws *websocket.Conn, wc *wire.Conn, r *http.Request, user string, deflate bool) {
-	c.id, c.srv, c.ws, c.wire, c.req, c.deflate = newConnID(), s, ws, wc, r, deflate
+	c.id, c.srv, c.ws, c.wire, c.deflate = newConnID(), s, ws, wc, deflate
+	c.req.keep(r)
 	if user != "" {
 		c.user.Store(&user)
 	}
@@ -190,8 +198,8 @@ func (c *conn) start(s *WsServer, ws *websocket.Conn, wc *wire.Conn, r *http.Req
 }
 
 func (c *conn) ID() uint64             { return c.id }
-func (c *conn) Request() *http.Request { return c.req }
-func (c *conn) RemoteAddr() string     { return c.req.RemoteAddr }
+func (c *conn) Request() *http.Request { return c.req.request() }
+func (c *conn) RemoteAddr() string     { return c.req.remoteAddr() }
 func (c *conn) Subprotocol() string    { return c.ws.Subprotocol() }
 
 // Context is made on first use: most connections never ask for it, and it
@@ -218,7 +226,7 @@ func (c *conn) User() string {
 // setUser implements userSetter.
 func (c *conn) setUser(u string) { c.user.Store(&u) }
 
-func (c *conn) String() string { return fmt.Sprintf("conn#%d(%s)", c.id, c.req.RemoteAddr) }
+func (c *conn) String() string { return fmt.Sprintf("conn#%d(%s)", c.id, c.req.remoteAddr()) }
 
 // Send implements Conn.
 //

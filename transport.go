@@ -82,7 +82,7 @@ type TransportConn struct {
 	id        uint64
 	component MessageComponent
 	t         Transport
-	req       *http.Request
+	req       keptRequest
 	sendQueue int
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -115,15 +115,16 @@ var (
 )
 
 // NewTransportConn returns the Conn of t for component. r is the request
-// that started the connection (Conn.Request), user its identity ("" for
+// that started the connection (Conn.Request returns copies of it), user its identity ("" for
 // anonymous), sendQueue how many messages may wait for the transport
 // (DefaultSendQueue if not positive). Call Open next.
 func NewTransportConn(component MessageComponent, t Transport, r *http.Request, user string, sendQueue int) *TransportConn {
 	if sendQueue <= 0 {
 		sendQueue = DefaultSendQueue
 	}
-	c := &TransportConn{id: newConnID(), component: component, t: t, req: r, user: user,
+	c := &TransportConn{id: newConnID(), component: component, t: t, user: user,
 		sendQueue: sendQueue, done: make(chan struct{})}
+	c.req.keep(r)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c
 }
@@ -208,11 +209,12 @@ func (c *TransportConn) Done() <-chan struct{} { return c.done }
 // ID implements Conn.
 func (c *TransportConn) ID() uint64 { return c.id }
 
-// Request implements Conn: the request that started the connection.
-func (c *TransportConn) Request() *http.Request { return c.req }
+// Request implements Conn: a copy of the request that started the
+// connection, rebuilt on each call.
+func (c *TransportConn) Request() *http.Request { return c.req.request() }
 
 // RemoteAddr implements Conn.
-func (c *TransportConn) RemoteAddr() string { return c.req.RemoteAddr }
+func (c *TransportConn) RemoteAddr() string { return c.req.remoteAddr() }
 
 // Subprotocol implements Conn; a Transport has none.
 func (c *TransportConn) Subprotocol() string { return "" }
@@ -220,7 +222,7 @@ func (c *TransportConn) Subprotocol() string { return "" }
 // Context implements Conn.
 func (c *TransportConn) Context() context.Context { return c.ctx }
 
-func (c *TransportConn) String() string { return fmt.Sprintf("conn#%d(%s)", c.id, c.req.RemoteAddr) }
+func (c *TransportConn) String() string { return fmt.Sprintf("conn#%d(%s)", c.id, c.req.remoteAddr()) }
 
 // User implements Conn.
 func (c *TransportConn) User() string {

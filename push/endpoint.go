@@ -66,8 +66,9 @@ func (e *Endpoint) OnOpen(c ratchet.Conn) {
 			return
 		}
 	}
+	envelope := q.Get("envelope") == "1" // one Request for all the topics: each call rebuilds it
 	for i, t := range topics {
-		e.subscribe(ctx, c, t, since[i])
+		e.subscribe(ctx, c, t, since[i], envelope)
 	}
 }
 
@@ -91,7 +92,7 @@ func (e *Endpoint) OnMessage(c ratchet.Conn, msg ratchet.Message) {
 	ctx, cancel := context.WithTimeout(c.Context(), hubTimeout)
 	defer cancel()
 	if ctl.subscribe {
-		e.subscribe(ctx, c, ctl.topic, ctl.since)
+		e.subscribe(ctx, c, ctl.topic, ctl.since, envelopeWanted(c))
 	} else {
 		e.unsubscribe(ctx, c, ctl.topic)
 	}
@@ -104,7 +105,7 @@ func (e *Endpoint) OnClose(ratchet.Conn) {}
 // OnError does nothing; wrap the Endpoint to log errors.
 func (e *Endpoint) OnError(ratchet.Conn, error) {}
 
-func (e *Endpoint) subscribe(ctx context.Context, c ratchet.Conn, topic string, since ratchet.Position) {
+func (e *Endpoint) subscribe(ctx context.Context, c ratchet.Conn, topic string, since ratchet.Position, envelope bool) {
 	if code := e.check(c, topic); code != "" {
 		e.replyError(c, code, topic)
 		return
@@ -118,7 +119,7 @@ func (e *Endpoint) subscribe(ctx context.Context, c ratchet.Conn, topic string, 
 	// any live one.
 	_, err := e.hub.SubscribeWith(ctx, c, topic, ratchet.SubscribeOptions{
 		Since:    since,
-		Envelope: envelopeWanted(c),
+		Envelope: envelope,
 		Ready: func(rec ratchet.Recovery) {
 			r := reply{Subscribed: &topic, Position: rec.Position.String()}
 			if !since.IsZero() {
