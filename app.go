@@ -148,7 +148,7 @@ func (a *App) wrongHost(w http.ResponseWriter, r *http.Request, hosts []string) 
 	}
 	msg := "this server answers " + r.URL.Path + " for host " + strings.Join(quoted, " or ") +
 		", not for " + strconv.Quote(r.Host)
-	(&wsConfig{logger: a.logger}).log().Debug("ratchet: request for a host the app does not serve",
+	a.log().Debug("ratchet: request for a host the app does not serve",
 		"host", r.Host, "serves", hosts, "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr)
 	if !wantsJSON(r) {
 		http.Error(w, "404 page not found: "+msg, http.StatusNotFound)
@@ -164,6 +164,9 @@ func (a *App) wrongHost(w http.ResponseWriter, r *http.Request, hosts []string) 
 	w.WriteHeader(http.StatusNotFound)
 	_, _ = w.Write(append(b, '\n'))
 }
+
+// log is the App's logger (WithLogger).
+func (a *App) log() *slog.Logger { return (&wsConfig{logger: a.logger}).log() }
 
 // wantsJSON reports whether r sends or accepts JSON.
 func wantsJSON(r *http.Request) bool {
@@ -230,7 +233,8 @@ func (a *App) Serve(l net.Listener) error {
 		_ = l.Close()
 		return ErrServerClosed
 	}
-	if a.tlsConfig != nil {
+	tlsOn := a.tlsConfig != nil
+	if tlsOn {
 		cfg := a.tlsConfig.Clone()
 		cfg.NextProtos = []string{"http/1.1"} // WebSocket needs HTTP/1.1 (no RFC 8441 here)
 		l = tls.NewListener(l, cfg)
@@ -246,7 +250,10 @@ func (a *App) Serve(l net.Listener) error {
 	hs.RegisterOnShutdown(a.closeFresh)
 	a.https = append(a.https, hs)
 	a.mu.Unlock()
-	return hs.Serve(l)
+	if tlsOn {
+		return hs.Serve(l)
+	}
+	return a.serveFast(hs, l)
 }
 
 // trackFresh records the connections that have not sent a request yet.
