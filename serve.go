@@ -60,13 +60,24 @@ type fastServer struct {
 	timeout time.Duration   // of the head read, as net/http's header timeout
 	ctx     context.Context // the requests' base: ServerContextKey, LocalAddrContextKey when shared
 	oneAddr bool            // every connection has the listener's address as its local one
-	conns   sync.WaitGroup  // connection goroutines not yet done with the head
+	workers sync.WaitGroup  // goroutines reading heads (work)
+	next    chan net.Conn   // to a worker waiting for its next connection
+	waiting atomic.Int32    // workers waiting on next
 }
+
+// A worker that has served a connection waits a while for the next one
+// instead of ending: a new goroutine would start on a small stack and grow
+// it again during the upgrade. Few wait, so that a burst of handshakes
+// leaves few stacks behind.
+const (
+	maxWaiting   = 8
+	workerLinger = time.Second
+)
 
 // serveFast serves l with the fast path and hs for the rest, until hs shuts
 // down or l fails.
 func (a *App) serveFast(hs *http.Server, l net.Listener) error {
-	f := &fastServer{a: a, hs: hs, l: l, handoff: newHandoff(l), timeout: hs.ReadHeaderTimeout}
+	f := &fastServer{a: a, hs: hs, l: l, handoff: newHandoff(l), timeout: hs.ReadHeaderTimeout, next: make(chan net.Conn)}
 	if f.timeout == 0 {
 		f.timeout = hs.ReadTimeout // net/http's rule
 	}
@@ -79,7 +90,7 @@ func (a *App) serveFast(hs *http.Server, l net.Listener) error {
 	go func() { served <- hs.Serve(f.handoff) }() // closes the handoff, and so l, when it returns
 	err := f.accept()
 	_ = f.handoff.Close()
-	f.conns.Wait()
+	f.workers.Wait()
 	if serr := <-served; err == nil {
 		err = serr
 	}
@@ -113,8 +124,41 @@ func (f *fastServer) accept() error {
 			_ = c.Close()
 			continue
 		}
-		f.conns.Add(1)
-		go f.serveConn(c)
+		select {
+		case f.next <- c:
+		default:
+			f.workers.Add(1)
+			go f.work(c)
+		}
+	}
+}
+
+// work serves c, then the connections the accept loop hands it while it
+// waits (see workerLinger).
+func (f *fastServer) work(c net.Conn) {
+	defer f.workers.Done()
+	var linger *time.Timer
+	for {
+		f.serveConn(c)
+		if f.waiting.Add(1) > maxWaiting {
+			f.waiting.Add(-1)
+			return
+		}
+		if linger == nil {
+			linger = time.NewTimer(workerLinger)
+		} else {
+			linger.Reset(workerLinger)
+		}
+		select {
+		case c = <-f.next:
+			f.waiting.Add(-1)
+		case <-linger.C:
+			f.waiting.Add(-1)
+			return
+		case <-f.handoff.done:
+			f.waiting.Add(-1)
+			return
+		}
 	}
 }
 
@@ -135,7 +179,6 @@ func (f *fastServer) trackHead(c net.Conn) bool {
 
 // serveConn reads c's request head and serves it, or hands c to net/http.
 func (f *fastServer) serveConn(c net.Conn) {
-	defer f.conns.Done()
 	if _, ok := c.(*tls.Conn); ok { // a TLS listener of the caller's: net/http knows what to do
 		f.a.trackFresh(c, http.StateActive)
 		f.handoff.give(c)
