@@ -23,7 +23,8 @@ import (
 //	log.Fatal(app.Run())
 //
 // It is also an http.Handler, so it can be mounted on an existing server
-// instead of calling Run: then port is unused (pass 0), httpHost "" lets
+// instead of calling Run; upgrades then take net/http's path, not Serve's
+// faster one. Mounted, port is unused (pass 0), httpHost "" lets
 // the routes answer any host, and the limits Run and Serve set on their
 // http.Server (WithHandshakeTimeout, WithReadTimeout, WithIdleTimeout,
 // WithMaxHeaderBytes) are yours to set on your own. Under
@@ -226,6 +227,21 @@ func (a *App) RunTLS(certFile, keyFile string) error {
 
 // Serve serves on l until Shutdown, when it returns ErrServerClosed. With
 // WithTLSConfig the connections speak TLS.
+//
+// Without TLS, Serve accepts the connections itself and reads each one's
+// request head (under WithHandshakeTimeout): a WebSocket upgrade to a
+// route (GET, HTTP/1.1, a head within 4 KiB that net/http would take as it
+// is) goes straight to the route, without net/http's per-connection
+// buffers, contexts and goroutines, which saves about 9 KiB of garbage and
+// some CPU per handshake. Every other connection (pages and APIs given to
+// Handle, larger heads, malformed requests, Engine.IO or SSE) is handed to
+// the App's http.Server with the bytes already read, and answered exactly
+// as before. An upgrade the route refuses (403, 401, 429, 503) is answered
+// with "Connection: close". The request a route sees carries
+// http.ServerContextKey and http.LocalAddrContextKey, and its context is
+// canceled once the handshake is over, as with net/http. An App or a
+// WsServer mounted on a server of your own (ServeHTTP) always takes
+// net/http's path.
 func (a *App) Serve(l net.Listener) error {
 	a.mu.Lock()
 	if a.shutdown {
