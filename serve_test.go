@@ -75,37 +75,40 @@ func TestServeAnswersAsNetHTTP(t *testing.T) {
 	go func() { _ = ref.Serve(l) }()
 	t.Cleanup(func() { _ = ref.Close() })
 
+	good := upgradeHead("/ws", "localhost", "", "\r\n")
+	edited := func(old, new string) string { return strings.Replace(good, old, new, 1) }
+	with := func(line string) string { return upgradeHead("/ws", "localhost", line, "\r\n") }
 	big := "Cookie: " + strings.Repeat("c", 5000) + "\r\n"
 	huge := "X-Pad: " + strings.Repeat("p", 2*ratchet.DefaultMaxHeaderBytes) + "\r\n"
 	for name, raw := range map[string]string{
-		"upgrade":                 upgradeHead("/ws", "localhost", "", "\r\n"),
+		"upgrade":                 good,
 		"bare LF":                 upgradeHead("/ws", "localhost", "", "\n"),
 		"token lists":             strings.Replace(upgradeHead("/ws", "LocalHost:80", "", "\r\n"), "Connection: Upgrade", "Connection: keep-alive, upgrade", 1),
-		"foreign origin":          upgradeHead("/ws", "localhost", "Origin: http://evil.test\r\n", "\r\n"),
-		"wrong version":           strings.Replace(upgradeHead("/ws", "localhost", "", "\r\n"), "Version: 13", "Version: 8", 1),
-		"no key":                  strings.Replace(upgradeHead("/ws", "localhost", "", "\r\n"), "Sec-WebSocket-Key", "X-Key", 1),
+		"foreign origin":          with("Origin: http://evil.test\r\n"),
+		"wrong version":           edited("Version: 13", "Version: 8"),
+		"no key":                  edited("Sec-WebSocket-Key", "X-Key"),
 		"unknown path":            upgradeHead("/nowhere", "localhost", "", "\r\n"),
 		"wrong host":              upgradeHead("/ws", "elsewhere.test", "", "\r\n"),
 		"unclean path":            upgradeHead("//ws", "localhost", "", "\r\n"),
 		"any host":                upgradeHead("/any", "x.test", "Origin: http://y.test\r\n", "\r\n"),
-		"head over 4 KiB":         upgradeHead("/ws", "localhost", big, "\r\n"),
-		"head over the limit":     upgradeHead("/ws", "localhost", huge, "\r\n"),
-		"POST":                    strings.Replace(upgradeHead("/ws", "localhost", "Content-Length: 2\r\n", "\r\n"), "GET", "POST", 1) + "{}",
-		"GET with a body":         upgradeHead("/ws", "localhost", "Content-Length: 2\r\n", "\r\n") + "{}",
-		"chunked":                 upgradeHead("/ws", "localhost", "Transfer-Encoding: chunked\r\n", "\r\n") + "0\r\n\r\n",
-		"HTTP/1.0":                strings.Replace(upgradeHead("/ws", "localhost", "", "\r\n"), "HTTP/1.1", "HTTP/1.0", 1),
-		"HTTP/2.0":                strings.Replace(upgradeHead("/ws", "localhost", "", "\r\n"), "HTTP/1.1", "HTTP/2.0", 1),
-		"absolute URI":            strings.Replace(upgradeHead("/ws", "localhost", "", "\r\n"), "/ws", "http://localhost/ws", 1),
-		"no Host":                 strings.Replace(upgradeHead("/ws", "localhost", "", "\r\n"), "Host: localhost\r\n", "", 1),
-		"two Hosts":               upgradeHead("/ws", "localhost", "Host: localhost\r\n", "\r\n"),
+		"head over 4 KiB":         with(big),
+		"head over the limit":     with(huge),
+		"POST":                    strings.Replace(with("Content-Length: 2\r\n"), "GET", "POST", 1) + "{}",
+		"GET with a body":         with("Content-Length: 2\r\n") + "{}",
+		"chunked":                 with("Transfer-Encoding: chunked\r\n") + "0\r\n\r\n",
+		"HTTP/1.0":                edited("HTTP/1.1", "HTTP/1.0"),
+		"HTTP/2.0":                edited("HTTP/1.1", "HTTP/2.0"),
+		"absolute URI":            edited("/ws", "http://localhost/ws"),
+		"no Host":                 edited("Host: localhost\r\n", ""),
+		"two Hosts":               with("Host: localhost\r\n"),
 		"bad Host":                upgradeHead("/any", "a\"b", "", "\r\n"),
 		"odd Host":                upgradeHead("/any", "a!b~c", "", "\r\n"),
-		"space in a name":         upgradeHead("/ws", "localhost", "Bad Name: x\r\n", "\r\n"),
-		"control byte in a value": upgradeHead("/ws", "localhost", "X: a\x01b\r\n", "\r\n"),
-		"Expect: 100-continue":    upgradeHead("/ws", "localhost", "Expect: 100-continue\r\n", "\r\n"),
-		"Expect: other":           upgradeHead("/ws", "localhost", "Expect: other\r\n", "\r\n"),
+		"space in a name":         with("Bad Name: x\r\n"),
+		"control byte in a value": with("X: a\x01b\r\n"),
+		"Expect: 100-continue":    with("Expect: 100-continue\r\n"),
+		"Expect: other":           with("Expect: other\r\n"),
 		"garbage":                 "HELLO\r\n\r\n",
-		"empty first line":        "\r\n" + upgradeHead("/ws", "localhost", "", "\r\n"),
+		"empty first line":        "\r\n" + good,
 		"plain page":              "GET /page HTTP/1.1\r\nHost: localhost\r\n\r\n",
 		"half a head, then EOF":   "GET /ws HTTP/1.1\r\nHost: localhost\r\n",
 	} {
@@ -134,42 +137,40 @@ func TestServePlainHTTPBesideRoutes(t *testing.T) {
 	app.HandleFunc("POST /echo", func(w http.ResponseWriter, r *http.Request) { _, _ = io.Copy(w, r.Body) })
 	addr := startApp(t, app)
 
-	nc := wstest.SendRaw(t, addr, "GET /page?n=1 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+	// send writes on nc and reads one answer per body wanted.
+	send := func(nc net.Conn, br *bufio.Reader, data string, bodies ...string) {
+		t.Helper()
+		_, err := io.WriteString(nc, data)
+		require.NoError(t, err)
+		for _, want := range bodies {
+			resp, body := wstest.ReadResponse(t, nc, br)
+			assert.Equal(t, want, string(body))
+			assert.False(t, resp.Close, "a keep-alive answer")
+		}
+	}
+	nc, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer nc.Close()
 	br := bufio.NewReader(nc)
-	resp, body := wstest.ReadResponse(t, nc, br)
-	assert.Equal(t, "page 1", string(body))
-	assert.False(t, resp.Close)
-
+	send(nc, br, "GET /page?n=1 HTTP/1.1\r\nHost: localhost\r\n\r\n", "page 1")
 	// The same connection: a body, then two pipelined requests in one write,
 	// then an upgrade.
-	_, err := io.WriteString(nc, "POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nhello")
-	require.NoError(t, err)
-	_, body = wstest.ReadResponse(t, nc, br)
-	assert.Equal(t, "hello", string(body))
-	_, err = io.WriteString(nc, "GET /page?n=2 HTTP/1.1\r\nHost: localhost\r\n\r\nGET /page?n=3 HTTP/1.1\r\nHost: localhost\r\n\r\n")
-	require.NoError(t, err)
-	_, body = wstest.ReadResponse(t, nc, br)
-	assert.Equal(t, "page 2", string(body))
-	_, body = wstest.ReadResponse(t, nc, br)
-	assert.Equal(t, "page 3", string(body))
-	_, err = io.WriteString(nc, upgradeHead("/ws", "localhost", "", "\r\n"))
-	require.NoError(t, err)
-	resp, _ = wstest.ReadResponse(t, nc, br)
+	send(nc, br, "POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nhello", "hello")
+	send(nc, br, "GET /page?n=2 HTTP/1.1\r\nHost: localhost\r\n\r\nGET /page?n=3 HTTP/1.1\r\nHost: localhost\r\n\r\n", "page 2", "page 3")
+	send(nc, br, upgradeHead("/ws", "localhost", "", "\r\n"))
+	resp, _ := wstest.ReadResponse(t, nc, br)
 	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
-	_, err = nc.Write(maskedText("upgraded late"))
-	require.NoError(t, err)
+	send(nc, br, string(maskedText("upgraded late")))
 	assertEcho(t, br, "upgraded late")
 
 	// A connection whose first write holds a whole request and the start of
 	// the next.
-	nc = wstest.SendRaw(t, addr, "POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\nabcGET /page?n=4 HTTP/1.1\r\nHost: loc")
-	br = bufio.NewReader(nc)
-	_, body = wstest.ReadResponse(t, nc, br)
-	assert.Equal(t, "abc", string(body))
-	_, err = io.WriteString(nc, "alhost\r\n\r\n")
+	nc2, err := net.Dial("tcp", addr)
 	require.NoError(t, err)
-	_, body = wstest.ReadResponse(t, nc, br)
-	assert.Equal(t, "page 4", string(body))
+	defer nc2.Close()
+	br = bufio.NewReader(nc2)
+	send(nc2, br, "POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\nabcGET /page?n=4 HTTP/1.1\r\nHost: loc", "abc")
+	send(nc2, br, "alhost\r\n\r\n", "page 4")
 }
 
 // Upgrades served by App.Serve, on the fast path or on net/http's (a head
