@@ -54,7 +54,6 @@ func (h *headBuf) release() {
 // fastServer is one call of Serve on a plain listener.
 type fastServer struct {
 	a       *App
-	hs      *http.Server
 	l       net.Listener
 	handoff *handoff
 	timeout time.Duration   // of the head read, as net/http's header timeout
@@ -77,7 +76,7 @@ const (
 // serveFast serves l with the fast path and hs for the rest, until hs shuts
 // down or l fails.
 func (a *App) serveFast(hs *http.Server, l net.Listener) error {
-	f := &fastServer{a: a, hs: hs, l: l, handoff: newHandoff(l), timeout: hs.ReadHeaderTimeout, next: make(chan net.Conn)}
+	f := &fastServer{a: a, l: l, handoff: newHandoff(l), timeout: hs.ReadHeaderTimeout, next: make(chan net.Conn)}
 	if f.timeout == 0 {
 		f.timeout = hs.ReadTimeout // net/http's rule
 	}
