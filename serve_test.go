@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -317,4 +318,62 @@ func FuzzServeHead(f *testing.F) {
 		}
 		requireNoTimeout(t, err)
 	})
+}
+
+// flakyListener returns the errors queued on errs before accepting.
+type flakyListener struct {
+	net.Listener
+	errs chan error
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	select {
+	case err := <-l.errs:
+		return nil, err
+	default:
+		return l.Listener.Accept()
+	}
+}
+
+type temporaryError struct{}
+
+func (temporaryError) Error() string   { return "too many open files" }
+func (temporaryError) Timeout() bool   { return false }
+func (temporaryError) Temporary() bool { return true }
+
+// A temporary accept error (EMFILE) is logged and retried, as net/http
+// does; any other ends Serve with that error.
+func TestServeAcceptErrors(t *testing.T) {
+	var logged syncList
+	app := ratchet.NewApp("", 0, ratchet.WithLogger(slog.New(slog.NewTextHandler(&logged, nil))))
+	app.Route("/ws", echo, nil)
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	l := &flakyListener{Listener: inner, errs: make(chan error, 2)}
+	l.errs <- temporaryError{}
+	served := make(chan error, 1)
+	go func() { served <- app.Serve(l) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		assert.NoError(t, app.Shutdown(ctx))
+	})
+
+	url := "ws://" + inner.Addr().String() + "/ws"
+	c := wstest.Dial(t, url, nil)
+	wstest.Write(t, c, "after a temporary error")
+	_, m := wstest.Read(t, c)
+	assert.Equal(t, "after a temporary error", m)
+	require.NotEmpty(t, logged.lines())
+	assert.Contains(t, logged.lines()[0], "too many open files")
+
+	broken := errors.New("listener broken")
+	l.errs <- broken
+	wstest.Dial(t, url, nil) // the accept that comes before the error
+	select {
+	case err := <-served:
+		require.ErrorIs(t, err, broken)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return the listener's error")
+	}
 }
