@@ -247,7 +247,7 @@ func TestServeHeadTimeout(t *testing.T) {
 	require.NoError(t, nc.SetReadDeadline(time.Now().Add(10*time.Second)))
 	_, err = io.ReadAll(nc)
 	requireNoTimeout(t, err)
-	assert.Less(t, time.Since(start), timeout*3/2, "net/http restarted the timeout")
+	assert.Less(t, time.Since(start), timeout*8/5, "net/http restarted the timeout (it would close at 1.8 timeouts)")
 	nc.Close()
 	<-trickled
 }
