@@ -357,10 +357,16 @@ func TestMountOnServeMux(t *testing.T) {
 
 // Bytes a client sends right behind its handshake, in the same packet, are
 // not lost in the hijack.
+// On App.Serve the fast path hands them on from its own buffer.
 func TestFrameRightAfterHandshake(t *testing.T) {
 	_, url := serveComponent(t, echo)
 	_, br := rawUpgrade(t, strings.TrimPrefix(url, "ws://"), "x", maskedText("hi"))
 	assertEcho(t, br, "hi")
+
+	app := ratchet.NewApp("", 0)
+	app.Route("/ws", echo, nil)
+	_, br = rawUpgrade(t, startApp(t, app), "x", maskedText("hi there"))
+	assertEcho(t, br, "hi there")
 }
 
 // rawUpgrade opens a WebSocket by hand, with the bytes of glued sent in the

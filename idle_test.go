@@ -1,8 +1,10 @@
 package ratchet_test
 
 import (
+	"net/http"
 	"os"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,17 +20,40 @@ import (
 // socket between messages (internal/netpoll), a new one reads when input
 // comes, and a parked connection still closes cleanly. With RATCHET_EPOLL=0
 // (the portable path) each connection keeps its reader goroutine, which the
-// test checks instead, so that it can fail either way.
+// test checks instead, so that it can fail either way. Checked for a
+// WsServer on net/http's server and on App.Serve, whose own accept loop
+// hands the route the socket itself (and net/http a wrapper that still
+// gives it, for a head over 4 KiB).
 func TestIdleConnsHoldNoGoroutine(t *testing.T) {
+	t.Run("WsServer", func(t *testing.T) {
+		rec := newRecorder()
+		_, url := serveComponent(t, rec)
+		testIdleConns(t, rec, url, nil)
+	})
+	serveApp := func(t *testing.T) (*recorder, string) {
+		rec := newRecorder()
+		app := ratchet.NewApp("", 0)
+		app.Route("/ws", rec, nil)
+		return rec, "ws://" + startApp(t, app) + "/ws"
+	}
+	t.Run("App.Serve", func(t *testing.T) {
+		rec, url := serveApp(t)
+		testIdleConns(t, rec, url, nil)
+	})
+	t.Run("App.Serve, head over 4 KiB", func(t *testing.T) {
+		rec, url := serveApp(t)
+		testIdleConns(t, rec, url, &websocket.DialOptions{HTTPHeader: http.Header{"Cookie": {strings.Repeat("c", 5000)}}})
+	})
+}
+
+func testIdleConns(t *testing.T, rec *recorder, url string, opts *websocket.DialOptions) {
 	parks := runtime.GOOS == "linux" && os.Getenv("RATCHET_EPOLL") != "0"
-	rec := newRecorder()
-	_, url := serveComponent(t, rec)
 	before := runtime.NumGoroutine()
 	const n = 40
 	clients := make([]*websocket.Conn, n)
 	conns := make(map[ratchet.Conn]*websocket.Conn, n)
 	for i := range clients {
-		clients[i] = wstest.Dial(t, url, nil)
+		clients[i] = wstest.Dial(t, url, opts)
 		conns[rec.expect(t, "open").conn] = clients[i]
 	}
 	idle := func() bool {
