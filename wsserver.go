@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"runtime"
 
 	"github.com/coder/websocket"
 
@@ -101,6 +102,10 @@ func (s *WsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.cfg.log().Debug("ratchet: handshake refused", "remote", r.RemoteAddr, "err", err)
 		return // Accept has answered the request
 	}
+	// coder/websocket sets a finalizer on every Conn, to close one its user
+	// forgets; finish always closes ours. Without it a connection holds no
+	// runtime record outside the heap and the collector no special to scan.
+	runtime.SetFinalizer(ws, nil)
 	c.start(s, ws, wc, r, user, deflate)
 	if !s.life.Enter(func() { s.conns.Add(c) }) {
 		release()
