@@ -137,7 +137,7 @@ type conn struct {
 	// ping; Add only under mu while !ended, so the Wait in finish cannot race
 	// with it.
 	helpers sync.WaitGroup
-	ping    *time.Timer // keepalive: sends a ping, or ends a conn whose pong is overdue
+	kaDue   atomic.Int64 // monoNow when the keepalive sweep sends a ping or ends a conn whose pong is overdue; 0: none
 
 	mu          sync.Mutex
 	queue       []outMsg
@@ -621,7 +621,7 @@ func (c *conn) onPing(_ context.Context, p []byte) bool {
 }
 
 // onPong is coder/websocket's OnPongReceived hook: the answer to the last
-// keepalive ping re-arms the timer for the next one.
+// keepalive ping schedules the next one.
 func (c *conn) onPong(_ context.Context, p []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -630,7 +630,7 @@ func (c *conn) onPong(_ context.Context, p []byte) {
 	}
 	c.awaiting = false
 	if !c.ended {
-		c.ping.Reset(c.srv.cfg.keepaliveInterval)
+		c.kaDue.Store(monoNow() + int64(c.srv.cfg.keepaliveInterval))
 	}
 }
 
@@ -671,16 +671,20 @@ func (c *conn) armKeepalive() {
 		return
 	}
 	c.mu.Lock()
-	c.ping = time.AfterFunc(c.srv.cfg.keepaliveInterval, c.keepalive)
+	if !c.ended {
+		c.kaDue.Store(monoNow() + int64(c.srv.cfg.keepaliveInterval))
+	}
 	c.mu.Unlock()
+	c.srv.startSweep()
 }
 
-// keepalive runs on the ping timer's goroutine: it ends the connection when
-// the last ping is still unanswered, else owes the peer a new ping and
-// gives it the keepalive timeout to answer (onPong).
-func (c *conn) keepalive() {
+// keepalive runs on the keepalive sweep's goroutine (see keepaliveSweep)
+// once kaDue has passed: it ends the connection when the last ping is still
+// unanswered, else owes the peer a new ping and gives it the keepalive
+// timeout to answer (onPong).
+func (c *conn) keepalive(now int64) {
 	c.mu.Lock()
-	if c.ended || c.closing {
+	if due := c.kaDue.Load(); c.ended || c.closing || due == 0 || now < due {
 		c.mu.Unlock()
 		return
 	}
@@ -694,7 +698,7 @@ func (c *conn) keepalive() {
 	}
 	c.pingSeq++
 	c.awaiting, c.pingDue = true, true
-	c.ping.Reset(c.srv.cfg.keepaliveTimeout)
+	c.kaDue.Store(now + int64(c.srv.cfg.keepaliveTimeout))
 	c.helpers.Add(1) // an inline write may follow on this goroutine
 	defer c.helpers.Done()
 	c.writeControlUnlock()
@@ -936,11 +940,8 @@ func (c *conn) finish() {
 	c.mu.Lock()
 	c.ended = true
 	closing := c.closing
-	ping := c.ping
+	c.kaDue.Store(0)
 	c.mu.Unlock()
-	if ping != nil {
-		ping.Stop()
-	}
 	if !closing {
 		_ = c.wire.Close() // the peer ended it: nothing more can be delivered
 	}

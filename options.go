@@ -110,7 +110,8 @@ func WithWriteTimeout(d time.Duration) WsOption { return func(c *wsConfig) { c.w
 // WithKeepalive pings every connection each interval and closes those that do
 // not answer within timeout (OnError gets ErrKeepaliveTimeout). Defaults
 // DefaultKeepaliveInterval and DefaultKeepaliveTimeout; an interval of 0
-// turns pings off.
+// turns pings off. One timer per WsServer serves all its connections, so a
+// ping or a timeout comes up to a quarter of the shorter of the two late.
 func WithKeepalive(interval, timeout time.Duration) WsOption {
 	return func(c *wsConfig) { c.keepaliveInterval, c.keepaliveTimeout = interval, timeout }
 }

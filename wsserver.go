@@ -31,6 +31,8 @@ type WsServer struct {
 	conns ConnSet         // every open connection
 	life  lifecycle.Group // connections not yet through OnClose
 	obs   RouteObserver   // nil: not observed
+
+	keepalive keepaliveSweep // pings every connection's peer, ends the silent ones
 }
 
 // NewWsServer returns a handler serving c, configured by opts.
