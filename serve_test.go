@@ -252,6 +252,36 @@ func TestServeHeadTimeout(t *testing.T) {
 	<-trickled
 }
 
+// A head that trickles in, small enough for the fast path, is closed once
+// the handshake timeout has passed since the connection was accepted, not
+// before, whatever it sends meanwhile.
+func TestServeHeadTimeoutTrickle(t *testing.T) {
+	const timeout = time.Second
+	app := ratchet.NewApp("localhost", 0, ratchet.WithHandshakeTimeout(timeout))
+	app.Route("/ws", echo, nil)
+	addr := startApp(t, app)
+	start := time.Now()
+	nc := wstest.SendRaw(t, addr, "GET /ws HTTP/1.1\r\nHost: localhost\r\n")
+	trickled := make(chan struct{})
+	go func() {
+		defer close(trickled)
+		for range 40 {
+			if _, err := io.WriteString(nc, "X-A: b\r\n"); err != nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	require.NoError(t, nc.SetReadDeadline(time.Now().Add(10*time.Second)))
+	_, err := io.ReadAll(nc)
+	requireNoTimeout(t, err)
+	took := time.Since(start)
+	assert.GreaterOrEqual(t, took, timeout, "closed before the timeout")
+	assert.Less(t, took, timeout*8/5, "not closed near the timeout (timeout + timeout/8 at worst, plus load)")
+	nc.Close()
+	<-trickled
+}
+
 // Shutdown closes the connections still sending their first request head,
 // on either path, and Serve returns ErrServerClosed without waiting for
 // their timeout.
@@ -369,7 +399,11 @@ func TestServeAcceptErrors(t *testing.T) {
 
 	broken := errors.New("listener broken")
 	l.errs <- broken
-	wstest.Dial(t, url, nil) // the accept that comes before the error
+	// Wakes an Accept already waiting, that comes before the error; the loop
+	// may also meet the error first, and the listener then drops this one.
+	if nc, err := net.Dial("tcp", inner.Addr().String()); err == nil {
+		nc.Close()
+	}
 	select {
 	case err := <-served:
 		require.ErrorIs(t, err, broken)
