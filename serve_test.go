@@ -234,16 +234,7 @@ func TestServeHeadTimeout(t *testing.T) {
 	time.Sleep(timeout * 8 / 10)
 	_, err := io.WriteString(nc, strings.Repeat("p", 200)) // over 4 KiB now: net/http reads on
 	require.NoError(t, err)
-	trickled := make(chan struct{})
-	go func() { // as a slowloris would
-		defer close(trickled)
-		for range 40 {
-			if _, err := io.WriteString(nc, "p"); err != nil {
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}()
+	trickled := trickle(nc, "p")
 	require.NoError(t, nc.SetReadDeadline(time.Now().Add(10*time.Second)))
 	_, err = io.ReadAll(nc)
 	requireNoTimeout(t, err)
@@ -262,16 +253,7 @@ func TestServeHeadTimeoutTrickle(t *testing.T) {
 	addr := startApp(t, app)
 	start := time.Now()
 	nc := wstest.SendRaw(t, addr, "GET /ws HTTP/1.1\r\nHost: localhost\r\n")
-	trickled := make(chan struct{})
-	go func() {
-		defer close(trickled)
-		for range 40 {
-			if _, err := io.WriteString(nc, "X-A: b\r\n"); err != nil {
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}()
+	trickled := trickle(nc, "X-A: b\r\n")
 	require.NoError(t, nc.SetReadDeadline(time.Now().Add(10*time.Second)))
 	_, err := io.ReadAll(nc)
 	requireNoTimeout(t, err)
@@ -280,6 +262,22 @@ func TestServeHeadTimeoutTrickle(t *testing.T) {
 	assert.Less(t, took, timeout*8/5, "not closed near the timeout (timeout + timeout/8 at worst, plus load)")
 	nc.Close()
 	<-trickled
+}
+
+// trickle writes s to nc every 100ms, 40 times or until a write fails, as
+// a slowloris would; the channel is closed when it stops.
+func trickle(nc net.Conn, s string) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 40 {
+			if _, err := io.WriteString(nc, s); err != nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	return done
 }
 
 // Shutdown closes the connections still sending their first request head,
