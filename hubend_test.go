@@ -22,7 +22,9 @@ func TestHubMembershipsEndWithWebSocketConn(t *testing.T) {
 	defer add.Close(ctx)
 	defer sub.Close(ctx)
 	rec := newRecorder()
+	joined := make(chan struct{}) // the recorder records "open" before it calls onOpen
 	rec.onOpen = func(c ratchet.Conn) {
+		defer close(joined)
 		assert.NoError(t, add.Add(ctx, c))
 		assert.NoError(t, sub.Subscribe(ctx, c, "news"))
 		assert.NoError(t, closed.SetUser(ctx, c, "ann"))
@@ -30,6 +32,7 @@ func TestHubMembershipsEndWithWebSocketConn(t *testing.T) {
 	_, url := serveComponent(t, rec)
 	client := dial(t, url, nil)
 	c := rec.expect(t, "open").conn
+	<-joined
 	assert.Equal(t, 1, add.Len())
 	assert.Equal(t, 1, sub.Subscribers("news"))
 	require.NoError(t, closed.Close(ctx))

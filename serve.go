@@ -60,36 +60,67 @@ type fastServer struct {
 	ctx     context.Context // the requests' base: ServerContextKey, LocalAddrContextKey when shared
 	oneAddr bool            // every connection has the listener's address as its local one
 	workers sync.WaitGroup  // goroutines reading heads (work)
-	next    chan net.Conn   // to a worker waiting for its next connection
-	waiting atomic.Int32    // workers waiting on next
+
+	heads map[net.Conn]time.Time // under a.mu: accepted, head not read yet; when accepted
+
+	mu      sync.Mutex
+	idle    []*worker // waiting for a connection, the longest idle first
+	stopped bool      // no worker waits any more
+
+	// The reaper times heads and idle workers out: one ticker instead of a
+	// deadline and a timer reset per connection. It ticks only while there
+	// is something to time, so that an idle server does not wake.
+	tick   time.Duration
+	asleep atomic.Bool
+	wake   chan struct{} // to the reaper, once asleep is swapped off
+	quit   chan struct{}
+	reaped chan struct{}
 }
 
 // A worker that has served a connection waits a while for the next one
 // instead of ending: a new goroutine would start on a small stack and grow
-// it again during the upgrade. Few wait, so that a burst of handshakes
-// leaves few stacks behind.
+// it again during the upgrade. The latest idle is reused first (its stack
+// is warm), and the reaper ends those idle for workerLinger, so that a
+// burst of handshakes leaves no stacks behind for long. maxWaiting covers
+// 64 handshakes at a time (8 let 7 in 10 start a goroutine); each idle
+// worker holds a few KiB of stack.
 const (
-	maxWaiting   = 8
+	maxWaiting   = 64
 	workerLinger = time.Second
 )
+
+type worker struct {
+	next  chan net.Conn // buffered; nil ends the worker
+	since time.Time     // idle since
+}
 
 // serveFast serves l with the fast path and hs for the rest, until hs shuts
 // down or l fails.
 func (a *App) serveFast(hs *http.Server, l net.Listener) error {
-	f := &fastServer{a: a, l: l, handoff: newHandoff(l), timeout: hs.ReadHeaderTimeout, next: make(chan net.Conn)}
+	f := &fastServer{a: a, l: l, handoff: newHandoff(l), timeout: hs.ReadHeaderTimeout,
+		heads: make(map[net.Conn]time.Time), tick: workerLinger / 4,
+		wake: make(chan struct{}, 1), quit: make(chan struct{}), reaped: make(chan struct{})}
 	if f.timeout == 0 {
 		f.timeout = hs.ReadTimeout // net/http's rule
+	}
+	if f.timeout > 0 {
+		f.tick = min(f.tick, f.timeout/8) // a head is closed within timeout + timeout/8
 	}
 	f.ctx = context.WithValue(context.Background(), http.ServerContextKey, hs)
 	if tcp, ok := l.Addr().(*net.TCPAddr); ok && !tcp.IP.IsUnspecified() {
 		f.oneAddr = true
 		f.ctx = context.WithValue(f.ctx, http.LocalAddrContextKey, l.Addr())
 	}
+	f.asleep.Store(true)
+	go f.reap()
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(f.handoff) }() // closes the handoff, and so l, when it returns
 	err := f.accept()
 	_ = f.handoff.Close()
-	f.workers.Wait()
+	f.stopIdle()
+	f.workers.Wait() // heads still being read end by closeFresh or the reaper
+	close(f.quit)
+	<-f.reaped
 	if serr := <-served; err == nil {
 		err = serr
 	}
@@ -123,9 +154,9 @@ func (f *fastServer) accept() error {
 			_ = c.Close()
 			continue
 		}
-		select {
-		case f.next <- c:
-		default:
+		if w := f.takeIdle(); w != nil {
+			w.next <- c
+		} else {
 			f.workers.Add(1)
 			go f.work(c)
 		}
@@ -136,62 +167,177 @@ func (f *fastServer) accept() error {
 // waits (see workerLinger).
 func (f *fastServer) work(c net.Conn) {
 	defer f.workers.Done()
-	var linger *time.Timer
-	for {
+	w := &worker{next: make(chan net.Conn, 1)}
+	for c != nil {
 		f.serveConn(c)
-		if f.waiting.Add(1) > maxWaiting {
-			f.waiting.Add(-1)
+		if !f.park(w) {
 			return
 		}
-		if linger == nil {
-			linger = time.NewTimer(workerLinger)
-		} else {
-			linger.Reset(workerLinger)
-		}
-		select {
-		case c = <-f.next:
-			f.waiting.Add(-1)
-		case <-linger.C:
-			f.waiting.Add(-1)
-			return
-		case <-f.handoff.done:
-			f.waiting.Add(-1)
-			return
-		}
+		c = <-w.next
 	}
 }
 
+// park puts w among the idle workers, unless enough wait or the server
+// has stopped.
+func (f *fastServer) park(w *worker) bool {
+	f.mu.Lock()
+	if f.stopped || len(f.idle) >= maxWaiting {
+		f.mu.Unlock()
+		return false
+	}
+	w.since = time.Now()
+	f.idle = append(f.idle, w)
+	f.mu.Unlock()
+	f.rouse()
+	return true
+}
+
+// takeIdle removes and returns the latest idle worker, or nil.
+func (f *fastServer) takeIdle() *worker {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := len(f.idle)
+	if n == 0 {
+		return nil
+	}
+	w := f.idle[n-1]
+	f.idle[n-1] = nil
+	f.idle = f.idle[:n-1]
+	return w
+}
+
+// stopIdle ends the idle workers, and keeps the others from waiting.
+func (f *fastServer) stopIdle() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.stopped = true
+	for _, w := range f.idle {
+		w.next <- nil
+	}
+	f.idle = nil
+}
+
 // trackHead counts c among the connections that have sent no request
-// (closeFresh), unless Shutdown has already closed them.
+// (closeFresh), unless Shutdown has already closed them, and among the
+// heads the reaper times.
 func (f *fastServer) trackHead(c net.Conn) bool {
 	f.a.mu.Lock()
-	defer f.a.mu.Unlock()
 	if f.handoff.closed() { // closeFresh may have run
+		f.a.mu.Unlock()
 		return false
 	}
 	if f.a.fresh == nil {
 		f.a.fresh = make(map[net.Conn]struct{})
 	}
 	f.a.fresh[c] = struct{}{}
+	if f.timeout > 0 {
+		f.heads[c] = time.Now()
+	}
+	f.a.mu.Unlock()
+	if f.timeout > 0 {
+		f.rouse()
+	}
 	return true
+}
+
+// headRead takes c out of the fresh connections (closeFresh must not close
+// it now) and of the timed heads, and returns when it was accepted; false
+// when the reaper has closed it meanwhile.
+func (f *fastServer) headRead(c net.Conn) (accepted time.Time, ok bool) {
+	f.a.mu.Lock()
+	defer f.a.mu.Unlock()
+	delete(f.a.fresh, c)
+	accepted, ok = f.heads[c]
+	delete(f.heads, c)
+	return accepted, ok || f.timeout == 0
+}
+
+// rouse wakes the reaper if it sleeps: there is something to time.
+func (f *fastServer) rouse() {
+	if f.asleep.Load() && f.asleep.CompareAndSwap(true, false) {
+		f.wake <- struct{}{}
+	}
+}
+
+// reap closes the heads not read within the timeout and ends the workers
+// idle for workerLinger, every tick while there are any; until quit.
+func (f *fastServer) reap() {
+	defer close(f.reaped)
+	t := time.NewTicker(f.tick)
+	defer t.Stop()
+	for {
+		if f.asleep.Load() {
+			t.Stop()
+			select {
+			case <-f.wake:
+			case <-f.quit:
+				return
+			}
+			t.Reset(f.tick)
+		}
+		select {
+		case now := <-t.C:
+			if f.reapDue(now) {
+				continue
+			}
+			f.asleep.Store(true)
+			// What was tracked before the store did not wake us: look again.
+			if f.reapDue(time.Now()) && !f.asleep.CompareAndSwap(true, false) {
+				<-f.wake // a tracker swapped it first, and sends
+			}
+		case <-f.quit:
+			return
+		}
+	}
+}
+
+// reapDue closes the heads and ends the workers that are due at now, and
+// reports whether any are left to time.
+func (f *fastServer) reapDue(now time.Time) bool {
+	f.a.mu.Lock()
+	for c, at := range f.heads {
+		if now.Sub(at) >= f.timeout { // nothing came in time: net/http would close it without a word
+			_ = c.Close()
+			delete(f.heads, c)
+			delete(f.a.fresh, c)
+		}
+	}
+	left := len(f.heads) > 0
+	f.a.mu.Unlock()
+	f.mu.Lock()
+	n := 0
+	for n < len(f.idle) && now.Sub(f.idle[n].since) >= workerLinger {
+		f.idle[n].next <- nil
+		n++
+	}
+	if n > 0 {
+		f.idle = append(f.idle[:0], f.idle[n:]...)
+		clear(f.idle[len(f.idle) : len(f.idle)+n])
+	}
+	left = left || len(f.idle) > 0
+	f.mu.Unlock()
+	return left
 }
 
 // serveConn reads c's request head and serves it, or hands c to net/http.
 func (f *fastServer) serveConn(c net.Conn) {
 	if _, ok := c.(*tls.Conn); ok { // a TLS listener of the caller's: net/http knows what to do
-		f.a.trackFresh(c, http.StateActive)
+		f.headRead(c)
 		f.handoff.give(c)
+		return
+	}
+	h := headPool.Get().(*headBuf)
+	h.br.Reset(c)
+	end, err := readHead(h.br) // the reaper closes c if the head does not come in time
+	accepted, ok := f.headRead(c)
+	if !ok {
+		h.release()
 		return
 	}
 	var deadline time.Time
 	if f.timeout > 0 {
-		deadline = time.Now().Add(f.timeout)
-		_ = c.SetReadDeadline(deadline)
+		deadline = accepted.Add(f.timeout)
 	}
-	h := headPool.Get().(*headBuf)
-	h.br.Reset(c)
-	end, err := readHead(h.br)
-	f.a.trackFresh(c, http.StateActive) // no longer fresh: closeFresh must not close it
 	if end < 0 && (err == nil || errors.Is(err, io.EOF) && h.br.Buffered() > 0) {
 		f.fallback(c, h, deadline) // too large, or cut short: net/http answers as it would
 		return
@@ -372,14 +518,14 @@ func (w *headWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// Hijack clears the deadlines as net/http does. The reader holds what came
-// after the head; internal/wire copies it out before the handler returns.
+// Hijack has no deadline to clear, unlike net/http: the reaper, not a
+// deadline, timed the head. The reader holds what came after the head;
+// internal/wire copies it out before the handler returns.
 func (w *headWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if w.hijacked {
 		return nil, nil, http.ErrHijacked
 	}
 	w.hijacked = true
-	_ = w.c.SetDeadline(time.Time{})
 	return w.c, bufio.NewReadWriter(w.br, bufio.NewWriterSize(w.c, 64)), nil
 }
 

@@ -234,22 +234,50 @@ func TestServeHeadTimeout(t *testing.T) {
 	time.Sleep(timeout * 8 / 10)
 	_, err := io.WriteString(nc, strings.Repeat("p", 200)) // over 4 KiB now: net/http reads on
 	require.NoError(t, err)
-	trickled := make(chan struct{})
-	go func() { // as a slowloris would
-		defer close(trickled)
-		for range 40 {
-			if _, err := io.WriteString(nc, "p"); err != nil {
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}()
+	trickled := trickle(nc, "p")
 	require.NoError(t, nc.SetReadDeadline(time.Now().Add(10*time.Second)))
 	_, err = io.ReadAll(nc)
 	requireNoTimeout(t, err)
 	assert.Less(t, time.Since(start), timeout*8/5, "net/http restarted the timeout (it would close at 1.8 timeouts)")
 	nc.Close()
 	<-trickled
+}
+
+// A head that trickles in, small enough for the fast path, is closed once
+// the handshake timeout has passed since the connection was accepted, not
+// before, whatever it sends meanwhile.
+func TestServeHeadTimeoutTrickle(t *testing.T) {
+	const timeout = time.Second
+	app := ratchet.NewApp("localhost", 0, ratchet.WithHandshakeTimeout(timeout))
+	app.Route("/ws", echo, nil)
+	addr := startApp(t, app)
+	start := time.Now()
+	nc := wstest.SendRaw(t, addr, "GET /ws HTTP/1.1\r\nHost: localhost\r\n")
+	trickled := trickle(nc, "X-A: b\r\n")
+	require.NoError(t, nc.SetReadDeadline(time.Now().Add(10*time.Second)))
+	_, err := io.ReadAll(nc)
+	requireNoTimeout(t, err)
+	took := time.Since(start)
+	assert.GreaterOrEqual(t, took, timeout, "closed before the timeout")
+	assert.Less(t, took, timeout*8/5, "not closed near the timeout (timeout + timeout/8 at worst, plus load)")
+	nc.Close()
+	<-trickled
+}
+
+// trickle writes s to nc every 100ms, 40 times or until a write fails, as
+// a slowloris would; the channel is closed when it stops.
+func trickle(nc net.Conn, s string) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 40 {
+			if _, err := io.WriteString(nc, s); err != nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	return done
 }
 
 // Shutdown closes the connections still sending their first request head,
@@ -369,7 +397,11 @@ func TestServeAcceptErrors(t *testing.T) {
 
 	broken := errors.New("listener broken")
 	l.errs <- broken
-	wstest.Dial(t, url, nil) // the accept that comes before the error
+	// Wakes an Accept already waiting, that comes before the error; the loop
+	// may also meet the error first, and the listener then drops this one.
+	if nc, err := net.Dial("tcp", inner.Addr().String()); err == nil {
+		nc.Close()
+	}
 	select {
 	case err := <-served:
 		require.ErrorIs(t, err, broken)
