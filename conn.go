@@ -132,6 +132,9 @@ type conn struct {
 	// (wire.Conn.AppendFrame); coder/websocket writes only close frames.
 	// Next to dropping, in its padding: conn fits the 416-byte size class.
 	deflate bool
+	// parks: the socket can wait in the poller between messages (Linux,
+	// plain TCP), so run returns once the connection is idle.
+	parks bool
 
 	// helpers counts the writer goroutine and a keepalive timer writing a
 	// ping; Add only under mu while !ended, so the Wait in finish cannot race
@@ -191,7 +194,7 @@ func (c *conn) start(s *WsServer, ws *websocket.Conn, wc *wire.Conn, r *http.Req
 		c.user.Store(&user)
 	}
 	ws.SetReadLimit(s.cfg.readLimit)
-	wc.Watch(c.resume) // before anyone else can close the socket
+	c.parks = wc.Watch(c.resume) // before anyone else can close the socket
 	if s.cfg.messageRate > 0 {
 		c.rate = rate.NewLimiter(s.cfg.messageRate, s.cfg.messageBurst)
 	}

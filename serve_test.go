@@ -216,7 +216,9 @@ func TestServeUpgradeRequest(t *testing.T) {
 			assert.Equal(t, addr, s.local)
 			assert.Equal(t, cookie, s.cookie)
 			assert.True(t, s.server, "http.ServerContextKey")
-			assert.Error(t, s.ctx.Err(), "canceled once the handshake is over")
+			// The handler runs OnOpen and the first reads, then returns.
+			assert.Eventually(t, func() bool { return s.ctx.Err() != nil }, 5*time.Second, time.Millisecond,
+				"canceled once the handler has returned")
 		})
 	}
 }

@@ -17,12 +17,15 @@ import (
 // that can be mounted on any mux (Ratchet's new WsServer($component)). App
 // builds one per route.
 //
-// The handler goroutine of net/http returns right after the handshake, so
-// its buffers are freed while the connection lives on. On Linux an idle
-// connection holds no goroutine either: between messages its socket waits
-// in an epoll set, and a goroutine reads only while input is there (the
-// environment variable RATCHET_EPOLL=0 turns that off). Elsewhere, and over
-// TLS, each connection is read by a goroutine of its own.
+// On Linux an idle connection holds no goroutine: between messages its
+// socket waits in an epoll set, and a goroutine reads only while input is
+// there (the environment variable RATCHET_EPOLL=0 turns that off). The
+// handler's goroutine runs OnOpen and reads what came with the handshake,
+// and ServeHTTP returns once the connection waits for input, so that the
+// handshake starts no goroutine. Elsewhere, and over TLS, ServeHTTP returns
+// right after the handshake and each connection is read by a goroutine of
+// its own. Either way the server's buffers of the request are freed while
+// the connection lives on.
 type WsServer struct {
 	component MessageComponent
 	cfg       wsConfig
@@ -117,6 +120,12 @@ func (s *WsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.release = release // finish frees the slots once the connection has ended
 	if s.obs != nil {
 		s.obs.ConnOpened()
+	}
+	if c.parks {
+		// run returns as soon as the connection waits for input: OnOpen and
+		// the first read take the handshake's goroutine instead of a new one.
+		c.run()
+		return
 	}
 	go c.run()
 }
