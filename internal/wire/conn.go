@@ -114,13 +114,18 @@ func (c *Conn) ParkAfter(linger time.Duration) bool {
 	if c.poll == nil || len(c.pending) > 0 || c.rbuf != nil || c.br != nil && c.br.Buffered() > 0 {
 		return false
 	}
-	// Input that came while the last messages were handled is read at once:
-	// one read that finds nothing costs less than a park and a wake-up.
-	if n, err := c.readBulk(); n > 0 || err != nil {
-		return false
-	}
-	if linger > 0 && c.waitInput(linger) {
-		return false
+	if linger > 0 {
+		// Input that came while the last messages were handled is read at
+		// once: one read that finds nothing costs less than a park and a
+		// wake-up. Without linger (a connection that has handled nothing
+		// yet, most often an idle one just opened) that read would find
+		// nothing, and the poller reports input already there at once.
+		if n, err := c.readBulk(); n > 0 || err != nil {
+			return false
+		}
+		if c.waitInput(linger) {
+			return false
+		}
 	}
 	return c.poll.Park()
 }
