@@ -71,6 +71,7 @@ type Session[T any] struct {
 	requests  uint64        // requests begun so far
 	immediate bool          // requests answer at once (SetImmediate)
 	closed    bool
+	err       error // what End was given
 	idle      *time.Timer
 }
 
@@ -298,7 +299,7 @@ func (s *Session[T]) End(err error) {
 		s.mu.Unlock()
 		return
 	}
-	s.closed = true
+	s.closed, s.err = true, err
 	if s.idle != nil {
 		s.idle.Stop()
 	}
@@ -314,6 +315,15 @@ func (s *Session[T]) Closed() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.closed
+}
+
+// Err is the error the session ended with (nil while it runs, or if it
+// ended without one): what a write that failed because it ended should
+// report, rather than a bare "closed" that hides why.
+func (s *Session[T]) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
 }
 
 // NoStore marks a response as one no cache may keep: each poll's answer is
