@@ -270,13 +270,19 @@ func TestSlowConsumerCloseFrameFirst(t *testing.T) {
 	conn := rec.expect(t, "open").conn
 	// Each message is far more than the sockets hold.
 	msg := ratchet.Binary(make([]byte, 256<<10))
-	for range 1 + queue { // one under way, a full queue behind it
+	require.NoError(t, conn.Send(msg))
+	// It is under way once its first bytes arrive (a Send made while OnOpen
+	// has not quite returned is queued rather than written inline, and the
+	// queue must not hold it too).
+	_, err := raw.Peek(10)
+	require.NoError(t, err)
+	for range queue { // a full queue behind it
 		require.NoError(t, conn.Send(msg))
 	}
 	f := raw.NextFrame(t)
 	require.Equal(t, len(msg.Data), len(f.Payload))
 	// The next one has started: the writer has taken the queue as its batch.
-	_, err := raw.Peek(10)
+	_, err = raw.Peek(10)
 	require.NoError(t, err)
 	for range queue {
 		require.NoError(t, conn.Send(msg))
