@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 )
 
 // keptRequest is what a connection keeps of its HTTP request for
@@ -36,12 +37,18 @@ func (k *keptRequest) keep(r *http.Request) {
 	if r == nil {
 		return
 	}
-	var e keptEncoder
-	e.request(r) // measure
-	e.b.Grow(e.n)
+	bp := keptScratch.Get().(*[]byte)
+	e := keptEncoder{b: (*bp)[:0]}
 	e.request(r)
-	k.s, k.ctx, k.tls = e.b.String(), r.Context(), r.TLS
+	k.s, k.ctx, k.tls = string(e.b), r.Context(), r.TLS // one allocation, of the exact size
+	if cap(e.b) <= 16<<10 {
+		*bp = e.b
+		keptScratch.Put(bp)
+	}
 }
+
+// keptScratch holds the buffers keep encodes into.
+var keptScratch = sync.Pool{New: func() any { b := make([]byte, 0, 1<<10); return &b }}
 
 // remoteAddr is the request's RemoteAddr.
 func (k *keptRequest) remoteAddr() string {
@@ -113,36 +120,20 @@ func (k *keptRequest) request() *http.Request {
 	return r
 }
 
-// keptEncoder writes keptRequest.s; with b not grown yet it only counts
-// the bytes in n.
-type keptEncoder struct {
-	b strings.Builder
-	n int
-}
+// keptEncoder writes keptRequest.s.
+type keptEncoder struct{ b []byte }
 
 func (e *keptEncoder) num(n int) {
 	for ; n >= 0x80; n >>= 7 {
-		e.byte(byte(n) | 0x80)
+		e.b = append(e.b, byte(n)|0x80)
 	}
-	e.byte(byte(n))
-}
-
-func (e *keptEncoder) byte(c byte) {
-	if e.b.Cap() == 0 {
-		e.n++
-		return
-	}
-	e.b.WriteByte(c)
+	e.b = append(e.b, byte(n))
 }
 
 func (e *keptEncoder) str(ss ...string) {
 	for _, s := range ss {
 		e.num(len(s))
-		if e.b.Cap() == 0 {
-			e.n += len(s)
-			continue
-		}
-		e.b.WriteString(s)
+		e.b = append(e.b, s...)
 	}
 }
 

@@ -92,20 +92,9 @@ func (s *session) WriteMessages(msgs []ratchet.Message) error {
 	n, ok := s.lp.Push(ps...) // under s.mu: writeWebSocket sees it before it turns direct on
 	s.mu.Unlock()
 	if !ok || !s.lp.WaitTaken(context.Background(), n) {
-		return s.endErr()
+		return s.lp.EndErr(ratchet.ErrClosed)
 	}
 	return nil
-}
-
-// endErr is what a write fails with once the session has ended: why it
-// ended (a protocol error, a timeout), for OnError, or ErrClosed when it
-// ended cleanly. The Conn may see the failed write before the session's
-// End reaches it.
-func (s *session) endErr() error {
-	if err := s.lp.Err(); err != nil {
-		return err
-	}
-	return ratchet.ErrClosed
 }
 
 // messagePacket is the message packet that carries m.

@@ -424,7 +424,7 @@ func (hs *xhrSession) WriteMessages(msgs []ratchet.Message) error {
 	}
 	n, ok := hs.lp.Push(items...)
 	if !ok || !hs.lp.WaitTaken(context.Background(), n) {
-		return ratchet.ErrClosed
+		return hs.lp.EndErr(ratchet.ErrClosed)
 	}
 	return nil
 }

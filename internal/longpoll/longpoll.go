@@ -317,13 +317,17 @@ func (s *Session[T]) Closed() bool {
 	return s.closed
 }
 
-// Err is the error the session ended with (nil while it runs, or if it
-// ended without one): what a write that failed because it ended should
-// report, rather than a bare "closed" that hides why.
-func (s *Session[T]) Err() error {
+// EndErr is what a write that failed because the session ended reports:
+// the error End was given (a protocol error, a timeout), or closed when it
+// ended without one. The session's Conn may see the failed write before
+// the end itself, so a bare "closed" would hide why.
+func (s *Session[T]) EndErr(closed error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.err
+	if s.err != nil {
+		return s.err
+	}
+	return closed
 }
 
 // NoStore marks a response as one no cache may keep: each poll's answer is
