@@ -5,6 +5,7 @@
 //   {"send": "text"}                  send one message
 //   {"burst": N, "from": I}           send "cI" .. "c(I+N-1)" ("prefix": "p" sends "pI" ...)
 //   {"burstOnUpgrading": N, "from": I} the same, as soon as the probe succeeded
+//   {"burstOnOpen": N, "from": I}      the same, as soon as the session is open
 //   {"freeze": true}                  block the event loop: a client that vanished
 //   {"close": true}                   close the socket
 import { Socket } from "engine.io-client";
@@ -14,12 +15,16 @@ const [url, transports] = process.argv.slice(2);
 const out = (o) => process.stdout.write(JSON.stringify(o) + "\n");
 const socket = new Socket(url, { transports: transports.split(",") });
 let pendingBurst = null;
+let openBurst = null;
 
 const burst = (n, from, prefix = "c") => {
   for (let i = from; i < from + n; i++) socket.send(prefix + i);
 };
 
-socket.on("open", () => out({ event: "open", transport: socket.transport.name }));
+socket.on("open", () => {
+  out({ event: "open", transport: socket.transport.name });
+  if (openBurst) burst(openBurst.n, openBurst.from);
+});
 socket.on("message", (data) =>
   out({ event: "message", data: typeof data === "string" ? data : "binary:" + Buffer.from(data).toString("hex") }));
 socket.on("upgrading", (t) => {
@@ -36,6 +41,7 @@ createInterface({ input: process.stdin }).on("line", (line) => {
   if (cmd.binary !== undefined) socket.send(Buffer.from(cmd.binary, "hex"));
   if (cmd.burst !== undefined) burst(cmd.burst, cmd.from, cmd.prefix);
   if (cmd.burstOnUpgrading !== undefined) pendingBurst = { n: cmd.burstOnUpgrading, from: cmd.from };
+  if (cmd.burstOnOpen !== undefined) openBurst = { n: cmd.burstOnOpen, from: cmd.from };
   if (cmd.freeze) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
   if (cmd.close) socket.close();
 });
